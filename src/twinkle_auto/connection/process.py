@@ -1,0 +1,147 @@
+"""Process state and signals for training processes, with the rule that we only signal our own.
+
+A pid alone names a process only while it lives; after it exits the kernel may hand the number to
+anything. So meta.json records the pid's create time beside it, and every check compares both.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+from twinkle_auto.connection.errors import NotOurProcessError
+
+ALIVE = "alive"
+STOPPED = "stopped"  # SIGSTOP'd (state T), not our run status `stopped`
+ZOMBIE = "zombie"
+DEAD = "dead"
+UNKNOWN = "unknown"
+
+CREATE_TIME_TOLERANCE_S = 1.0
+"""psutil and the runtime both derive create time from /proc ticks; they agree to the tick (10 ms)."""
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    state: str
+    pid: int | None
+    reason: str = ""
+
+
+def _recorded(meta: dict[str, Any]) -> tuple[int | None, float | None]:
+    pid = meta.get("pid")
+    pid = pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
+    ctime = meta.get("pid_create_time")
+    ctime = float(ctime) if isinstance(ctime, (int, float)) and not isinstance(ctime, bool) else None
+    return pid, ctime
+
+
+def _is_ours(proc: psutil.Process, meta: dict[str, Any], ctime: float | None) -> bool:
+    try:
+        actual = proc.create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    if ctime is not None:
+        return abs(actual - ctime) <= CREATE_TIME_TOLERANCE_S
+    # A run written by twinkle-kit's runtime has no create time; its start_time is written after the
+    # process started, so a process created later than that is a stranger with a reused pid.
+    start = meta.get("start_time")
+    if isinstance(start, (int, float)):
+        return actual <= float(start) + CREATE_TIME_TOLERANCE_S
+    return False
+
+
+def process_info(meta: dict[str, Any]) -> ProcessInfo:
+    """alive / stopped / zombie / dead / unknown for the process a meta.json names."""
+    pid, ctime = _recorded(meta)
+    if pid is None:
+        return ProcessInfo(UNKNOWN, None, "no pid recorded")
+    try:
+        proc = psutil.Process(pid)
+        status = proc.status()
+    except psutil.NoSuchProcess:
+        return ProcessInfo(DEAD, pid, "process has exited")
+    except psutil.AccessDenied:
+        return ProcessInfo(UNKNOWN, pid, "access denied")
+    if not _is_ours(proc, meta, ctime):
+        return ProcessInfo(DEAD, pid, "pid now belongs to another process")
+    if status == psutil.STATUS_ZOMBIE:
+        return ProcessInfo(ZOMBIE, pid, "exited, not yet reaped")
+    if status in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP):
+        return ProcessInfo(STOPPED, pid, "suspended")
+    return ProcessInfo(ALIVE, pid)
+
+
+def is_running(info: ProcessInfo) -> bool:
+    return info.state in (ALIVE, STOPPED)
+
+
+def verified_process(meta: dict[str, Any]) -> psutil.Process:
+    """The live process meta.json names, or NotOurProcessError when it is not provably ours."""
+    pid, ctime = _recorded(meta)
+    if pid is None:
+        raise NotOurProcessError("no pid recorded for this run")
+    try:
+        proc = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        raise NotOurProcessError(f"process {pid} has exited") from None
+    if not _is_ours(proc, meta, ctime):
+        raise NotOurProcessError(f"pid {pid} now belongs to another process; refusing to signal it")
+    return proc
+
+
+def send(meta: dict[str, Any], sig: int) -> None:
+    """Signal the run's process group if we launched it as a group leader, else the process alone."""
+    proc = verified_process(meta)
+    pgid = meta.get("pgid")
+    try:
+        if isinstance(pgid, int) and pgid == proc.pid and os.getpgid(proc.pid) == pgid:
+            os.killpg(pgid, sig)
+        else:
+            os.kill(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def wait_gone(meta: dict[str, Any], timeout: float, children: dict[int, Any] | None = None) -> bool:
+    """Wait until the process has exited (reaping it if it is our child); True when gone."""
+    pid, _ = _recorded(meta)
+    if pid is None:
+        return True
+    deadline = time.monotonic() + timeout
+    popen = (children or {}).get(pid)
+    while True:
+        if popen is not None:
+            if popen.poll() is not None:
+                return True
+        else:
+            try:
+                os.waitpid(pid, os.WNOHANG)  # reap if it happens to be our child
+            except ChildProcessError:
+                pass
+            info = process_info(meta)
+            if info.state in (DEAD, ZOMBIE):
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any process of the group lives (a stray child of a killed trainer counts)."""
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+SIGKILL = signal.SIGKILL
+SIGTERM = signal.SIGTERM

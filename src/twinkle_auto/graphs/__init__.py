@@ -1,0 +1,1 @@
+"""graphs layer (see DESIGN.md)."""

@@ -1,0 +1,404 @@
+"""`TrainingRuntime`: what a training script calls so that twinkle-auto can watch, pause and repair it.
+
+Standard library only: training scripts import this, and it must cost nothing next to torch.
+
+Usage::
+
+    from twinkle_auto.runtime import TrainingRuntime
+
+    rt = TrainingRuntime()                 # run id from TWINKLE_RUN_ID (set by the launcher) or an argument
+    rt.start(model_id="Qwen/Qwen3.5-4B", config={"lr": 1e-5, "total_steps": 500}, script_path=__file__)
+    rt.register_graceful_shutdown(model, dataloader)     # Twinkle client: SIGTERM saves a checkpoint
+    step = rt.get_resume_info()["last_step"]             # 0 on a fresh run
+    for batch in dataloader:
+        step += 1
+        ...
+        rt.log_metrics(step=step, loss=loss, grad_norm=gn, lr=lr)
+    rt.finish()
+
+Differences from twinkle-kit 0.5.1's runtime (same files, same format), each an upstream bug not repeated:
+`start()` merges meta.json instead of replacing it (progress and script_path survive a relaunch);
+`get_resume_info()` answers the same before and after `start()`; every meta.json write is atomic and
+locked against the assistant's writes; progress is saved at most every 5 s and always on finish and on
+SIGTERM; a script run by hand still gets its stdout/stderr into output.log.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twinkle_auto.runtime import format as fmt
+from twinkle_auto.runtime.tail import last_step
+
+PROGRESS_INTERVAL_S = 5.0
+"""Progress goes to meta.json at most this often (the metrics file is the per-step record)."""
+
+_TOTAL_STEP_KEYS = ("total_steps", "max_steps")
+
+
+class _Tee:
+    """A text stream that writes through to the original stream and appends to output.log.
+
+    Used only when nobody captures the process's output (a script started by hand), so that any run can
+    be monitored. Each write is one `os.write` on an O_APPEND descriptor: nothing sits in a buffer that a
+    SIGKILL could lose.
+    """
+
+    def __init__(self, stream: Any, fd: int) -> None:
+        self._stream = stream
+        self._fd = fd
+
+    def write(self, text: str) -> int:
+        n = self._stream.write(text)
+        try:
+            os.write(self._fd, text.encode("utf-8", "replace"))
+        except OSError:
+            pass
+        return n
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class TrainingRuntime:
+    """Writes a run folder (meta.json, metrics.jsonl, output.log) for one training run."""
+
+    def __init__(self, run_id: str | None = None, base_dir: str | Path | None = None) -> None:
+        if run_id is None:
+            run_id = os.environ.get(fmt.ENV_RUN_ID, "")
+            if not run_id:
+                raise ValueError("run_id must be given or TWINKLE_RUN_ID set (the launcher sets it)")
+        self.run_id = fmt.validate_run_id(run_id)
+        self.base_dir = Path(base_dir).expanduser() if base_dir else fmt.default_home()
+        self.run_dir = self.base_dir / self.run_id
+        self._metrics_fd: int | None = None
+        self._log_fd: int | None = None
+        self._started = False
+        self._finished = False
+        self._last_progress_save = 0.0
+        self._last_step: int | None = None
+        self._total_steps: int | None = None
+        self._consumed_samples: int | None = None
+        self._stop_requested = False
+        self._deferred_shutdown: Callable[[], None] | None = None
+        self._shutdown_lock = threading.Lock()
+        self._orig_streams: tuple[Any, Any] | None = None
+        self._orig_excepthook: Any = None
+
+    # ----------------------------------------------------------------------------------------- lifecycle
+    def start(
+        self,
+        model_id: str = "",
+        config: dict[str, Any] | None = None,
+        script_path: str | Path | None = None,
+    ) -> None:
+        """Create or rejoin the run folder and mark the run `running` for this process.
+
+        `script_path` is copied to the run folder as train.py (the previous one archived as
+        train_v{N}.py), so that resume and auto-fix can relaunch it; a script already running from the
+        run folder is left as it is.
+        """
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        config = dict(config or {})
+        fields: dict[str, Any] = {
+            "run_id": self.run_id,
+            "model_id": model_id,
+            "config": config,
+            "status": fmt.RUNNING,
+            "pid": os.getpid(),
+            "pid_create_time": fmt.process_create_time(os.getpid()),
+        }
+        stored = self._store_script(script_path) if script_path is not None else None
+        if stored is not None:
+            fields["script_path"] = str(stored)
+        total = next((config[k] for k in _TOTAL_STEP_KEYS if isinstance(config.get(k), int)), None)
+        if total is not None:
+            self._total_steps = int(total)
+            fields["progress"] = {"total_steps": int(total)}
+
+        def _merge(meta: dict[str, Any]) -> dict[str, Any]:
+            meta.setdefault("start_time", fmt.now())
+            meta.pop("end_time", None)
+            if stored is not None:
+                meta["script_version"] = fmt.current_version(self.run_dir)
+            else:
+                meta.setdefault("script_version", 1)
+            return meta
+
+        fmt.update_meta(self.run_dir, fields, transform=_merge)
+        metrics_path = self.run_dir / fmt.METRICS_FILE
+        self._metrics_fd = os.open(metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._seal_torn_line(metrics_path)
+        self._last_step = last_step(metrics_path)
+        if not os.environ.get(fmt.ENV_OUTPUT_CAPTURED):
+            self._tee_output()
+        self._install_exit_hooks()
+        self._started = True
+        self._finished = False
+        self.log("Training started")
+
+    def _store_script(self, script_path: str | Path) -> Path | None:
+        src = Path(script_path).resolve()
+        dst = self.run_dir / fmt.SCRIPT_FILE
+        if not src.is_file():
+            return dst if dst.exists() else None
+        if dst.exists() and src == dst.resolve():
+            return dst
+        if dst.exists():
+            if dst.read_bytes() == src.read_bytes():
+                return dst
+            version = (fmt.archived_versions(self.run_dir) or [0])[-1] + 1
+            shutil.copy2(dst, self.run_dir / f"train_v{version}.py")
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+        shutil.copy2(src, tmp)
+        os.replace(tmp, dst)
+        return dst
+
+    def _seal_torn_line(self, path: Path) -> None:
+        """A kill mid-write can leave a line without its newline; end it so our lines stay separate."""
+        try:
+            size = os.path.getsize(path)
+            if size:
+                with open(path, "rb") as f:
+                    f.seek(size - 1)
+                    if f.read(1) != b"\n" and self._metrics_fd is not None:
+                        os.write(self._metrics_fd, b"\n")
+        except OSError:
+            pass
+
+    def _tee_output(self) -> None:
+        self._log_fd = os.open(self.run_dir / fmt.LOG_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        marker = (
+            f"===== twinkle-auto: {self.run_id} started by hand, pid {os.getpid()}, "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')} =====\n"
+        )
+        os.write(self._log_fd, marker.encode())
+        self._orig_streams = (sys.stdout, sys.stderr)
+        sys.stdout = _Tee(sys.stdout, self._log_fd)
+        sys.stderr = _Tee(sys.stderr, self._log_fd)
+
+    def _install_exit_hooks(self) -> None:
+        if self._orig_excepthook is not None:
+            return
+        self._orig_excepthook = sys.excepthook
+
+        def _hook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+            self._orig_excepthook(exc_type, exc, tb)
+            if self._started and not issubclass(exc_type, KeyboardInterrupt):
+                last = traceback.format_exception_only(exc_type, exc)[-1].strip()
+                self.finish(status=fmt.FAILED, error=last)
+
+        sys.excepthook = _hook
+        atexit.register(self._at_exit)
+
+    def _at_exit(self) -> None:
+        # A script that ends without calling finish() still ended normally (an uncaught exception went
+        # through the excepthook first), so the run is not left `running` for the monitor to puzzle over.
+        if self._started and not self._finished:
+            self.finish(note="process exited without calling finish()")
+
+    def finish(self, status: str = fmt.FINISHED, *, error: str | None = None, note: str | None = None) -> None:
+        """Mark the run finished (or `stopped` / `failed`), save progress and close the files."""
+        if self._finished:
+            return
+        self._finished = True
+        self.log(f"Training finished with status: {status}")
+        fields: dict[str, Any] = {"status": status, "end_time": fmt.now()}
+        progress = self._progress_fields()
+        if progress:
+            fields["progress"] = progress
+        if error:
+            fields["error"] = error
+        if note:
+            fields["note"] = note
+        try:
+            fmt.update_meta(self.run_dir, fields)
+        except OSError as exc:
+            self.log(f"could not update meta.json: {exc}")
+        self._close()
+
+    def _close(self) -> None:
+        if self._metrics_fd is not None:
+            os.close(self._metrics_fd)
+            self._metrics_fd = None
+        if self._orig_streams is not None:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            sys.stdout, sys.stderr = self._orig_streams
+            self._orig_streams = None
+        if self._log_fd is not None:
+            os.close(self._log_fd)
+            self._log_fd = None
+        self._started = False
+
+    # ------------------------------------------------------------------------------------------ metrics
+    def log_metrics(self, **metrics: Any) -> None:
+        """Append one line to metrics.jsonl: `{"ts": …, "step": …, <metric>: <number>, …}`.
+
+        Numbers are kept as written (ints stay ints, NaN and Infinity as Python's json writes them, since
+        detecting them is the monitor's job); 0-d tensors and numpy scalars become floats; anything that is
+        not a number is dropped. `total_steps` goes to the run's progress, not to the line.
+        """
+        fd = self._metrics_fd
+        if fd is None:
+            return
+        entry: dict[str, Any] = {"ts": time.time()}
+        for key, value in metrics.items():
+            if type(value) is float or type(value) is int:
+                entry[key] = value
+            elif isinstance(value, bool):
+                entry[key] = int(value)
+            else:
+                try:
+                    entry[key] = float(value)
+                except (TypeError, ValueError):
+                    continue
+        if "total_steps" in entry:
+            total = entry.pop("total_steps")
+            if isinstance(total, (int, float)) and math.isfinite(total):
+                self._total_steps = int(total)
+        os.write(fd, (json.dumps(entry) + "\n").encode())
+        step = entry.get("step")
+        if step is not None and (type(step) is int or (type(step) is float and math.isfinite(step))):
+            self._last_step = int(step)
+            now = time.monotonic()
+            if now - self._last_progress_save >= PROGRESS_INTERVAL_S:
+                self._last_progress_save = now
+                self._save_progress()
+        if self._stop_requested and self._deferred_shutdown is not None:
+            self._deferred_shutdown()
+
+    def log(self, message: str) -> None:
+        """Print a line to stdout, which ends up in output.log (captured by the launcher or teed)."""
+        print(f"[twinkle] {message}", flush=True)
+
+    def _progress_fields(self) -> dict[str, Any]:
+        progress: dict[str, Any] = {}
+        if self._last_step is not None:
+            progress["last_step"] = self._last_step
+        if self._total_steps is not None:
+            progress["total_steps"] = self._total_steps
+        if self._consumed_samples is not None:
+            progress["consumed_train_samples"] = self._consumed_samples
+        return progress
+
+    def _save_progress(self) -> None:
+        progress = self._progress_fields()
+        if not progress:
+            return
+        try:
+            fmt.update_meta(self.run_dir, {"progress": progress})
+        except OSError:
+            pass  # never crash training for bookkeeping; the metrics file still has every step
+
+    def get_resume_info(self) -> dict[str, int]:
+        """Where a relaunched script should continue: `{"last_step": int, ...}`, never None.
+
+        `last_step` is the later of the progress saved in meta.json and the last step in metrics.jsonl
+        (progress is saved at most every 5 s, so after a SIGKILL the metrics file knows better). A fresh
+        run answers `{"last_step": 0}`. `consumed_train_samples` and `total_steps` are included when known.
+        """
+        info: dict[str, int] = {"last_step": 0}
+        try:
+            meta = fmt.read_json_file(self.run_dir / fmt.META_FILE)
+        except (OSError, ValueError):
+            meta = {}
+        progress = meta.get("progress") if isinstance(meta.get("progress"), dict) else {}
+        for key in ("last_step", "total_steps", "consumed_train_samples"):
+            value = progress.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                info[key] = int(value)
+        tail_step = last_step(self.run_dir / fmt.METRICS_FILE)
+        if tail_step is not None and tail_step > info["last_step"]:
+            info["last_step"] = tail_step
+        return info
+
+    # --------------------------------------------------------------------------------- graceful shutdown
+    @property
+    def stop_requested(self) -> bool:
+        """True once SIGTERM arrived; a loop may check it to stop at a clean point."""
+        return self._stop_requested
+
+    def register_graceful_shutdown(
+        self,
+        model: Any = None,
+        dataloader: Any = None,
+        checkpoint_name: str = "interrupted",
+        on_shutdown: Callable[[TrainingRuntime], Any] | None = None,
+    ) -> None:
+        """Make SIGTERM (twinkle-auto's stop) save a checkpoint, record the data position and exit.
+
+        With a Twinkle client `model`, the handler does what the Twinkle client does:
+        `model.save(name=checkpoint_name, save_optimizer=True, consumed_train_samples=…)`, with the
+        position from `dataloader.get_state()`, at once (the server holds the state, so any moment is
+        consistent).
+
+        Plain PyTorch scripts pass `on_shutdown(runtime)` instead: it is called at the end of the current
+        step (the next `log_metrics` call), when weights and optimizer agree, so it can `torch.save` a
+        checkpoint that resumes cleanly. Either way the run is marked `stopped` with its progress and the
+        process exits with status 0.
+        """
+
+        def _save_and_exit() -> None:
+            with self._shutdown_lock:
+                self._deferred_shutdown = None
+                record: dict[str, Any] = {"time": fmt.now(), "signal": "SIGTERM", "step": self._last_step}
+                try:
+                    if dataloader is not None and hasattr(dataloader, "get_state"):
+                        state = dataloader.get_state() or {}
+                        consumed = state.get("consumed_train_samples")
+                        if isinstance(consumed, int):
+                            self._consumed_samples = consumed
+                            record["consumed_train_samples"] = consumed
+                    if model is not None:
+                        kwargs: dict[str, Any] = {"name": checkpoint_name, "save_optimizer": True}
+                        if self._consumed_samples is not None:
+                            kwargs["consumed_train_samples"] = self._consumed_samples
+                        result = model.save(**kwargs)
+                        record["checkpoint"] = str(result) if result is not None else checkpoint_name
+                        self.log(f"Checkpoint saved: {record['checkpoint']}")
+                    if on_shutdown is not None:
+                        result = on_shutdown(self)
+                        if result is not None:
+                            record["checkpoint"] = str(result)
+                            self.log(f"Checkpoint saved: {result}")
+                except Exception as exc:  # the stop must complete even if the save fails
+                    record["error"] = f"{type(exc).__name__}: {exc}"
+                    self.log(f"Error saving checkpoint during shutdown: {record['error']}")
+                try:
+                    fmt.update_meta(self.run_dir, {"shutdown": record})
+                except OSError:
+                    pass
+                self.finish(status=fmt.STOPPED)
+            sys.exit(0)
+
+        def _handler(signum: int, frame: Any) -> None:
+            if self._stop_requested:
+                return
+            self._stop_requested = True
+            self.log("SIGTERM received, saving checkpoint before exit...")
+            if model is None and on_shutdown is not None and self._started:
+                self._deferred_shutdown = _save_and_exit
+            else:
+                _save_and_exit()
+
+        signal.signal(signal.SIGTERM, _handler)
+        self.log("Graceful shutdown handler registered (SIGTERM)")
