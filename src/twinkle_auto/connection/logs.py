@@ -32,9 +32,10 @@ class LogTail:
 
 def traceback_span(text: str) -> tuple[int, int] | None:
     """Start and end offsets of the last traceback (with its chained predecessors) in `text`."""
-    start = text.rfind(TB_HEAD)
-    if start < 0:
+    last = text.rfind(TB_HEAD)
+    if last < 0:
         return None
+    start = last
     # Walk back over chained exceptions ("During handling of ...") so the chain stays together.
     while True:
         before = text[:start].rstrip()
@@ -44,8 +45,8 @@ def traceback_span(text: str) -> tuple[int, int] | None:
         if prev < 0:
             break
         start = prev
-    lines = text[start:].splitlines(keepends=True)
-    pos = start
+    lines = text[last:].splitlines(keepends=True)
+    pos = last
     seen_exception = False
     for i, line in enumerate(lines):
         stripped = line.rstrip("\n")

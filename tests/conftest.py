@@ -1,0 +1,91 @@
+"""Shared fixtures: every test gets its own TWINKLE_HOME and working directory (auto.log lands there)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private TWINKLE_HOME: tests never touch the user's ~/.cache/twinkle."""
+    h = tmp_path / "twinkle-home"
+    h.mkdir()
+    monkeypatch.setenv("TWINKLE_HOME", str(h))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("TWINKLE_RUN_ID", raising=False)
+    monkeypatch.delenv("TWINKLE_AUTO_OUTPUT_CAPTURED", raising=False)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return h
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05) -> object:
+    """Poll until predicate() is truthy; fail the test with a clear message on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s: {getattr(predicate, '__name__', predicate)}")
+
+
+def read_meta(home: Path, run_id: str) -> dict:
+    return json.loads((home / run_id / "meta.json").read_text())
+
+
+def metric_steps(home: Path, run_id: str) -> list[int]:
+    steps = []
+    path = home / run_id / "metrics.jsonl"
+    if not path.exists():
+        return steps
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if "step" in entry:
+            steps.append(int(entry["step"]))
+    return steps
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """The real `twinkle-auto` command, as a user runs it."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "twinkle_auto", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def controller(home: Path) -> Iterator[object]:
+    """A RunController whose launched processes are all killed (by pid) at teardown."""
+    from twinkle_auto.connection.control import RunController
+    from twinkle_auto.connection.store import RunStore
+
+    ctl = RunController(RunStore(home), stop_grace=5.0)
+    yield ctl
+    for pid, child in list(ctl._children.items()):
+        if child.poll() is None:
+            try:
+                os.killpg(pid, 9)
+            except ProcessLookupError:
+                pass
+            child.wait(timeout=10)

@@ -1,0 +1,207 @@
+"""Process control with real training processes and real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import EXAMPLES, metric_steps, read_meta, wait_for
+from twinkle_auto.connection import process as proc
+from twinkle_auto.connection.errors import NotOurProcessError, RunStateError, UnknownRunError
+
+pytestmark = pytest.mark.slow
+
+TINY = EXAMPLES / "tiny" / "train.py"
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_start_pause_resume_stop_with_the_tiny_example(home: Path, controller) -> None:
+    env = {"STEP_SLEEP": "0.01", "TOTAL_STEPS": "100000"}
+    first = controller.start("tiny", TINY.read_text(), model_id="linreg", env=env)
+    wait_for(lambda: len(metric_steps(home, "tiny")) >= 20)
+    assert controller.store.status("tiny").effective_status == "running"
+
+    controller.pause("tiny")
+    assert _gone(first.pid)
+    meta = read_meta(home, "tiny")
+    assert meta["status"] == "paused"
+    paused_at = max(metric_steps(home, "tiny"))
+
+    second = controller.resume("tiny")
+    assert second.launch_count == 2 and second.pid != first.pid
+    wait_for(lambda: max(metric_steps(home, "tiny")) > paused_at + 10)
+    steps = metric_steps(home, "tiny")
+    after = steps[steps.index(paused_at) + 1 :]
+    assert after and min(after) > 1, "resumed run started again from step 1"
+    # a checkpoint-based resume may replay the few steps after the last checkpoint, never from 0
+    assert min(after) >= paused_at - 60
+
+    result = controller.stop("tiny")
+    assert result.status == "stopped" and not result.killed
+    assert result.checkpoint and Path(home / "tiny" / "checkpoint.json").exists()
+    ckpt = json.loads((home / "tiny" / "checkpoint.json").read_text())
+    meta = read_meta(home, "tiny")
+    assert meta["status"] == "stopped"
+    assert meta["progress"]["last_step"] >= ckpt["step"] > paused_at
+    log = (home / "tiny" / "output.log").read_text()
+    assert log.count("===== twinkle-auto: launch #") == 2
+    assert "launch #2 (resume)" in log
+    assert controller.store.status("tiny").effective_status == "stopped"
+
+
+def test_launching_a_running_run_is_refused(home: Path, controller) -> None:
+    controller.start("busy", TINY.read_text(), env={"STEP_SLEEP": "0.05", "TOTAL_STEPS": "100000"})
+    wait_for(lambda: metric_steps(home, "busy"))
+    with pytest.raises(RunStateError, match="already running"):
+        controller.launch("busy")
+    with pytest.raises(RunStateError, match="already running"):
+        controller.resume("busy")
+    with pytest.raises(RunStateError, match="already running"):
+        controller.start("busy", "print(1)\n")
+    controller.pause("busy")
+
+
+def test_operations_on_unknown_or_idle_runs_are_refused(home: Path, controller) -> None:
+    with pytest.raises(UnknownRunError):
+        controller.pause("ghost")
+    with pytest.raises(ValueError, match="invalid run id"):
+        controller.start("../x", "print(1)\n")
+    controller.create("idle", "print(1)\n")
+    with pytest.raises(RunStateError, match="not running"):
+        controller.stop("idle")
+    with pytest.raises(RunStateError, match="not running"):
+        controller.pause("idle")
+
+
+def test_signalling_a_pid_that_is_not_ours_is_refused(home: Path, controller) -> None:
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        controller.create("claim", "print(1)\n")
+        folder = home / "claim"
+        meta = read_meta(home, "claim")
+        # meta says "running" with the stranger's pid but a different create time (a reused pid)
+        meta.update(status="running", pid=stranger.pid, pgid=stranger.pid, pid_create_time=1.0)
+        (folder / "meta.json").write_text(json.dumps(meta))
+        with pytest.raises(RunStateError):
+            controller.stop("claim")
+        with pytest.raises(NotOurProcessError):
+            proc.send(read_meta(home, "claim"), 15)
+        assert stranger.poll() is None, "a process that is not ours was signalled"
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def _script(body: str) -> str:
+    return textwrap.dedent(body)
+
+
+def test_stop_without_a_handler_and_with_a_handler_that_hangs(home: Path, controller) -> None:
+    plain = _script(
+        """
+        import time
+        from twinkle_auto.runtime import TrainingRuntime
+        rt = TrainingRuntime(); rt.start()
+        for step in range(1, 100000):
+            rt.log_metrics(step=step, loss=1.0); time.sleep(0.01)
+        """
+    )
+    controller.start("plain", plain)
+    wait_for(lambda: metric_steps(home, "plain"))
+    result = controller.stop("plain")
+    assert result.status == "stopped" and not result.killed
+
+    stubborn = _script(
+        """
+        import signal, time
+        from twinkle_auto.runtime import TrainingRuntime
+        rt = TrainingRuntime(); rt.start()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for step in range(1, 100000):
+            rt.log_metrics(step=step, loss=1.0); time.sleep(0.01)
+        """
+    )
+    controller.start("stubborn", stubborn)
+    wait_for(lambda: metric_steps(home, "stubborn"))
+    result = controller.stop("stubborn", grace=1.0)
+    assert result.killed and result.status == "stopped"
+    meta = read_meta(home, "stubborn")
+    assert meta["status"] == "stopped" and "grace period" in meta["note"]
+
+
+def test_stop_kills_the_whole_process_group(home: Path, controller) -> None:
+    parent = _script(
+        """
+        import subprocess, sys, time
+        from twinkle_auto.runtime import TrainingRuntime
+        rt = TrainingRuntime(); rt.start()
+        worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+        open("worker.pid", "w").write(str(worker.pid))
+        for step in range(1, 100000):
+            rt.log_metrics(step=step, loss=1.0); time.sleep(0.01)
+        """
+    )
+    controller.start("group", parent)
+    pid_file = home / "group" / "worker.pid"
+    wait_for(pid_file.exists)
+    worker = int(wait_for(lambda: pid_file.read_text().strip()))
+    controller.pause("group")
+    wait_for(lambda: _gone(worker), timeout=10)
+
+
+def test_a_crash_is_recorded_with_its_exit_code(home: Path, controller) -> None:
+    controller.start("crash", "import sys\nprint('boom')\nsys.exit(3)\n")
+    wait_for(lambda: read_meta(home, "crash").get("exit_code") is not None)
+    meta = read_meta(home, "crash")
+    assert meta["exit_code"] == 3 and meta["status"] == "failed" and "code 3" in meta["error"]
+
+
+def test_update_script_archives_without_ever_overwriting(home: Path, controller) -> None:
+    controller.create("upd", "print('v1')\n")
+    folder = home / "upd"
+    first = controller.update_script("upd", "print('v2')\n")
+    assert first.archived_as == "train_v1.py" and first.version == 2
+    assert "-print('v1')" in first.diff and "+print('v2')" in first.diff
+    (folder / "train_v2.py").write_text("someone else's archive\n")  # a gap filled by hand
+    second = controller.update_script("upd", "print('v3')\n")
+    assert second.archived_as == "train_v3.py"
+    assert (folder / "train_v2.py").read_text() == "someone else's archive\n"
+    assert (folder / "train_v1.py").read_text() == "print('v1')\n"
+    assert (folder / "train.py").read_text() == "print('v3')\n"
+    assert read_meta(home, "upd")["script_version"] == 4
+    same = controller.update_script("upd", "print('v3')\n")
+    assert same.archived_as is None and same.diff == ""
+
+
+def test_launch_env_marks_output_as_captured(home: Path, controller) -> None:
+    script = _script(
+        """
+        import os
+        from twinkle_auto.runtime import TrainingRuntime
+        rt = TrainingRuntime(); rt.start()
+        print("run", os.environ["TWINKLE_RUN_ID"], os.getcwd())
+        rt.finish()
+        """
+    )
+    controller.start("env", script)
+    wait_for(lambda: read_meta(home, "env").get("status") == "finished")
+    log = (home / "env" / "output.log").read_text()
+    assert f"run env {home / 'env'}" in log
+    assert "started by hand" not in log  # not teed twice
+    assert log.count("Training started") == 1
+    time.sleep(0)
+    assert os.environ.get("TWINKLE_RUN_ID") is None
