@@ -39,8 +39,14 @@ def bench_log_metrics(tmp: Path) -> float:
     def bare() -> None:
         for _ in range(CALLS):
             step[0] += 1
-            entry = {"ts": time.time(), "step": step[0], "loss": 0.123456, "grad_norm": 1.5, "lr": 1e-5,
-                     "reward": 0.5}
+            entry = {
+                "ts": time.time(),
+                "step": step[0],
+                "loss": 0.123456,
+                "grad_norm": 1.5,
+                "lr": 1e-5,
+                "reward": 0.5,
+            }
             bare_file.write(json.dumps(entry) + "\n")
             bare_file.flush()
 
@@ -69,8 +75,10 @@ def bench_tail(tmp: Path) -> float:
     assert [e["step"] for e in last_metrics(big, 50)] == list(range(999_950, 1_000_000))
     t_small = best_of(lambda: last_metrics(small, 50), repeats=9, number=50)
     t_big = best_of(lambda: last_metrics(big, 50), repeats=9, number=50)
-    print(f"  last 50 of 1,000 lines {t_small * 1e6:.1f} us, of 1,000,000 lines ({big.stat().st_size >> 20} MB) "
-          f"{t_big * 1e6:.1f} us")
+    print(
+        f"  last 50 of 1,000 lines {t_small * 1e6:.1f} us, of 1,000,000 lines ({big.stat().st_size >> 20} MB) "
+        f"{t_big * 1e6:.1f} us"
+    )
     return t_big / t_small
 
 

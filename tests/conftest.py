@@ -61,7 +61,9 @@ def metric_steps(home: Path, run_id: str) -> list[int]:
     return steps
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
     """The real `twinkle-auto` command, as a user runs it."""
     full_env = dict(os.environ)
     full_env.update(env or {})

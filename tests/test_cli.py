@@ -7,20 +7,39 @@ import math
 from pathlib import Path
 
 import pytest
-
 from conftest import EXAMPLES, metric_steps, run_cli, wait_for
 
 STATUS_KEYS = {
-    "run_id", "status", "effective_status", "process", "pid", "model_id", "last_step", "total_steps",
-    "start_time", "end_time", "script_version", "archived_versions", "error", "last_metrics",
+    "run_id",
+    "status",
+    "effective_status",
+    "process",
+    "pid",
+    "model_id",
+    "last_step",
+    "total_steps",
+    "start_time",
+    "end_time",
+    "script_version",
+    "archived_versions",
+    "error",
+    "last_metrics",
 }
 
 
 def _seed(home: Path) -> None:
     folder = home / "seeded"
     folder.mkdir()
-    (folder / "meta.json").write_text(json.dumps({"run_id": "seeded", "status": "finished", "model_id": "m",
-                                                  "progress": {"last_step": 3, "total_steps": 3}}))
+    (folder / "meta.json").write_text(
+        json.dumps(
+            {
+                "run_id": "seeded",
+                "status": "finished",
+                "model_id": "m",
+                "progress": {"last_step": 3, "total_steps": 3},
+            }
+        )
+    )
     (folder / "metrics.jsonl").write_text(
         '{"ts": 1.0, "step": 1, "loss": 1.0, "reward": 0.1}\n'
         '{"ts": 2.0, "step": 2, "loss": NaN, "reward": 0.2}\n'
@@ -45,7 +64,9 @@ def test_json_outputs_have_stable_keys_and_are_strict_json(home: Path) -> None:
     assert [set(r) for r in runs["runs"]] == [STATUS_KEYS]
     status = json.loads(run_cli("status", "seeded", "--json").stdout)
     assert set(status) == STATUS_KEYS and status["effective_status"] == "finished"
-    metrics = json.loads(run_cli("metrics", "seeded", "--keys", "loss,reward", "--last", "2", "--json").stdout)
+    metrics = json.loads(
+        run_cli("metrics", "seeded", "--keys", "loss,reward", "--last", "2", "--json").stdout
+    )
     assert metrics["keys"] == ["loss", "reward"]
     assert [e["step"] for e in metrics["entries"]] == [2, 3]
     assert metrics["entries"][0]["loss"] == "NaN" and metrics["entries"][1]["reward"] == "Infinity"
@@ -116,8 +137,16 @@ def test_env_defaults_for_options(home: Path) -> None:
 @pytest.mark.slow
 def test_start_status_pause_resume_stop_through_the_cli(home: Path) -> None:
     env = {"STEP_SLEEP": "0.01", "TOTAL_STEPS": "100000"}
-    out = run_cli("start", "cli-run", "--script", str(EXAMPLES / "tiny" / "train.py"), "--model-id", "lr", "--json",
-                  env=env)
+    out = run_cli(
+        "start",
+        "cli-run",
+        "--script",
+        str(EXAMPLES / "tiny" / "train.py"),
+        "--model-id",
+        "lr",
+        "--json",
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     started = json.loads(out.stdout)
     assert started["status"] == "running" and started["pid"] > 0

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from conftest import EXAMPLES, metric_steps, read_meta, wait_for
+
 from twinkle_auto.connection import process as proc
 from twinkle_auto.connection.errors import NotOurProcessError, RunStateError, UnknownRunError
 

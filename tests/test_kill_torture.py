@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import read_meta, wait_for
 
 pytestmark = pytest.mark.slow

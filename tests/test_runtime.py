@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import read_meta, wait_for
+
 from twinkle_auto.runtime import TrainingRuntime
 from twinkle_auto.runtime import training as training_mod
 
@@ -180,8 +180,12 @@ def test_sigterm_saves_a_twinkle_style_checkpoint_records_data_position_and_stop
         """,
         run_id="sig",
     )
-    wait_for(lambda: (home / "sig" / "metrics.jsonl").exists() and len(
-        (home / "sig" / "metrics.jsonl").read_text().splitlines()) >= 5)
+    wait_for(
+        lambda: (
+            (home / "sig" / "metrics.jsonl").exists()
+            and len((home / "sig" / "metrics.jsonl").read_text().splitlines()) >= 5
+        )
+    )
     child.send_signal(signal.SIGTERM)
     assert child.wait(timeout=20) == 0
     saved = json.loads(record.read_text())
@@ -217,8 +221,12 @@ def test_sigterm_with_a_plain_pytorch_hook_runs_at_the_step_boundary(home: Path)
         """,
         run_id="hook",
     )
-    wait_for(lambda: (home / "hook" / "metrics.jsonl").exists()
-             and (home / "hook" / "metrics.jsonl").stat().st_size > 100)
+    wait_for(
+        lambda: (
+            (home / "hook" / "metrics.jsonl").exists()
+            and (home / "hook" / "metrics.jsonl").stat().st_size > 100
+        )
+    )
     child.send_signal(signal.SIGTERM)
     assert child.wait(timeout=20) == 0
     meta = read_meta(home, "hook")

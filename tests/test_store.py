@@ -126,7 +126,9 @@ def test_chunked_read_hands_out_the_rest_on_the_next_call(home: Path) -> None:
 
 def test_log_tail_keeps_the_last_traceback_whole_when_noise_follows(home: Path) -> None:
     noise_before = "".join(f"step {i} loss 0.5\n" for i in range(500))
-    noise_after = "".join(f"[rank0] worker {i} exiting cleanly after a long shutdown message\n" for i in range(30))
+    noise_after = "".join(
+        f"[rank0] worker {i} exiting cleanly after a long shutdown message\n" for i in range(30)
+    )
     text = noise_before + TRACEBACK + noise_after
     tail = tail_text(text, 1500)
     assert len(tail) <= 1500
@@ -216,9 +218,22 @@ def test_a_run_folder_written_by_twinkle_kit_is_read(home: Path) -> None:
     (folder / "meta.json").write_text(json.dumps(meta, indent=2))
     with open(folder / "metrics.jsonl", "w") as f:
         for step in range(1, 31):
-            f.write(json.dumps({"ts": 1780000000.0 + step, "step": float(step), "loss": 1.0 / step,
-                                "reward": 0.1 * step, "grad_norm": 0.8, "lr": 1e-05}) + "\n")
-    (folder / "output.log").write_text("[twinkle] Training started\n[twinkle] Training finished with status: completed\n")
+            f.write(
+                json.dumps(
+                    {
+                        "ts": 1780000000.0 + step,
+                        "step": float(step),
+                        "loss": 1.0 / step,
+                        "reward": 0.1 * step,
+                        "grad_norm": 0.8,
+                        "lr": 1e-05,
+                    }
+                )
+                + "\n"
+            )
+    (folder / "output.log").write_text(
+        "[twinkle] Training started\n[twinkle] Training finished with status: completed\n"
+    )
     (folder / "train.py").write_text("print('v2')\n")
     (folder / "train_v1.py").write_text("print('v1')\n")
     store = RunStore(home)

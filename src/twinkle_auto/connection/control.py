@@ -108,7 +108,9 @@ class RunController:
         self.create(run_id, script_text, model_id=model_id, config=config)
         return self.launch(run_id, env=env)
 
-    def launch(self, run_id: str, *, env: dict[str, str] | None = None, reason: str = "start") -> LaunchResult:
+    def launch(
+        self, run_id: str, *, env: dict[str, str] | None = None, reason: str = "start"
+    ) -> LaunchResult:
         """Run train.py with `sys.executable -u` in the run folder, in its own session."""
         folder = self.store.require(run_id)
         script = folder / fmt.SCRIPT_FILE
@@ -134,7 +136,9 @@ class RunController:
         log_path = folder / fmt.LOG_FILE
         with open(log_path, "ab") as log:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            marker = f"\n===== twinkle-auto: launch #{count} ({reason}) of train.py v{version} at {stamp} =====\n"
+            marker = (
+                f"\n===== twinkle-auto: launch #{count} ({reason}) of train.py v{version} at {stamp} =====\n"
+            )
             log.write(marker.encode())
             log.flush()
             child = subprocess.Popen(

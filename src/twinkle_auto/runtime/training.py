@@ -61,12 +61,15 @@ class _Tee:
         self._fd = fd
 
     def write(self, text: str) -> int:
-        n = self._stream.write(text)
+        # The log first: a closed terminal or broken pipe must not cost the monitor its evidence.
         try:
             os.write(self._fd, text.encode("utf-8", "replace"))
         except OSError:
             pass
-        return n
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):
+            return len(text)
 
     def flush(self) -> None:
         self._stream.flush()
@@ -212,12 +215,13 @@ class TrainingRuntime:
         if self._started and not self._finished:
             self.finish(note="process exited without calling finish()")
 
-    def finish(self, status: str = fmt.FINISHED, *, error: str | None = None, note: str | None = None) -> None:
+    def finish(
+        self, status: str = fmt.FINISHED, *, error: str | None = None, note: str | None = None
+    ) -> None:
         """Mark the run finished (or `stopped` / `failed`), save progress and close the files."""
         if self._finished:
             return
         self._finished = True
-        self.log(f"Training finished with status: {status}")
         fields: dict[str, Any] = {"status": status, "end_time": fmt.now()}
         progress = self._progress_fields()
         if progress:
@@ -230,6 +234,7 @@ class TrainingRuntime:
             fmt.update_meta(self.run_dir, fields)
         except OSError as exc:
             self.log(f"could not update meta.json: {exc}")
+        self.log(f"Training finished with status: {status}")
         self._close()
 
     def _close(self) -> None:
@@ -288,7 +293,10 @@ class TrainingRuntime:
 
     def log(self, message: str) -> None:
         """Print a line to stdout, which ends up in output.log (captured by the launcher or teed)."""
-        print(f"[twinkle] {message}", flush=True)
+        try:
+            print(f"[twinkle] {message}", flush=True)
+        except (OSError, ValueError):  # a broken pipe or closed stdout must not stop training
+            pass
 
     def _progress_fields(self) -> dict[str, Any]:
         progress: dict[str, Any] = {}
@@ -395,7 +403,7 @@ class TrainingRuntime:
                 return
             self._stop_requested = True
             self.log("SIGTERM received, saving checkpoint before exit...")
-            if model is None and on_shutdown is not None and self._started:
+            if model is None and on_shutdown is not None and self._started and self._last_step is not None:
                 self._deferred_shutdown = _save_and_exit
             else:
                 _save_and_exit()
