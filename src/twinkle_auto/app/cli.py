@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env_flag("TWINKLE_AUTO_VERBOSE"),
         help="DEBUG logging to ./auto.log (env TWINKLE_AUTO_VERBOSE)",
     )
-    parser.add_argument("--home", default=None, help="run folders (env TWINKLE_HOME, default ~/.cache/twinkle)")
+    parser.add_argument(
+        "--home", default=None, help="run folders (env TWINKLE_HOME, default ~/.cache/twinkle)"
+    )
 
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     json_parent = argparse.ArgumentParser(add_help=False)

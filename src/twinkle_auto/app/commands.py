@@ -167,7 +167,9 @@ def cmd_start(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(data)
     else:
-        _console().print(f"started run [bold]{result.run_id}[/] (pid {result.pid}, train.py v{result.script_version})")
+        _console().print(
+            f"started run [bold]{result.run_id}[/] (pid {result.pid}, train.py v{result.script_version})"
+        )
     return 0
 
 
@@ -193,13 +195,20 @@ def cmd_resume(args: argparse.Namespace) -> int:
             }
         )
     else:
-        _console().print(f"resumed run [bold]{result.run_id}[/] (pid {result.pid}, launch #{result.launch_count})")
+        _console().print(
+            f"resumed run [bold]{result.run_id}[/] (pid {result.pid}, launch #{result.launch_count})"
+        )
     return 0
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
     result = RunController(RunStore()).stop(args.run, grace=args.grace)
-    data = {"run_id": result.run_id, "status": result.status, "killed": result.killed, "checkpoint": result.checkpoint}
+    data = {
+        "run_id": result.run_id,
+        "status": result.status,
+        "killed": result.killed,
+        "checkpoint": result.checkpoint,
+    }
     if args.json:
         emit_json(data)
     else:
@@ -230,7 +239,9 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     known = set(metric_keys(entries))
     missing = [k for k in keys if k not in known]
     if args.keys and entries and len(missing) == len(keys):
-        raise RunError(f"none of {', '.join(keys)} in the last {len(entries)} entries; have: {', '.join(sorted(known))}")
+        raise RunError(
+            f"none of {', '.join(keys)} in the last {len(entries)} entries; have: {', '.join(sorted(known))}"
+        )
     rows = [{"step": e.get("step"), "ts": e.get("ts"), **{k: e.get(k) for k in keys}} for e in entries]
     if args.json:
         emit_json({"run_id": args.run, "keys": keys, "entries": rows})

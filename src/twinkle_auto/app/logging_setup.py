@@ -35,7 +35,9 @@ class SecretFilter(logging.Filter):
         return True
 
 
-def setup_logging(verbose: bool = False, secrets: list[str] | None = None, path: str | Path = LOG_FILE) -> None:
+def setup_logging(
+    verbose: bool = False, secrets: list[str] | None = None, path: str | Path = LOG_FILE
+) -> None:
     """Route all logging to a rotating ./auto.log (DEBUG with --verbose, else INFO)."""
     root = logging.getLogger()
     for handler in list(root.handlers):

@@ -123,8 +123,11 @@ class RunController:
             meta = {}
         count = int(meta.get("launch_count") or 0) + 1
         version = fmt.current_version(folder)
+        if env is None:  # a relaunch (resume, auto-fix) runs with the settings the run was started with
+            saved = meta.get("launch_env")
+            env = {str(k): str(v) for k, v in saved.items()} if isinstance(saved, dict) else {}
         child_env = dict(os.environ)
-        child_env.update(env or {})
+        child_env.update(env)
         child_env.update(
             {
                 fmt.ENV_RUN_ID: run_id,
@@ -169,6 +172,7 @@ class RunController:
                 m["pid_create_time"] = ctime
             m["launch_count"] = count
             m["script_version"] = version
+            m["launch_env"] = env
             m["launched_at"] = fmt.now()
             m.pop("exit_code", None)
             return _defaults(m)

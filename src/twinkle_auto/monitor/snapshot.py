@@ -1,0 +1,128 @@
+"""Collecting what one monitor tick looks at, and a digest of it.
+
+A tick must cost the same on a 1,000,000-line metrics file as on a 1,000-line one, so it reads only the
+last rows (backwards from the end) and the end of the log. The digest is built from content that moves
+while a run is alive (last step, log bytes, process state) so that "nothing changed" is a fact, not a
+guess from lengths that stop changing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from typing import Any
+
+from twinkle_auto.connection import Connection
+from twinkle_auto.connection.logs import tail_text, traceback_span
+from twinkle_auto.connection.store import CorruptMetaError
+
+METRIC_ROWS = 512
+"""Rows read per tick: the spike window (128) and the plateau window fit with room to spare."""
+LOG_BUDGET = 1500
+"""Characters of output.log shown to the LLM; the last traceback goes first and whole when it fits."""
+LOG_READ = 6000
+"""Characters read from the end of the log for detection (tracebacks often sit above worker noise)."""
+TREND_KEYS = 8
+LAUNCH_MARKER = "===== twinkle-auto: launch #"
+"""The launcher's marker line: what is above the last one belongs to an earlier process."""
+
+
+def _finite(values: list[Any]) -> list[float]:
+    return [
+        float(v)
+        for v in values
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    ]
+
+
+def trends(metrics: list[dict[str, Any]], keys: int = TREND_KEYS) -> dict[str, dict[str, Any]]:
+    """Per-key summary of recent rows: last value, mean of the first and last quarter, direction.
+
+    Sized for an LLM prompt: a handful of numbers per key instead of hundreds of rows.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    names: list[str] = []
+    for row in metrics:
+        for key in row:
+            if key not in ("ts", "step", "epoch") and key not in names:
+                names.append(key)
+    for key in names[:keys]:
+        series = [row[key] for row in metrics if key in row]
+        finite = _finite(series)
+        bad = len(series) - len(finite)
+        entry: dict[str, Any] = {"n": len(series), "last": series[-1] if series else None}
+        if bad:
+            entry["non_finite"] = bad
+        if len(finite) >= 4:
+            q = max(1, len(finite) // 4)
+            first, last = sum(finite[:q]) / q, sum(finite[-q:]) / q
+            scale = max(abs(first), abs(last), 1e-12)
+            change = (last - first) / scale
+            entry.update(
+                first_quarter_mean=round(first, 6),
+                last_quarter_mean=round(last, 6),
+                direction="up" if change > 0.05 else "down" if change < -0.05 else "flat",
+                min=round(min(finite), 6),
+                max=round(max(finite), 6),
+            )
+        out[key] = entry
+    return out
+
+
+def collect(connection: Connection, run_id: str, *, stall_reset_at: float | None = None) -> dict[str, Any]:
+    """One snapshot of a run as plain data (what the detectors and the state need)."""
+    store = connection.store
+    status = store.status(run_id)
+    try:
+        meta = store.read_meta(run_id)
+    except CorruptMetaError:
+        meta = {}
+    metrics = store.last_metrics(run_id, METRIC_ROWS)
+    tail = store.log_tail(run_id, LOG_READ)
+    log_text, traceback = tail.text, tail.traceback
+    cut = log_text.rfind(LAUNCH_MARKER)
+    if cut >= 0:  # only the current process's output speaks for it
+        log_text = log_text[cut:]
+        span = traceback_span(log_text)
+        traceback = log_text[span[0] : span[1]] if span else None
+    now = time.time()
+    last_ts = next((row["ts"] for row in reversed(metrics) if isinstance(row.get("ts"), (int, float))), None)
+    anchors = [t for t in (last_ts, meta.get("launched_at"), stall_reset_at) if isinstance(t, (int, float))]
+    stall = max(0.0, now - max(anchors)) if anchors and status.process == "alive" else None
+    process_state = status.process
+    if process_state == "unknown" and status.status not in ("running", "stopping", "unknown"):
+        process_state = "dead"  # no pid to ask, but the run itself reported that it ended
+    last_step = status.last_step
+    digest_src = f"{last_step}|{tail.size}|{process_state}|{status.status}|{meta.get('launch_count')}"
+    return {
+        "run_id": run_id,
+        "status": status.status,
+        "effective_status": status.effective_status,
+        "process_state": process_state,
+        "pid": status.pid,
+        "last_step": last_step,
+        "total_steps": status.total_steps,
+        "metrics": metrics,
+        "log_tail": log_text,
+        "traceback": traceback,
+        "log_size": tail.size,
+        "stall_seconds": stall,
+        "error": status.error,
+        "exit_code": meta.get("exit_code"),
+        "launch_count": meta.get("launch_count"),
+        "digest": hashlib.sha1(digest_src.encode()).hexdigest()[:16],
+    }
+
+
+def log_excerpt(snapshot: dict[str, Any], budget: int = LOG_BUDGET) -> str:
+    """About `budget` characters of the log for a prompt: the last traceback first, then the tail."""
+    tb = snapshot.get("traceback")
+    tail = snapshot.get("log_tail") or ""
+    if not tb:
+        return tail_text(tail, budget)
+    if len(tb) >= budget:
+        return tb[-budget:]
+    rest = budget - len(tb) - 20
+    after = tail[tail.rfind(tb) + len(tb) :] if tb in tail else tail
+    return tb + ("\n[... log tail ...]\n" + after[-rest:] if after.strip() and rest > 0 else "")
