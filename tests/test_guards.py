@@ -606,6 +606,12 @@ def test_shrinking_a_literal_range_is_refused() -> None:
     single(check_patch(old, new), "for-loop range cut from 1000 to 10")
 
 
+def test_shrinking_a_retry_loop_is_not_a_work_cut() -> None:
+    old = edit(TORCH_PY, "model = CharModel()\n", "for attempt in range(5):\n    model = CharModel()\n")
+    new = edit(old, "range(5)", "range(3)")
+    assert check_patch(old, new) == []
+
+
 def test_shrinking_a_while_bound_is_refused() -> None:
     old = edit(TWINKLE_PY, "while step < total_steps:", "while step < 500:")
     new = edit(old, "while step < 500:", "while step < 5:")
@@ -655,6 +661,7 @@ def test_tiny_scripts_may_change_a_few_lines() -> None:
 def test_rules_are_registered_in_report_order() -> None:
     names = [name for name, _ in RULES]
     assert names == [
+        "new script parses",
         "training loop kept",
         "trainer.train kept",
         "runtime calls kept",

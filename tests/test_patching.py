@@ -167,6 +167,16 @@ def test_search_text_that_is_part_of_a_line() -> None:
     assert new.count("\n") == TRAIN_PY.count("\n")
 
 
+def test_part_of_a_line_can_be_deleted() -> None:
+    new = apply_patch(TRAIN_PY, block(", script_path=__file__", ""))
+    assert 'config={"max_steps": max_steps})\n' in new
+
+
+def test_part_of_a_line_cannot_become_several_lines() -> None:
+    with pytest.raises(PatchError, match="matches only part of a line"):
+        apply_patch(TRAIN_PY, block("lr=3e-4", "lr=1e-4,\nweight_decay=0.1"))
+
+
 def test_partial_line_search_must_also_be_unique() -> None:
     with pytest.raises(PatchError, match="ambiguous"):
         apply_patch(TRAIN_PY, block("view(B, T", "view(B * T"))
@@ -216,6 +226,13 @@ def test_unified_diff_with_wrong_line_numbers_applies() -> None:
 
 def test_unified_diff_without_file_headers_or_numbers() -> None:
     diff = f"@@ ... @@\n     logits = model(x)\n-{BAD_LINE}\n+{GOOD_LINE}\n     optimizer.zero_grad()\n"
+    assert apply_patch(TRAIN_PY, diff) == FIXED
+
+
+def test_hunk_header_with_function_context() -> None:
+    diff = unified_diff(TRAIN_PY, FIXED).replace(
+        " @@\n", " @@ for step in range(start + 1, max_steps + 1):\n"
+    )
     assert apply_patch(TRAIN_PY, diff) == FIXED
 
 

@@ -161,8 +161,6 @@ def check_patch(old: str, new: str) -> list[str]:
     new_tree, new_error = _parse(new)
     scripts = Scripts(old=old, new=new, old_tree=_parse_lenient(old), new_tree=new_tree, new_error=new_error)
     violations: list[str] = []
-    if new_error is not None:
-        violations.append(new_error)
     for _, rule in RULES:
         violations.extend(rule(scripts))
     return violations
@@ -196,6 +194,7 @@ def _parse_lenient(source: str) -> ast.Module | None:
 
 
 def _repair_line(lines: list[str], i: int, message: str) -> None:
+    """Make line `i` parse while keeping as much structure as possible (a loop header stays a loop)."""
     indent, code = _leading_ws(lines[i]), lines[i].strip()
     if code.split(" ", 1)[0].rstrip(":") in BLOCK_KEYWORDS and not code.endswith(":"):
         lines[i] = lines[i].rstrip() + ":"  # the commonest typo: a missing colon
@@ -285,6 +284,11 @@ def _ancestors(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> Iterator[ast.A
 
 def _number(node: ast.AST | None, *, allow_str: bool = False) -> float | None:
     """The value of a small numeric expression (`1000`, `-1`, `10 * 100`, `int(1e4)`), else None."""
+    value = _evaluate(node, allow_str=allow_str)
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _evaluate(node: ast.AST | None, *, allow_str: bool) -> float | None:
     if isinstance(node, ast.Constant):
         value = node.value
         if isinstance(value, bool):
@@ -319,7 +323,7 @@ def _number(node: ast.AST | None, *, allow_str: bool = False) -> float | None:
                 return float(left // right)
             if isinstance(node.op, ast.Pow) and abs(right) <= 64:
                 return float(left**right)
-        except (ZeroDivisionError, OverflowError):
+        except (ZeroDivisionError, OverflowError, TypeError):  # TypeError: float() of a complex power
             return None
         return None
     if (
@@ -375,6 +379,13 @@ def _surplus(old: Iterable[_Found], new: Iterable[_Found]) -> list[_Found]:
     return extra
 
 
+# ------------------------------------------------------------------------------- rule 1: it parses
+@_rule("new script parses", needs_old=False, needs_new=False)
+def rule_new_script_parses(s: Scripts) -> list[str]:
+    """A script that does not parse would crash at once; the other rules need its tree anyway."""
+    return [s.new_error] if s.new_error is not None else []
+
+
 # ------------------------------------------------------------------------------- rule 2: the loop stays
 @_rule("training loop kept")
 def rule_training_loop_kept(s: Scripts) -> list[str]:
@@ -427,13 +438,20 @@ def _resume_counts(tree: ast.AST) -> Counter[str]:
                 counts[f"{receiver}.load("] += 1
         elif isinstance(node, ast.keyword) and node.arg in RESUME_KEYWORDS:
             counts[f"{node.arg}="] += 1
-        elif (
-            (isinstance(node, ast.Name) and node.id in RESUME_NAMES)
-            or (isinstance(node, ast.Attribute) and node.attr in RESUME_NAMES)
-            or (isinstance(node, ast.keyword) and node.arg in RESUME_NAMES)
-        ):
-            counts[getattr(node, "id", None) or getattr(node, "attr", None) or str(node.arg)] += 1
+        elif (identifier := _identifier(node)) in RESUME_NAMES:
+            counts[identifier] += 1
     return counts
+
+
+def _identifier(node: ast.AST) -> str | None:
+    """The name a Name, Attribute or keyword node carries."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    if isinstance(node, ast.keyword):
+        return node.arg
+    return None
 
 
 def _strip_comments(source: str) -> str:
@@ -630,7 +648,7 @@ def _success_exits(tree: ast.AST) -> list[_Found]:
             where = "before training ends"
         else:
             continue
-        found.append(_Found(f"{where}:{ast.unparse(node)}", node.lineno, f"{_snippet(node)}` {where}"))
+        found.append(_Found(f"{where}:{ast.unparse(node)}", node.lineno, f"`{_snippet(node)}` {where}"))
     return found
 
 
@@ -639,7 +657,7 @@ def rule_no_early_exit(s: Scripts) -> list[str]:
     """`sys.exit(0)` before or inside the loop, or in a handler, reports success for unfinished work."""
     assert s.old_tree is not None and s.new_tree is not None
     return [
-        f"new `{item.text} (line {item.line}); it would end the run as a success without training"
+        f"new {item.text} (line {item.line}); it would end the run as a success without training"
         for item in _surplus(_success_exits(s.old_tree), _success_exits(s.new_tree))
     ]
 
@@ -845,9 +863,12 @@ def rule_data_not_cut(s: Scripts) -> list[str]:
 
 
 def _loop_bounds(tree: ast.AST) -> list[tuple[str, float, int]]:
-    """(kind, bound, line) for `for … in range(N)` and `while step < N` with a literal N."""
+    """(kind, bound, line) for training loops `for … in range(N)` and `while step < N`, N a literal.
+
+    Only loops that train count: a retry loop `for attempt in range(3)` is the fix's business.
+    """
     found = []
-    for node in ast.walk(tree):
+    for node in _training_loops(tree):
         if isinstance(node, (ast.For, ast.AsyncFor)):
             for call in _calls(node.iter):
                 if _call_name(call) == "range" and call.args:

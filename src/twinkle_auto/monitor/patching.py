@@ -316,13 +316,13 @@ def _replace_within_line(
             f"search block {number} is ambiguous: it matches {total} places in {name} "
             f"(lines {where}); include more surrounding lines"
         )
-    if len(replace) != 1:
+    if len(replace) > 1:
         raise PatchError(
             f"search block {number} matches only part of a line; replace whole lines to add or remove lines"
         )
     index = hits[0][0]
     lines = list(lines)
-    lines[index] = lines[index].replace(needle, replace[0].strip(), 1)
+    lines[index] = lines[index].replace(needle, replace[0].strip() if replace else "", 1)
     return lines
 
 
