@@ -1,0 +1,212 @@
+"""The chat graph with a fake tool-calling model: round cap, trimming, approvals, persistence, pruning."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+
+from fakes import ScriptedChatModel
+from twinkle_auto.app.sessions import KEEP_CHECKPOINTS, open_checkpointer, prune, thread_id
+from twinkle_auto.connection import Connection
+from twinkle_auto.graphs.chat.graph import DECLINED, build_chat_graph, compile_chat_graph, window
+from twinkle_auto.tools.base import ToolContext
+from twinkle_auto.tools.charts import make_chart_tools
+from twinkle_auto.tools.runs import make_run_tools
+
+SNAPSHOT = Path(__file__).parent / "snapshots" / "chat_graph.mmd"
+
+
+def call(name: str, args: dict | None = None, i: int = 0) -> AIMessage:
+    return AIMessage(content="", tool_calls=[{"name": name, "args": args or {}, "id": f"call_{name}_{i}"}])
+
+
+def _seed(home: Path, run_id: str, status: str = "finished") -> None:
+    folder = home / run_id
+    folder.mkdir()
+    (folder / "meta.json").write_text(json.dumps({"run_id": run_id, "status": status, "model_id": "m"}))
+    (folder / "metrics.jsonl").write_text("".join(json.dumps({"step": i, "loss": 2 / i, "reward": i / 10}) + "\n"
+                                                  for i in range(1, 30)))
+    (folder / "train.py").write_text("print('v1')\n")
+
+
+def _tools(home: Path) -> tuple[ToolContext, list]:
+    ctx = ToolContext(Connection.open(home))
+    return ctx, make_run_tools(ctx) + make_chart_tools(ctx)
+
+
+def config(name: str = "t") -> dict:
+    return {"configurable": {"thread_id": thread_id(name)}}
+
+
+def test_graph_drawing_matches_the_snapshot(home: Path) -> None:
+    _, tools = _tools(home)
+    drawing = build_chat_graph(ScriptedChatModel(), tools).compile().get_graph().draw_mermaid()
+    if os.environ.get("UPDATE_SNAPSHOTS"):
+        SNAPSHOT.write_text(drawing)
+    assert drawing == SNAPSHOT.read_text()
+
+
+def test_a_tool_round_trip_answers_with_real_data(home: Path) -> None:
+    _seed(home, "alpha")
+    _, tools = _tools(home)
+    llm = ScriptedChatModel(responses=[call("list_training_runs"), "You have one run: alpha."])
+    graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver())
+    out = graph.invoke({"messages": [HumanMessage("List my training runs")]}, config())
+    tool_msg = next(m for m in out["messages"] if isinstance(m, ToolMessage))
+    assert '"run_id":"alpha"' in tool_msg.content
+    assert out["messages"][-1].content == "You have one run: alpha."
+    assert {t.name for t in llm.bound_tools} >= {"list_training_runs", "pause_training", "zoom_metrics"}
+
+
+def test_tool_rounds_are_capped_then_the_agent_answers_without_tools(home: Path) -> None:
+    _seed(home, "alpha")
+    _, tools = _tools(home)
+    looping = [call("list_training_runs", i=i) for i in range(20)]
+    llm = ScriptedChatModel(responses=looping)
+    graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver(), max_tool_rounds=10)
+    out = graph.invoke({"messages": [HumanMessage("loop forever")]}, config())
+    tool_msgs = [m for m in out["messages"] if isinstance(m, ToolMessage)]
+    assert len(tool_msgs) == 10
+    last = out["messages"][-1]
+    assert isinstance(last, AIMessage) and not last.tool_calls  # calls dropped: nobody would answer them
+    assert any("tool budget" in str(m.content) for m in llm.calls[-1] if isinstance(m, SystemMessage))
+    # the next turn starts a fresh budget
+    llm.responses = [call("list_training_runs", i=99), "done"]
+    out = graph.invoke({"messages": [HumanMessage("once more")]}, config())
+    assert out["messages"][-1].content == "done" and out["tool_rounds"] == 1
+
+
+def test_window_never_separates_a_tool_call_from_its_result() -> None:
+    msgs = []
+    for turn in range(40):
+        msgs += [HumanMessage(f"q{turn}"), call("list_training_runs", i=turn),
+                 ToolMessage("r", tool_call_id=f"call_list_training_runs_{turn}"), AIMessage(f"a{turn}")]
+    for size in range(1, 60):
+        got = window(msgs, size)
+        assert isinstance(got[0], HumanMessage)
+        ids = {c["id"] for m in got if isinstance(m, AIMessage) for c in m.tool_calls}
+        assert all(m.tool_call_id in ids for m in got if isinstance(m, ToolMessage))
+    assert len(window(msgs, 50)) <= 50
+    assert window(msgs, 2)[0].content == "q39"  # the current turn is kept whole
+
+
+def test_the_llm_sees_the_last_50_messages_and_state_keeps_everything(home: Path) -> None:
+    _, tools = _tools(home)
+    llm = ScriptedChatModel(default="ok")
+    graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver())
+    for i in range(40):
+        graph.invoke({"messages": [HumanMessage(f"message {i}")]}, config())
+    assert len(graph.get_state(config()).values["messages"]) == 80
+    sent = llm.calls[-1]
+    assert isinstance(sent[0], SystemMessage) and len(sent) <= 51
+    assert isinstance(sent[1], HumanMessage)
+
+
+def test_approval_interrupt_then_refusal_goes_back_to_the_model(home: Path) -> None:
+    _seed(home, "alpha")
+    _, tools = _tools(home)
+    new_script = "print('v2')\n"
+    llm = ScriptedChatModel(responses=[call("update_script", {"run_id": "alpha", "script": new_script}),
+                                       "Fine, I left it alone."])
+    graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver())
+    out = graph.invoke({"messages": [HumanMessage("change the script")]}, config())
+    question = out["__interrupt__"][0].value
+    assert question["kind"] == "tool_approval"
+    text = question["calls"][0]["text"]
+    assert "-print('v1')" in text and "+print('v2')" in text  # the diff is shown
+    assert (home / "alpha" / "train.py").read_text() == "print('v1')\n"  # nothing ran yet
+    out = graph.invoke(Command(resume=False), config())
+    refusal = next(m for m in out["messages"] if isinstance(m, ToolMessage))
+    assert refusal.content == DECLINED
+    assert out["messages"][-1].content == "Fine, I left it alone."
+    assert (home / "alpha" / "train.py").read_text() == "print('v1')\n"
+
+
+def test_approval_yes_runs_the_tool(home: Path) -> None:
+    _seed(home, "alpha")
+    _, tools = _tools(home)
+    llm = ScriptedChatModel(responses=[call("update_script", {"run_id": "alpha", "script": "print('v2')\n"}), "Done."])
+    graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver())
+    graph.invoke({"messages": [HumanMessage("change it")]}, config())
+    out = graph.invoke(Command(resume=True), config())
+    assert (home / "alpha" / "train.py").read_text() == "print('v2')\n"
+    assert (home / "alpha" / "train_v1.py").read_text() == "print('v1')\n"
+    assert '"archived_as":"train_v1.py"' in next(m for m in out["messages"] if isinstance(m, ToolMessage)).content
+
+
+def test_auto_approve_skips_the_question(home: Path) -> None:
+    _seed(home, "alpha")
+    _, tools = _tools(home)
+    llm = ScriptedChatModel(responses=[call("update_script", {"run_id": "alpha", "script": "print(3)\n"}), "ok"])
+    graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver(), auto_approve=True)
+    out = graph.invoke({"messages": [HumanMessage("change it")]}, config())
+    assert "__interrupt__" not in out and (home / "alpha" / "train.py").read_text() == "print(3)\n"
+
+
+def test_tool_errors_and_bad_arguments_reach_the_model_and_the_loop_goes_on(home: Path) -> None:
+    _, tools = _tools(home)
+    bad_json = AIMessage(content="", invalid_tool_calls=[
+        {"name": "pause_training", "args": "{run_id: x", "id": "call_bad", "error": "Expecting property name"}])
+    llm = ScriptedChatModel(responses=[
+        call("pause_training", {"run_id": "../etc"}),
+        call("select_metrics", {"keys": "not-a-list"}),
+        call("no_such_tool"),
+        bad_json,
+        "I could not do it.",
+    ])
+    graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver())
+    out = graph.invoke({"messages": [HumanMessage("pause")]}, config())
+    errors = [m.content for m in out["messages"] if isinstance(m, ToolMessage)]
+    assert "invalid run id" in errors[0]
+    assert "keys" in errors[1]
+    assert "no_such_tool" in errors[2]
+    assert "not valid JSON" in errors[3]
+    assert out["messages"][-1].content == "I could not do it."
+
+
+def test_conversation_survives_reopening_the_sqlite_file(home: Path) -> None:
+    _, tools = _tools(home)
+    saver = open_checkpointer(home)
+    graph = compile_chat_graph(ScriptedChatModel(default="first answer"), tools, checkpointer=saver)
+    graph.invoke({"messages": [HumanMessage("remember the number 42")]}, config("keep"))
+    saver.conn.close()
+    saver2 = open_checkpointer(home)
+    llm = ScriptedChatModel(default="second answer")
+    graph2 = compile_chat_graph(llm, tools, checkpointer=saver2)
+    graph2.invoke({"messages": [HumanMessage("what number?")]}, config("keep"))
+    seen = [m.content for m in llm.calls[-1]]
+    assert "remember the number 42" in seen and "first answer" in seen
+    saver2.conn.close()
+
+
+def test_pruning_keeps_the_file_bounded_and_the_history_whole(home: Path) -> None:
+    _, tools = _tools(home)
+    saver = open_checkpointer(home)
+    llm = ScriptedChatModel(default="x" * 300)
+    graph = compile_chat_graph(llm, tools, checkpointer=saver)
+    sizes = []
+    for turn in range(120):
+        graph.invoke({"messages": [HumanMessage(f"turn {turn} " + "y" * 300)]}, config("long"))
+        prune(saver, "long")
+        if turn % 40 == 39:
+            sizes.append((home / "auto" / "chat.sqlite").stat().st_size)
+    rows = saver.conn.execute("SELECT COUNT(*) FROM checkpoints WHERE thread_id=?", (thread_id("long"),)).fetchone()[0]
+    assert rows <= KEEP_CHECKPOINTS
+    assert len(graph.get_state(config("long")).values["messages"]) == 240
+    history_bytes = 240 * 400
+    assert sizes[-1] < (KEEP_CHECKPOINTS + 4) * history_bytes + 512 * 1024, sizes
+    saver.conn.close()
+
+
+@pytest.mark.parametrize("bad", [[], ["a", "b", "c", "d", "e"]])
+def test_select_metrics_validates(home: Path, bad: list) -> None:
+    ctx, tools = _tools(home)
+    tool = next(t for t in tools if t.name == "select_metrics")
+    with pytest.raises(Exception, match="metric"):
+        tool.invoke({"keys": bad})
