@@ -60,6 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--home", default=None, help="run folders (env TWINKLE_HOME, default ~/.cache/twinkle)"
     )
+    chat = parser.add_argument_group("chat")
+    chat.add_argument("--session", default=None, help="name of the conversation to open or create")
+    chat.add_argument("--resume", action="store_true", help="continue the last conversation")
+    chat.add_argument("--yes", "-y", action="store_true", help="do not ask before destructive actions")
+    chat.add_argument(
+        "--auto-fix",
+        choices=("on", "ask", "off"),
+        default=os.environ.get("TWINKLE_AUTO_FIX", "on"),
+        help="monitor policy for crashed runs: fix, ask first, or only tell (default on)",
+    )
+    chat.add_argument("--monitor-interval", type=float, default=30.0, help="seconds between monitor ticks")
+    chat.add_argument("--llm-gguf", default=None, help="serve this GGUF model locally (llama.cpp) and use it")
 
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     json_parent = argparse.ArgumentParser(add_help=False)
@@ -89,7 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--no-llm", action="store_true", help="rules only")
     p.add_argument("--no-fix", action="store_true", help="diagnose, never rewrite")
-    p.add_argument("--auto-fix", choices=("on", "ask", "off"), default="on")
     return parser
 
 
@@ -121,9 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _chat(args: argparse.Namespace) -> int:
-    print(
-        "twinkle-auto: the chat is not available in this version; use a subcommand "
-        "(runs, status, start, pause, resume, stop, logs, metrics, check). See --help.",
-        file=sys.stderr,
-    )
-    return 2
+    from twinkle_auto.app.chat import run_chat
+
+    try:
+        return run_chat(args)
+    except KeyboardInterrupt:
+        return 130

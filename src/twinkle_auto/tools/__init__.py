@@ -1,1 +1,35 @@
-"""tools layer (see DESIGN.md)."""
+"""The agent's tools, one module per family; `get_tools` assembles the registry for a session."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from langchain_core.tools import BaseTool
+
+from twinkle_auto.tools.base import ToolContext, ToolError
+from twinkle_auto.tools.charts import make_chart_tools
+from twinkle_auto.tools.runs import make_run_tools
+
+log = logging.getLogger("twinkle_auto.tools")
+
+
+def get_tools(ctx: ToolContext, *, skills: Any = None, server: bool = True, search: bool = True) -> list[BaseTool]:
+    """Every tool of a chat session: runs, charts, and (when available) server, search and skills."""
+    tools: list[BaseTool] = [*make_run_tools(ctx), *make_chart_tools(ctx)]
+    if server:
+        from twinkle_auto.tools.server import make_server_tools
+
+        tools += make_server_tools(ctx)
+    if search:
+        from twinkle_auto.tools.search import make_search_tools
+
+        tools += make_search_tools(ctx)
+    if skills is not None:
+        from twinkle_auto.tools.skills import make_skill_tools
+
+        tools += make_skill_tools(skills)
+    return tools
+
+
+__all__ = ["ToolContext", "ToolError", "get_tools"]
