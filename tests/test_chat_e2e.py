@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pexpect
 import pytest
-
 from conftest import EXAMPLES, metric_steps, read_meta, wait_for
 from openai_stub import Rule, StubLLM
 
@@ -47,8 +46,11 @@ def spawn(url: str, *extra: str) -> pexpect.spawn:
 
 def test_slash_runs_list_and_pause_in_a_pty(home: Path, controller, stub) -> None:
     llm, url = stub
-    controller.start("e2e", (EXAMPLES / "tiny" / "train.py").read_text(),
-                     env={"STEP_SLEEP": "0.02", "TOTAL_STEPS": "100000"})
+    controller.start(
+        "e2e",
+        (EXAMPLES / "tiny" / "train.py").read_text(),
+        env={"STEP_SLEEP": "0.02", "TOTAL_STEPS": "100000"},
+    )
     wait_for(lambda: len(metric_steps(home, "e2e")) > 3)
     child = spawn(url, "--session", "e2e-test")
     try:

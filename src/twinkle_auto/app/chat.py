@@ -75,8 +75,7 @@ def probe_llm(base_url: str, api_key: str, model: str, timeout: float = LLM_PROB
 
 class ChatApp:
     def __init__(self, args: argparse.Namespace, *, llm: Any = None) -> None:
-        from twinkle_auto.app.sessions import SessionIndex, choose_session, open_checkpointer, thread_id
-        from twinkle_auto.tools import get_tools
+        from twinkle_auto.app.sessions import SessionIndex, choose_session, thread_id
         from twinkle_auto.tools.base import ToolContext
 
         self.args = args
@@ -86,16 +85,22 @@ class ChatApp:
         self.ctx = ToolContext(self.connection)
         if args.run_id:
             self.ctx.selected_run = args.run_id
-        self.session = choose_session(self.home, getattr(args, "session", None), getattr(args, "resume", False))
+        self.session = choose_session(
+            self.home, getattr(args, "session", None), getattr(args, "resume", False)
+        )
         self.index = SessionIndex(self.home)
         self.config = {"configurable": {"thread_id": thread_id(self.session)}, "recursion_limit": 100}
-        self.checkpointer = open_checkpointer(self.home)
-        self.skills = self._skills()
-        self.llm = llm if llm is not None else self._make_llm()
-        self.tools = get_tools(self.ctx, skills=None, server=False, search=False)  # TODO(integration)
         self.auto_approve = bool(getattr(args, "yes", False))
-        self.graph = self._build_graph()
-        self.slash = SlashCommands(self.ctx, confirm=self.confirm, auto_approve=self.auto_approve, skills=self.skills)
+        self.skills = self._skills()
+        self.slash = SlashCommands(
+            self.ctx, confirm=self.confirm, auto_approve=self.auto_approve, skills=self.skills
+        )
+        self._llm = llm
+        self.llm: Any = None
+        self.graph: Any = None
+        self.checkpointer: Any = None
+        self.ready: asyncio.Task[None] | None = None
+        self.monitor_stop = asyncio.Event()
         self.questions: deque[tuple[asyncio.Future[bool], str]] = deque()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.prompt_session: Any = None
@@ -104,6 +109,16 @@ class ChatApp:
         self.cancel_flag = threading.Event()
         self.chart_dirty = False
         self.ctx.listeners.append(self._on_ctx_event)
+
+    def _build(self) -> None:
+        """The heavy part (LLM client, tools, graph, checkpoints), done in a thread after the prompt shows."""
+        from twinkle_auto.app.sessions import open_checkpointer
+        from twinkle_auto.tools import get_tools
+
+        self.llm = self._llm if self._llm is not None else self._make_llm()
+        self.checkpointer = open_checkpointer(self.home)
+        self.tools = get_tools(self.ctx, skills=None, server=False, search=False)  # TODO(integration)
+        self.graph = self._build_graph()
 
     # ----------------------------------------------------------------------------------------- set-up
     def _make_llm(self) -> Any:
@@ -163,7 +178,9 @@ class ChatApp:
         entries = self.connection.store.last_metrics(run, CHART_ROWS)
         width = max(40, min(120, self.console.width - 4))
         self.console.print(
-            Text.from_ansi(render_chart(entries, self.ctx.chart.keys, self.ctx.chart.step_range, width=width, title=run))
+            Text.from_ansi(
+                render_chart(entries, self.ctx.chart.keys, self.ctx.chart.step_range, width=width, title=run)
+            )
         )
         self.chart_dirty = False
 
@@ -172,8 +189,12 @@ class ChatApp:
         """A fix under `--auto-fix ask`: shown above the prompt; the next line typed answers it."""
         assert self.loop is not None
         future: asyncio.Future[bool] = self.loop.create_future()
-        self.console.print(Text(f"[Monitor] FIX proposed for {run_id}: {payload.get('diagnosis', '')}", style="bold"))
-        self.console.print(Syntax(str(payload.get("patch", "")), "diff", theme="ansi_dark", background_color="default"))
+        self.console.print(
+            Text(f"[Monitor] FIX proposed for {run_id}: {payload.get('diagnosis', '')}", style="bold")
+        )
+        self.console.print(
+            Syntax(str(payload.get("patch", "")), "diff", theme="ansi_dark", background_color="default")
+        )
         self.questions.append((future, f"apply this fix to {run_id} and relaunch? [y/N] "))
         if self.prompt_session is not None and self.prompt_session.app.is_running:
             self.prompt_session.app.invalidate()
@@ -199,7 +220,12 @@ class ChatApp:
             return  # an interrupt is pending; it gets its answer
         answered = {m.tool_call_id for m in messages if isinstance(m, ToolMessage)}
         fixes = [
-            ToolMessage(content="Cancelled by the person before it ran.", tool_call_id=c["id"], name=c["name"], status="error")
+            ToolMessage(
+                content="Cancelled by the person before it ran.",
+                tool_call_id=c["id"],
+                name=c["name"],
+                status="error",
+            )
             for m in messages[-20:]
             if isinstance(m, AIMessage)
             for c in m.tool_calls
@@ -217,7 +243,11 @@ class ChatApp:
                 break
             if mode == "messages":
                 message, meta = chunk
-                if isinstance(message, AIMessageChunk) and meta.get("langgraph_node") == "agent" and message.content:
+                if (
+                    isinstance(message, AIMessageChunk)
+                    and meta.get("langgraph_node") == "agent"
+                    and message.content
+                ):
                     sink("token", str(message.content))
             elif mode == "updates":
                 for node, update in (chunk or {}).items():
@@ -236,6 +266,8 @@ class ChatApp:
         from langgraph.types import Command
         from rich.live import Live
 
+        assert self.ready is not None
+        await self.ready
         self._repair_dangling_tool_calls()
         graph_input: Any = {"messages": [HumanMessage(text)]}
         self.cancel_flag.clear()
@@ -298,24 +330,35 @@ class ChatApp:
 
     # ---------------------------------------------------------------------------------------- main loop
     async def _check_llm(self) -> None:
-        reason = await asyncio.to_thread(probe_llm, self.args.llm_base_url, self.args.llm_api_key, self.args.llm_model)
+        reason = await asyncio.to_thread(
+            probe_llm, self.args.llm_base_url, self.args.llm_api_key, self.args.llm_model
+        )
         self.llm_error = reason
         if reason:
             self.say(Text(llm_unreachable_line(self.args.llm_base_url, reason), style="yellow"))
 
-    def _start_background(self) -> list[asyncio.Task[Any]]:
+    async def _run_monitor(self) -> None:
+        assert self.ready is not None
+        await self.ready
         from twinkle_auto.app.monitor_loop import MonitorLoop
 
-        tasks = [asyncio.create_task(self._check_llm())]
-        if self.skills is not None and hasattr(self.skills, "load_async"):
-            tasks.append(asyncio.create_task(self.skills.load_async()))
         interval = float(getattr(self.args, "monitor_interval", 30.0) or 30.0)
         policy = getattr(self.args, "auto_fix", "on") or "on"
         self.monitor = MonitorLoop(
-            self.connection, self.llm, interval=interval, policy=policy, notify=self.monitor_message, ask=self.ask_monitor
+            self.connection,
+            self.llm,
+            interval=interval,
+            policy=policy,
+            notify=self.monitor_message,
+            ask=self.ask_monitor,
         )
-        self.monitor_stop = asyncio.Event()
-        tasks.append(asyncio.create_task(self.monitor.run(self.monitor_stop)))
+        await self.monitor.run(self.monitor_stop)
+
+    def _start_background(self) -> list[asyncio.Task[Any]]:
+        self.ready = asyncio.create_task(asyncio.to_thread(self._build))
+        tasks = [self.ready, asyncio.create_task(self._check_llm()), asyncio.create_task(self._run_monitor())]
+        if self.skills is not None and hasattr(self.skills, "load_async"):
+            tasks.append(asyncio.create_task(self.skills.load_async()))
         return tasks
 
     def _banner(self) -> None:
@@ -368,7 +411,8 @@ class ChatApp:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            self.checkpointer.conn.close()
+            if self.checkpointer is not None:
+                self.checkpointer.conn.close()
         return 0
 
     def _show(self, result: SlashResult) -> bool:
@@ -399,7 +443,9 @@ class ChatApp:
                 self.console.print("[dim](cancelled)[/]")
         except Exception as exc:  # the app never dies of an LLM error
             log.exception("turn failed")
-            self.console.print(Text(llm_unreachable_line(self.args.llm_base_url, describe_llm_error(exc)), style="yellow"))
+            self.console.print(
+                Text(llm_unreachable_line(self.args.llm_base_url, describe_llm_error(exc)), style="yellow")
+            )
         finally:
             try:
                 self.loop.remove_signal_handler(signal.SIGINT)

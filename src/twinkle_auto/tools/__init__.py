@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
-
-from langchain_core.tools import BaseTool
+from typing import TYPE_CHECKING, Any
 
 from twinkle_auto.tools.base import ToolContext, ToolError
-from twinkle_auto.tools.charts import make_chart_tools
-from twinkle_auto.tools.runs import make_run_tools
+
+if TYPE_CHECKING:
+    from langchain_core.tools import BaseTool
 
 log = logging.getLogger("twinkle_auto.tools")
 
 
-def get_tools(ctx: ToolContext, *, skills: Any = None, server: bool = True, search: bool = True) -> list[BaseTool]:
-    """Every tool of a chat session: runs, charts, and (when available) server, search and skills."""
+def get_tools(
+    ctx: ToolContext, *, skills: Any = None, server: bool = True, search: bool = True
+) -> list[BaseTool]:
+    """Every tool of a chat session: runs, charts, server, search and (with a manager) skills.
+
+    The families are imported here, not at module level, so that `twinkle_auto.tools.base` stays cheap
+    for the parts of the app that only need the context (slash commands before the LLM stack loads).
+    """
+    from twinkle_auto.tools.charts import make_chart_tools
+    from twinkle_auto.tools.runs import make_run_tools
+
     tools: list[BaseTool] = [*make_run_tools(ctx), *make_chart_tools(ctx)]
     if server:
         from twinkle_auto.tools.server import make_server_tools
