@@ -272,35 +272,16 @@ class ChatApp:
         graph_input: Any = {"messages": [HumanMessage(text)]}
         self.cancel_flag.clear()
         while True:
-            buffer: list[str] = []
-            interrupts: list[dict[str, Any]] = []
             with Live(Markdown(""), console=self.console, refresh_per_second=12, transient=False) as live:
+                view = _TurnView(live)
 
-                def sink(kind: str, payload: Any, live: Live = live) -> None:
-                    if kind == "token":
-                        buffer.append(payload)
-                        live.update(Markdown("".join(buffer)))
-                    elif kind == "ai":
-                        # the finished message replaces its streamed tokens, rendered once as markdown
-                        buffer.clear()
-                        live.update(Markdown(""))
-                        if str(payload.content or "").strip():
-                            live.console.print(Markdown(str(payload.content)))
-                        for call in payload.tool_calls:
-                            args = ", ".join(f"{k}={_short(v)}" for k, v in (call.get("args") or {}).items())
-                            live.console.print(Text(f"⚙ {call['name']}({args})", style="cyan"))
-                    elif kind == "tool_result":
-                        style = "red" if getattr(payload, "status", "") == "error" else "dim"
-                        live.console.print(Text(f"  ↳ {_short(payload.content, 160)}", style=style))
-                    elif kind == "interrupt":
-                        interrupts.append(payload)
-
-                def threadsafe_sink(kind: str, payload: Any) -> None:
+                def threadsafe_sink(kind: str, payload: Any, view: _TurnView = view) -> None:
                     assert self.loop is not None
-                    self.loop.call_soon_threadsafe(sink, kind, payload)
+                    self.loop.call_soon_threadsafe(view.sink, kind, payload)
 
                 await asyncio.to_thread(self._stream, graph_input, threadsafe_sink)
                 await asyncio.sleep(0)  # let queued sink calls run inside Live
+            interrupts = view.interrupts
             if not interrupts or self.cancel_flag.is_set():
                 break
             approved = await self._answer_approval(interrupts[-1])
@@ -452,6 +433,35 @@ class ChatApp:
             except (NotImplementedError, RuntimeError):
                 pass
             self.turn_task = None
+
+
+class _TurnView:
+    """What one streamed turn shows: tokens as live markdown, one line per tool call and result."""
+
+    def __init__(self, live: Any) -> None:
+        self.live = live
+        self.buffer: list[str] = []
+        self.interrupts: list[dict[str, Any]] = []
+
+    def sink(self, kind: str, payload: Any) -> None:
+        live = self.live
+        if kind == "token":
+            self.buffer.append(payload)
+            live.update(Markdown("".join(self.buffer)))
+        elif kind == "ai":
+            # the finished message replaces its streamed tokens, rendered once as markdown
+            self.buffer.clear()
+            live.update(Markdown(""))
+            if str(payload.content or "").strip():
+                live.console.print(Markdown(str(payload.content)))
+            for call in payload.tool_calls:
+                args = ", ".join(f"{k}={_short(v)}" for k, v in (call.get("args") or {}).items())
+                live.console.print(Text(f"⚙ {call['name']}({args})", style="cyan"))
+        elif kind == "tool_result":
+            style = "red" if getattr(payload, "status", "") == "error" else "dim"
+            live.console.print(Text(f"  ↳ {_short(payload.content, 160)}", style=style))
+        elif kind == "interrupt":
+            self.interrupts.append(payload)
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -42,10 +42,7 @@ def window(messages: Sequence[AnyMessage], size: int = WINDOW) -> list[AnyMessag
     If the current turn alone is longer than `size`, the whole turn is kept (correctness over size).
     """
     msgs = list(messages)
-    if len(msgs) <= size:
-        start = 0
-    else:
-        start = len(msgs) - size
+    start = max(0, len(msgs) - size)
     human = [i for i, m in enumerate(msgs) if isinstance(m, HumanMessage)]
     later = [i for i in human if i >= start]
     if later:
@@ -102,7 +99,9 @@ def build_chat_graph(
             answer = llm.invoke(sent)
             if isinstance(answer, AIMessage) and (answer.tool_calls or answer.invalid_tool_calls):
                 # a model that calls tools anyway: keep its words, drop the calls nobody would answer
-                answer = AIMessage(content=answer.content or "I stopped here: the tool budget for this turn is spent.")
+                answer = AIMessage(
+                    content=answer.content or "I stopped here: the tool budget for this turn is spent."
+                )
         else:
             answer = model_with_tools.invoke(sent)
         return {"messages": [answer], "tool_rounds": rounds}
@@ -111,7 +110,9 @@ def build_chat_graph(
         last = state["messages"][-1]
         if not isinstance(last, AIMessage) or not (last.tool_calls or last.invalid_tool_calls):
             return END
-        if not auto_approve and any(needs_approval(by_name[c["name"]]) for c in last.tool_calls if c["name"] in by_name):
+        if not auto_approve and any(
+            needs_approval(by_name[c["name"]]) for c in last.tool_calls if c["name"] in by_name
+        ):
             return "approve"
         return "tools"
 
@@ -135,7 +136,9 @@ def build_chat_graph(
         declined: list[ToolMessage] = []
         for ask in asks:
             if not _approved(answer, ask["id"]):
-                declined.append(ToolMessage(content=DECLINED, tool_call_id=ask["id"], name=ask["name"], status="error"))
+                declined.append(
+                    ToolMessage(content=DECLINED, tool_call_id=ask["id"], name=ask["name"], status="error")
+                )
         return {"messages": declined}
 
     def tools_step(state: ChatState) -> dict[str, Any]:
@@ -177,5 +180,7 @@ def _approved(answer: Any, call_id: str) -> bool:
     return answer is True
 
 
-def compile_chat_graph(llm: BaseChatModel, tools: Sequence[BaseTool], *, checkpointer: Any = None, **kwargs: Any) -> Any:
+def compile_chat_graph(
+    llm: BaseChatModel, tools: Sequence[BaseTool], *, checkpointer: Any = None, **kwargs: Any
+) -> Any:
     return build_chat_graph(llm, tools, **kwargs).compile(checkpointer=checkpointer)
