@@ -45,7 +45,9 @@ class StubLLM:
         last = messages[-1] if messages else {}
         is_tool = last.get("role") == "tool"
         user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
-        content = user.get("content") if isinstance(user.get("content"), str) else json.dumps(user.get("content"))
+        content = (
+            user.get("content") if isinstance(user.get("content"), str) else json.dumps(user.get("content"))
+        )
         for rule in self.rules:
             if rule.after_tool != is_tool:
                 continue
@@ -76,7 +78,9 @@ class StubLLM:
 
             def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith("/models"):
-                    self._json(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in stub.models]})
+                    self._json(
+                        200, {"object": "list", "data": [{"id": m, "object": "model"} for m in stub.models]}
+                    )
                 else:
                     self._json(404, {"error": {"message": "not found"}})
 
@@ -88,19 +92,27 @@ class StubLLM:
                     self._json(404, {"error": {"message": "not found"}})
                     return
                 if body.get("model") not in stub.models:
-                    self._json(404, {"error": {"message": f"The model `{body.get('model')}` does not exist."}})
+                    self._json(
+                        404, {"error": {"message": f"The model `{body.get('model')}` does not exist."}}
+                    )
                     return
                 rule = stub.pick(body)
                 if rule.delay:
                     time.sleep(rule.delay)
                 if rule.status != 200:
-                    self._json(rule.status, {"error": {"message": f"scripted error {rule.status}", "type": "server_error"}})
+                    self._json(
+                        rule.status,
+                        {"error": {"message": f"scripted error {rule.status}", "type": "server_error"}},
+                    )
                     return
                 calls = [
                     {
                         "id": f"call_{uuid.uuid4().hex[:8]}",
                         "type": "function",
-                        "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)},
+                        "function": {
+                            "name": name,
+                            "arguments": args if isinstance(args, str) else json.dumps(args),
+                        },
                     }
                     for name, args in rule.tool_calls
                 ]
@@ -117,8 +129,18 @@ class StubLLM:
                         "object": "chat.completion",
                         "created": int(time.time()),
                         "model": body.get("model"),
-                        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}],
-                        "usage": {"prompt_tokens": _tokens(body), "completion_tokens": 5, "total_tokens": _tokens(body) + 5},
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": message,
+                                "finish_reason": "tool_calls" if calls else "stop",
+                            }
+                        ],
+                        "usage": {
+                            "prompt_tokens": _tokens(body),
+                            "completion_tokens": 5,
+                            "total_tokens": _tokens(body) + 5,
+                        },
                     },
                 )
 

@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
+from fakes import ScriptedChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-from fakes import ScriptedChatModel
 from twinkle_auto.app.sessions import KEEP_CHECKPOINTS, open_checkpointer, prune, thread_id
 from twinkle_auto.connection import Connection
 from twinkle_auto.graphs.chat.graph import DECLINED, build_chat_graph, compile_chat_graph, window
@@ -30,8 +30,9 @@ def _seed(home: Path, run_id: str, status: str = "finished") -> None:
     folder = home / run_id
     folder.mkdir()
     (folder / "meta.json").write_text(json.dumps({"run_id": run_id, "status": status, "model_id": "m"}))
-    (folder / "metrics.jsonl").write_text("".join(json.dumps({"step": i, "loss": 2 / i, "reward": i / 10}) + "\n"
-                                                  for i in range(1, 30)))
+    (folder / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": i, "loss": 2 / i, "reward": i / 10}) + "\n" for i in range(1, 30))
+    )
     (folder / "train.py").write_text("print('v1')\n")
 
 
@@ -85,8 +86,12 @@ def test_tool_rounds_are_capped_then_the_agent_answers_without_tools(home: Path)
 def test_window_never_separates_a_tool_call_from_its_result() -> None:
     msgs = []
     for turn in range(40):
-        msgs += [HumanMessage(f"q{turn}"), call("list_training_runs", i=turn),
-                 ToolMessage("r", tool_call_id=f"call_list_training_runs_{turn}"), AIMessage(f"a{turn}")]
+        msgs += [
+            HumanMessage(f"q{turn}"),
+            call("list_training_runs", i=turn),
+            ToolMessage("r", tool_call_id=f"call_list_training_runs_{turn}"),
+            AIMessage(f"a{turn}"),
+        ]
     for size in range(1, 60):
         got = window(msgs, size)
         assert isinstance(got[0], HumanMessage)
@@ -112,8 +117,9 @@ def test_approval_interrupt_then_refusal_goes_back_to_the_model(home: Path) -> N
     _seed(home, "alpha")
     _, tools = _tools(home)
     new_script = "print('v2')\n"
-    llm = ScriptedChatModel(responses=[call("update_script", {"run_id": "alpha", "script": new_script}),
-                                       "Fine, I left it alone."])
+    llm = ScriptedChatModel(
+        responses=[call("update_script", {"run_id": "alpha", "script": new_script}), "Fine, I left it alone."]
+    )
     graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver())
     out = graph.invoke({"messages": [HumanMessage("change the script")]}, config())
     question = out["__interrupt__"][0].value
@@ -131,19 +137,26 @@ def test_approval_interrupt_then_refusal_goes_back_to_the_model(home: Path) -> N
 def test_approval_yes_runs_the_tool(home: Path) -> None:
     _seed(home, "alpha")
     _, tools = _tools(home)
-    llm = ScriptedChatModel(responses=[call("update_script", {"run_id": "alpha", "script": "print('v2')\n"}), "Done."])
+    llm = ScriptedChatModel(
+        responses=[call("update_script", {"run_id": "alpha", "script": "print('v2')\n"}), "Done."]
+    )
     graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver())
     graph.invoke({"messages": [HumanMessage("change it")]}, config())
     out = graph.invoke(Command(resume=True), config())
     assert (home / "alpha" / "train.py").read_text() == "print('v2')\n"
     assert (home / "alpha" / "train_v1.py").read_text() == "print('v1')\n"
-    assert '"archived_as":"train_v1.py"' in next(m for m in out["messages"] if isinstance(m, ToolMessage)).content
+    assert (
+        '"archived_as":"train_v1.py"'
+        in next(m for m in out["messages"] if isinstance(m, ToolMessage)).content
+    )
 
 
 def test_auto_approve_skips_the_question(home: Path) -> None:
     _seed(home, "alpha")
     _, tools = _tools(home)
-    llm = ScriptedChatModel(responses=[call("update_script", {"run_id": "alpha", "script": "print(3)\n"}), "ok"])
+    llm = ScriptedChatModel(
+        responses=[call("update_script", {"run_id": "alpha", "script": "print(3)\n"}), "ok"]
+    )
     graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver(), auto_approve=True)
     out = graph.invoke({"messages": [HumanMessage("change it")]}, config())
     assert "__interrupt__" not in out and (home / "alpha" / "train.py").read_text() == "print(3)\n"
@@ -151,15 +164,26 @@ def test_auto_approve_skips_the_question(home: Path) -> None:
 
 def test_tool_errors_and_bad_arguments_reach_the_model_and_the_loop_goes_on(home: Path) -> None:
     _, tools = _tools(home)
-    bad_json = AIMessage(content="", invalid_tool_calls=[
-        {"name": "pause_training", "args": "{run_id: x", "id": "call_bad", "error": "Expecting property name"}])
-    llm = ScriptedChatModel(responses=[
-        call("pause_training", {"run_id": "../etc"}),
-        call("select_metrics", {"keys": "not-a-list"}),
-        call("no_such_tool"),
-        bad_json,
-        "I could not do it.",
-    ])
+    bad_json = AIMessage(
+        content="",
+        invalid_tool_calls=[
+            {
+                "name": "pause_training",
+                "args": "{run_id: x",
+                "id": "call_bad",
+                "error": "Expecting property name",
+            }
+        ],
+    )
+    llm = ScriptedChatModel(
+        responses=[
+            call("pause_training", {"run_id": "../etc"}),
+            call("select_metrics", {"keys": "not-a-list"}),
+            call("no_such_tool"),
+            bad_json,
+            "I could not do it.",
+        ]
+    )
     graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver())
     out = graph.invoke({"messages": [HumanMessage("pause")]}, config())
     errors = [m.content for m in out["messages"] if isinstance(m, ToolMessage)]
@@ -196,7 +220,9 @@ def test_pruning_keeps_the_file_bounded_and_the_history_whole(home: Path) -> Non
         prune(saver, "long")
         if turn % 40 == 39:
             sizes.append((home / "auto" / "chat.sqlite").stat().st_size)
-    rows = saver.conn.execute("SELECT COUNT(*) FROM checkpoints WHERE thread_id=?", (thread_id("long"),)).fetchone()[0]
+    rows = saver.conn.execute(
+        "SELECT COUNT(*) FROM checkpoints WHERE thread_id=?", (thread_id("long"),)
+    ).fetchone()[0]
     assert rows <= KEEP_CHECKPOINTS
     assert len(graph.get_state(config("long")).values["messages"]) == 240
     history_bytes = 240 * 400

@@ -10,8 +10,8 @@ import openai
 import pytest
 from langchain_core.messages import HumanMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
-
 from openai_stub import Rule, StubLLM
+
 from twinkle_auto.app.chat import describe_llm_error, probe_llm
 from twinkle_auto.app.llm import make_chat_model
 from twinkle_auto.connection import Connection
@@ -40,8 +40,10 @@ CFG = {"configurable": {"thread_id": "wire"}}
 
 def test_tool_call_over_the_wire_then_answer(stub, home: Path) -> None:
     llm, url = stub
-    llm.rules = [Rule(match="runs", tool_calls=[("list_training_runs", {})]),
-                 Rule(after_tool=True, text="No runs yet.")]
+    llm.rules = [
+        Rule(match="runs", tool_calls=[("list_training_runs", {})]),
+        Rule(after_tool=True, text="No runs yet."),
+    ]
     out = _graph(url, home).invoke({"messages": [HumanMessage("list runs")]}, CFG)
     assert out["messages"][-1].content == "No runs yet."
     assert llm.requests[0]["tools"] and llm.requests[1]["messages"][-1]["role"] == "tool"
@@ -75,8 +77,10 @@ def test_timeout_is_bounded(stub, home: Path) -> None:
 
 def test_malformed_tool_call_json_goes_back_to_the_model(stub, home: Path) -> None:
     llm, url = stub
-    llm.rules = [Rule(match="pause", tool_calls=[("pause_training", '{"run_id": "x"')], times=1),
-                 Rule(after_tool=True, text="Sorry, my arguments were broken.")]
+    llm.rules = [
+        Rule(match="pause", tool_calls=[("pause_training", '{"run_id": "x"')], times=1),
+        Rule(after_tool=True, text="Sorry, my arguments were broken."),
+    ]
     out = _graph(url, home).invoke({"messages": [HumanMessage("pause it")]}, CFG)
     errors = [m for m in out["messages"] if isinstance(m, ToolMessage)]
     assert errors and "not valid JSON" in errors[0].content

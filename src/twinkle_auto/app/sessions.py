@@ -55,8 +55,12 @@ def prune(saver: Any, session: str, keep: int = KEEP_CHECKPOINTS) -> int:
         for start in range(0, len(old), 500):
             chunk = old[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            saver.conn.execute(f"DELETE FROM checkpoints WHERE thread_id=? AND checkpoint_id IN ({marks})", (tid, *chunk))
-            saver.conn.execute(f"DELETE FROM writes WHERE thread_id=? AND checkpoint_id IN ({marks})", (tid, *chunk))
+            saver.conn.execute(
+                f"DELETE FROM checkpoints WHERE thread_id=? AND checkpoint_id IN ({marks})", (tid, *chunk)
+            )
+            saver.conn.execute(
+                f"DELETE FROM writes WHERE thread_id=? AND checkpoint_id IN ({marks})", (tid, *chunk)
+            )
     if old:
         free, total = (
             saver.conn.execute("PRAGMA freelist_count").fetchone()[0],

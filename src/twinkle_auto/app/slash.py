@@ -34,7 +34,9 @@ Confirm = Callable[[str], Awaitable[bool]]
 
 
 class SlashCommands:
-    def __init__(self, ctx: ToolContext, *, confirm: Confirm, auto_approve: bool = False, skills: Any = None) -> None:
+    def __init__(
+        self, ctx: ToolContext, *, confirm: Confirm, auto_approve: bool = False, skills: Any = None
+    ) -> None:
         self.ctx = ctx
         self.confirm = confirm
         self.auto_approve = auto_approve
@@ -81,7 +83,11 @@ class SlashCommands:
             table.add_column(col)
         for s in runs:
             mark = "▶" if s.run_id == self.ctx.selected_run else ""
-            step = f"{s.last_step}/{s.total_steps}" if s.total_steps else str(s.last_step if s.last_step is not None else "-")
+            step = (
+                f"{s.last_step}/{s.total_steps}"
+                if s.total_steps
+                else str(s.last_step if s.last_step is not None else "-")
+            )
             table.add_row(mark, s.run_id, s.effective_status, step, s.model_id or "-")
         return SlashResult(renderable=table)
 
@@ -89,7 +95,9 @@ class SlashCommands:
         s = self.ctx.connection.store.status(self._run(args))
         auto = self.ctx.connection.store.auto_state(s.run_id)
         last = "  ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in (s.last_metrics or {}).items() if k != "ts"
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in (s.last_metrics or {}).items()
+            if k != "ts"
         )
         lines = [
             f"[bold]{s.run_id}[/]  {s.effective_status}  (process {s.process}{f', pid {s.pid}' if s.pid else ''})",
@@ -124,11 +132,15 @@ class SlashCommands:
 
     async def cmd_stop(self, args: list[str]) -> SlashResult:
         run = self._run(args)
-        if not self.auto_approve and not await self.confirm(f"Stop run {run}? It saves a checkpoint and exits."):
+        if not self.auto_approve and not await self.confirm(
+            f"Stop run {run}? It saves a checkpoint and exits."
+        ):
             return SlashResult("not stopped")
         result = self.ctx.connection.controller.stop(run)
         how = "killed after the grace period" if result.killed else "stopped"
-        return SlashResult(f"{run} {how}" + (f", checkpoint {result.checkpoint}" if result.checkpoint else ""))
+        return SlashResult(
+            f"{run} {how}" + (f", checkpoint {result.checkpoint}" if result.checkpoint else "")
+        )
 
     async def cmd_chart(self, args: list[str]) -> SlashResult:
         self._run([])
@@ -163,5 +175,9 @@ class SlashCommands:
             return SlashResult("no skills loaded")
         rows = self.skills.list()
         if not rows:
-            return SlashResult("skills are still loading" if not getattr(self.skills, "ready", True) else "no skills")
-        return SlashResult("\n".join(f"  {r['name']:<28} {r['source']:<10} {r.get('description', '')[:70]}" for r in rows))
+            return SlashResult(
+                "skills are still loading" if not getattr(self.skills, "ready", True) else "no skills"
+            )
+        return SlashResult(
+            "\n".join(f"  {r['name']:<28} {r['source']:<10} {r.get('description', '')[:70]}" for r in rows)
+        )

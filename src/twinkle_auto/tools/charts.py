@@ -48,14 +48,19 @@ def make_chart_tools(ctx: ToolContext) -> list[BaseTool]:
             available = metric_keys(ctx.connection.store.last_metrics(ctx.selected_run, 200))
             unknown = [k for k in wanted if k not in available]
             if available and unknown:
-                raise ToolError(f"unknown metric(s) {', '.join(unknown)}; available: {', '.join(available[:20])}")
+                raise ToolError(
+                    f"unknown metric(s) {', '.join(unknown)}; available: {', '.join(available[:20])}"
+                )
         ctx.chart.keys = wanted
         ctx.emit("chart", ctx.chart)
         return compact({"chart_keys": wanted})
 
     return [
         StructuredTool.from_function(
-            func=zoom_metrics, name="zoom_metrics", description=zoom_metrics.__doc__ or "", args_schema=ZoomArgs
+            func=zoom_metrics,
+            name="zoom_metrics",
+            description=zoom_metrics.__doc__ or "",
+            args_schema=ZoomArgs,
         ),
         StructuredTool.from_function(
             func=select_metrics,

@@ -157,7 +157,12 @@ def make_run_tools(ctx: ToolContext) -> list[BaseTool]:
         run = ctx.run_or_selected(run_id)
         result = controller.stop(run)
         return compact(
-            {"stopped": run, "status": result.status, "checkpoint": result.checkpoint, "killed": result.killed}
+            {
+                "stopped": run,
+                "status": result.status,
+                "checkpoint": result.checkpoint,
+                "killed": result.killed,
+            }
         )
 
     def update_script(script: str, run_id: str | None = None) -> str:
@@ -166,7 +171,9 @@ def make_run_tools(ctx: ToolContext) -> list[BaseTool]:
         text = _read_script(script, None)
         update = controller.update_script(run, text)
         diff = update.diff if len(update.diff) < 1500 else update.diff[:1500] + "\n…"
-        return compact({"updated": run, "archived_as": update.archived_as, "version": update.version, "diff": diff})
+        return compact(
+            {"updated": run, "archived_as": update.archived_as, "version": update.version, "diff": diff}
+        )
 
     def _describe_start(args: dict[str, Any]) -> str:
         source = f"script {args.get('script_path')}" if args.get("script_path") else "the script shown"
