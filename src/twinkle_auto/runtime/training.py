@@ -99,6 +99,7 @@ class TrainingRuntime:
         self._consumed_samples: int | None = None
         self._stop_requested = False
         self._deferred_shutdown: Callable[[], None] | None = None
+        self._shutdown_args: tuple[Any, Any, str, Any] = (None, None, "interrupted", None)
         self._shutdown_lock = threading.Lock()
         self._orig_streams: tuple[Any, Any] | None = None
         self._orig_excepthook: Any = None
@@ -351,6 +352,8 @@ class TrainingRuntime:
         dataloader: Any = None,
         checkpoint_name: str = "interrupted",
         on_shutdown: Callable[[TrainingRuntime], Any] | None = None,
+        *,
+        defer: bool = False,
     ) -> None:
         """Make SIGTERM (twinkle-auto's stop) save a checkpoint, record the data position and exit.
 
@@ -361,52 +364,68 @@ class TrainingRuntime:
 
         Plain PyTorch scripts pass `on_shutdown(runtime)` instead: it is called at the end of the current
         step (the next `log_metrics` call), when weights and optimizer agree, so it can `torch.save` a
-        checkpoint that resumes cleanly. Either way the run is marked `stopped` with its progress and the
-        process exits with status 0.
-        """
+        checkpoint that resumes cleanly; it returns the checkpoint's path.
 
-        def _save_and_exit() -> None:
-            with self._shutdown_lock:
-                self._deferred_shutdown = None
-                record: dict[str, Any] = {"time": fmt.now(), "signal": "SIGTERM", "step": self._last_step}
-                try:
-                    if dataloader is not None and hasattr(dataloader, "get_state"):
-                        state = dataloader.get_state() or {}
-                        consumed = state.get("consumed_train_samples")
-                        if isinstance(consumed, int):
-                            self._consumed_samples = consumed
-                            record["consumed_train_samples"] = consumed
-                    if model is not None:
-                        kwargs: dict[str, Any] = {"name": checkpoint_name, "save_optimizer": True}
-                        if self._consumed_samples is not None:
-                            kwargs["consumed_train_samples"] = self._consumed_samples
-                        result = model.save(**kwargs)
-                        record["checkpoint"] = str(result) if result is not None else checkpoint_name
-                        self.log(f"Checkpoint saved: {record['checkpoint']}")
-                    if on_shutdown is not None:
-                        result = on_shutdown(self)
-                        if result is not None:
-                            record["checkpoint"] = str(result)
-                            self.log(f"Checkpoint saved: {result}")
-                except Exception as exc:  # the stop must complete even if the save fails
-                    record["error"] = f"{type(exc).__name__}: {exc}"
-                    self.log(f"Error saving checkpoint during shutdown: {record['error']}")
-                try:
-                    fmt.update_meta(self.run_dir, {"shutdown": record})
-                except OSError:
-                    pass
-                self.finish(status=fmt.STOPPED)
-            sys.exit(0)
+        Frameworks that save on their own schedule (the HF Trainer callback) pass `defer=True`: SIGTERM
+        only sets `stop_requested`, and the caller calls `complete_shutdown(checkpoint)` once its
+        checkpoint is written. Either way the run is marked `stopped` with its progress and the process
+        exits with status 0.
+        """
+        self._shutdown_args = (model, dataloader, checkpoint_name, on_shutdown)
 
         def _handler(signum: int, frame: Any) -> None:
             if self._stop_requested:
                 return
             self._stop_requested = True
+            if defer:
+                self.log("SIGTERM received: stopping at the next checkpoint")
+                return
             self.log("SIGTERM received, saving checkpoint before exit...")
             if model is None and on_shutdown is not None and self._started and self._last_step is not None:
-                self._deferred_shutdown = _save_and_exit
+                self._deferred_shutdown = self.complete_shutdown
             else:
-                _save_and_exit()
+                self.complete_shutdown()
 
         signal.signal(signal.SIGTERM, _handler)
         self.log("Graceful shutdown handler registered (SIGTERM)")
+
+    def complete_shutdown(self, checkpoint: str | None = None) -> None:
+        """Save (through the registered model / hook), record the stop in meta.json, mark `stopped`, exit 0.
+
+        `checkpoint` names a checkpoint the caller already wrote (deferred mode).
+        """
+        model, dataloader, checkpoint_name, on_shutdown = self._shutdown_args
+        with self._shutdown_lock:
+            self._deferred_shutdown = None
+            record: dict[str, Any] = {"time": fmt.now(), "signal": "SIGTERM", "step": self._last_step}
+            if checkpoint is not None:
+                record["checkpoint"] = str(checkpoint)
+                self.log(f"Checkpoint saved: {checkpoint}")
+            try:
+                if dataloader is not None and hasattr(dataloader, "get_state"):
+                    state = dataloader.get_state() or {}
+                    consumed = state.get("consumed_train_samples")
+                    if isinstance(consumed, int):
+                        self._consumed_samples = consumed
+                        record["consumed_train_samples"] = consumed
+                if model is not None:
+                    kwargs: dict[str, Any] = {"name": checkpoint_name, "save_optimizer": True}
+                    if self._consumed_samples is not None:
+                        kwargs["consumed_train_samples"] = self._consumed_samples
+                    result = model.save(**kwargs)
+                    record["checkpoint"] = str(result) if result is not None else checkpoint_name
+                    self.log(f"Checkpoint saved: {record['checkpoint']}")
+                if on_shutdown is not None:
+                    result = on_shutdown(self)
+                    if result is not None:
+                        record["checkpoint"] = str(result)
+                        self.log(f"Checkpoint saved: {result}")
+            except Exception as exc:  # the stop must complete even if the save fails
+                record["error"] = f"{type(exc).__name__}: {exc}"
+                self.log(f"Error saving checkpoint during shutdown: {record['error']}")
+            try:
+                fmt.update_meta(self.run_dir, {"shutdown": record})
+            except OSError:
+                pass
+            self.finish(status=fmt.STOPPED)
+        sys.exit(0)
