@@ -23,6 +23,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     h.mkdir()
     monkeypatch.setenv("TWINKLE_HOME", str(h))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("TWINKLE_AUTO_COMMUNITY_SKILLS", "0")  # app tests never contact the hub
+    monkeypatch.setenv("MODELSCOPE_HOME", str(tmp_path / "modelscope"))
     monkeypatch.delenv("TWINKLE_RUN_ID", raising=False)
     monkeypatch.delenv("TWINKLE_AUTO_OUTPUT_CAPTURED", raising=False)
     work = tmp_path / "cwd"

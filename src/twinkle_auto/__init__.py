@@ -30,7 +30,19 @@ _EXPORTS = {
     "TrainingRuntime": "twinkle_auto.runtime.training",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "Connection",
+    "RunController",
+    "RunStore",
+    "ToolContext",
+    "TrainingRuntime",
+    "__version__",
+    "build_chat_graph",
+    "build_monitor_graph",
+    "compile_chat_graph",
+    "compile_monitor_graph",
+    "get_tools",
+]
 
 if TYPE_CHECKING:
     from twinkle_auto.connection import Connection

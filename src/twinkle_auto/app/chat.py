@@ -117,7 +117,7 @@ class ChatApp:
 
         self.llm = self._llm if self._llm is not None else self._make_llm()
         self.checkpointer = open_checkpointer(self.home)
-        self.tools = get_tools(self.ctx, skills=None, server=False, search=False)  # TODO(integration)
+        self.tools = get_tools(self.ctx, skills=self.skills, server=False, search=True)  # TODO(integration): server
         self.graph = self._build_graph()
 
     # ----------------------------------------------------------------------------------------- set-up

@@ -413,7 +413,9 @@ class TrainingRuntime:
                     if self._consumed_samples is not None:
                         kwargs["consumed_train_samples"] = self._consumed_samples
                     result = model.save(**kwargs)
-                    record["checkpoint"] = str(result) if result is not None else checkpoint_name
+                    # the Twinkle client answers with an object whose twinkle_path names the checkpoint
+                    path = getattr(result, "twinkle_path", None) or getattr(result, "path", None) or result
+                    record["checkpoint"] = str(path) if path is not None else checkpoint_name
                     self.log(f"Checkpoint saved: {record['checkpoint']}")
                 if on_shutdown is not None:
                     result = on_shutdown(self)

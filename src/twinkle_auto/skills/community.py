@@ -134,12 +134,16 @@ class CommunitySkills:
         for info in list(page.items)[: self.limit]:
             repo_id = info.repo_id
             if not repo_id:
-                problems.append(Problem(COMMUNITY, f"modelscope:{info.id}", "listing entry has no owner/name"))
+                problems.append(
+                    Problem(COMMUNITY, f"modelscope:{info.id}", "listing entry has no owner/name")
+                )
                 continue
             try:
                 fetched.append((repo_id, self._download(api, repo_id)))
             except Exception as exc:  # one bad skill must not cost the others
-                problems.append(Problem(COMMUNITY, f"modelscope:{repo_id}", f"download failed: {describe(exc)}"))
+                problems.append(
+                    Problem(COMMUNITY, f"modelscope:{repo_id}", f"download failed: {describe(exc)}")
+                )
         self._write_cache(fetched)
         return fetched, problems
 

@@ -17,6 +17,7 @@ when present (~3 s) for nothing we use.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -46,6 +47,7 @@ def hub_api(request_timeout: float = REQUEST_TIMEOUT) -> Any:
 
     Raises HubUnavailable('missing') when the modelscope client is not installed.
     """
+    _route_sdk_logging()
     try:
         from modelscope_hub import HubApi, HubConfig
     except ImportError as exc:
@@ -63,6 +65,23 @@ def hub_api(request_timeout: float = REQUEST_TIMEOUT) -> Any:
     except Exception as exc:  # pragma: no cover - depends on the installed client version
         log.debug("could not cut modelscope retries (%s); relying on the deadline", exc)
     return api
+
+
+def _route_sdk_logging() -> None:
+    """Send the client's log records to our log file instead of its own stderr handler.
+
+    modelscope_hub attaches a StreamHandler to its logger unless one is already there, and stops
+    propagation; in a terminal chat those lines would land in the middle of the prompt. A NullHandler
+    set first keeps it from doing so; a handler it already attached (imported earlier by someone else)
+    is removed.
+    """
+    sdk = logging.getLogger("modelscope_hub")
+    for handler in list(sdk.handlers):
+        if type(handler) is logging.StreamHandler:
+            sdk.removeHandler(handler)
+    if not sdk.handlers:
+        sdk.addHandler(logging.NullHandler())
+    sdk.propagate = True
 
 
 def call_with_deadline(fn: Callable[[], T], timeout: float = HUB_TIMEOUT, what: str = "ModelScope") -> T:
@@ -98,8 +117,34 @@ def is_unreachable(exc: BaseException) -> bool:
     return isinstance(exc, (ConnectionError, TimeoutError))
 
 
+_CAUSES = (
+    ("NameResolution", "cannot resolve {host}: no network or DNS"),
+    ("Name or service not known", "cannot resolve {host}: no network or DNS"),
+    ("Temporary failure in name resolution", "cannot resolve {host}: no network or DNS"),
+    ("Connection refused", "connection to {host} refused"),
+    ("Network is unreachable", "network unreachable"),
+    ("timed out", "{host} timed out"),
+    ("Timeout", "{host} timed out"),
+    ("SSLError", "TLS error talking to {host}"),
+    ("ProxyError", "proxy error"),
+)
+_HOST_RE = re.compile(r"host='([^']+)'(?:, port=(\d+))?")
+
+
 def describe(exc: BaseException, limit: int = 200) -> str:
-    """One short line about a hub error, without the client's multi-line suggestions."""
+    """One short line about a hub error, without the client's multi-line suggestions or urllib3's
+    nested reprs (a connection error names its cause, e.g. 'cannot resolve modelscope.cn')."""
+    if isinstance(exc, HubUnavailable):
+        return str(exc)
+    if is_unreachable(exc):
+        text = str(exc)
+        match = _HOST_RE.search(text)
+        host = match.group(1) if match else "the hub"
+        if match and match.group(2) not in (None, "80", "443"):
+            host = f"{host}:{match.group(2)}"
+        for needle, phrase in _CAUSES:
+            if needle in text:
+                return phrase.format(host=host)
     status = getattr(exc, "status_code", None)
     message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     text = " ".join(str(message).split())

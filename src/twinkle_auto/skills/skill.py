@@ -106,7 +106,9 @@ def parse_skill(
         raise ValueError(f"unknown skill source {source!r}")
     match = _FRONT_MATTER_RE.match(text)
     if not match:
-        raise SkillError("no front matter (the file must start with a '---' block holding name and description)")
+        raise SkillError(
+            "no front matter (the file must start with a '---' block holding name and description)"
+        )
     try:
         meta = yaml.safe_load(match.group(1))
     except yaml.YAMLError as exc:

@@ -81,7 +81,9 @@ def read_skill_file(path: Path, source: str, max_chars: int = MAX_SKILL_CHARS) -
     return parse_skill(text, source=source, origin=str(path), max_chars=max_chars, fallback_name=fallback)
 
 
-def load_dir(directory: Path, source: str, max_chars: int = MAX_SKILL_CHARS) -> tuple[list[Skill], list[Problem]]:
+def load_dir(
+    directory: Path, source: str, max_chars: int = MAX_SKILL_CHARS
+) -> tuple[list[Skill], list[Problem]]:
     """Every skill in a folder, plus the files that were skipped and why. A missing folder is empty."""
     skills: list[Skill] = []
     problems: list[Problem] = []

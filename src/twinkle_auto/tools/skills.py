@@ -1,0 +1,52 @@
+"""`load_skill`: the one way the full text of a skill reaches the model.
+
+The system prompt carries only each skill's name and description (`SkillManager.prompt_section`); the
+model calls this tool when a task needs the guide. Community skills come back wrapped and labelled as
+untrusted text, so instructions hidden in them read as quoted material, not as the user's wishes.
+"""
+
+from __future__ import annotations
+
+from langchain_core.tools import BaseTool, StructuredTool
+from pydantic import BaseModel, Field
+
+from twinkle_auto.skills import SkillManager
+from twinkle_auto.tools.base import ToolError
+
+WAIT_FOR_LOADING_S = 2.0
+"""An unknown name right after start-up may just not be loaded yet: wait this long for the disk sources
+(milliseconds in practice) before saying it does not exist."""
+
+
+class LoadSkillArgs(BaseModel):
+    name: str = Field(description="Skill name exactly as listed under 'Skills' in the system prompt.")
+
+
+def make_skill_tools(manager: SkillManager) -> list[BaseTool]:
+    """The skill tools for one chat session, bound to its SkillManager."""
+
+    def load_skill(name: str) -> str:
+        name = name.strip()
+        text = manager.render(name)
+        if text is None and not manager.wait(WAIT_FOR_LOADING_S, community=False):
+            raise ToolError("skills are still loading; try again in a moment")
+        text = text or manager.render(name)
+        if text is not None:
+            return text
+        names = manager.names()
+        loading = "" if manager.ready else " (community skills are still loading)"
+        if not names:
+            raise ToolError(f"no skill named {name!r}: no skills are loaded{loading}")
+        raise ToolError(f"no skill named {name!r}{loading}; available: {', '.join(names)}")
+
+    return [
+        StructuredTool.from_function(
+            func=load_skill,
+            name="load_skill",
+            description=(
+                "Read the full text of a skill (a guide listed under 'Skills' in the system prompt) before "
+                "doing the task it covers, e.g. writing a training script or debugging a run's metrics."
+            ),
+            args_schema=LoadSkillArgs,
+        )
+    ]
