@@ -5,7 +5,9 @@ Large text stays out: metric rows and train.py are read when needed, never store
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any
+
+from typing_extensions import TypedDict
 
 
 class MonitorState(TypedDict, total=False):
