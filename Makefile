@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 export TWINKLE_DEMO_HOME ?= $(CURDIR)/.demo-home
 
-.PHONY: demo test test-fast bench lint format clean
+.PHONY: demo cli-demo test test-fast bench lint format clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,15 @@ $(VENV)/.stamp-test: pyproject.toml | $(PY)
 	@touch $@
 
 $(VENV)/.stamp-demo: pyproject.toml | $(PY)
-	$(PIP) install -e ".[examples]"
+	$(PIP) install -e ".[examples,llm]"
+	$(PIP) install --no-deps -e .
 	@touch $@
 
 demo: $(VENV)/.stamp-demo
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/demo.sh
+
+cli-demo: $(VENV)/.stamp-demo
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/cli_demo.sh
 
 test: $(VENV)/.stamp-test
 	$(PY) -m pytest -q

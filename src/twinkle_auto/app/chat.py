@@ -115,12 +115,25 @@ class ChatApp:
         from twinkle_auto.app.sessions import open_checkpointer
         from twinkle_auto.tools import get_tools
 
+        if getattr(self.args, "llm_gguf", None) and self._llm is None:
+            self._serve_gguf(self.args.llm_gguf)
         self.llm = self._llm if self._llm is not None else self._make_llm()
         self.checkpointer = open_checkpointer(self.home)
-        self.tools = get_tools(self.ctx, skills=self.skills, server=False, search=True)  # TODO(integration): server
+        self.tools = get_tools(
+            self.ctx, skills=self.skills, server=False, search=True
+        )  # TODO(integration): server
         self.graph = self._build_graph()
 
     # ----------------------------------------------------------------------------------------- set-up
+    def _serve_gguf(self, path: str) -> None:
+        """`--llm-gguf`: llama.cpp on 127.0.0.1 in a child process of ours, stopped when the app ends."""
+        from twinkle_auto.app.local_llm import serve
+
+        log_path = Path(self.home) / "auto" / "llm-server.log"
+        self.local_llm = serve(path, log_path=log_path).start()
+        self.args.llm_base_url = self.local_llm.base_url
+        self.args.llm_model = "local"
+
     def _make_llm(self) -> Any:
         from twinkle_auto.app.llm import make_chat_model
 
@@ -311,6 +324,17 @@ class ChatApp:
 
     # ---------------------------------------------------------------------------------------- main loop
     async def _check_llm(self) -> None:
+        if getattr(self.args, "llm_gguf", None):
+            assert self.ready is not None
+            try:
+                await self.ready
+            except Exception as exc:  # the local model failed to start: say so once, keep the app
+                self.say(
+                    Text(
+                        llm_unreachable_line(str(self.args.llm_gguf), describe_llm_error(exc)), style="yellow"
+                    )
+                )
+                return
         reason = await asyncio.to_thread(
             probe_llm, self.args.llm_base_url, self.args.llm_api_key, self.args.llm_model
         )
@@ -344,9 +368,14 @@ class ChatApp:
 
     def _banner(self) -> None:
         run = f", attached to run [bold]{self.ctx.selected_run}[/]" if self.ctx.selected_run else ""
+        gguf = getattr(self.args, "llm_gguf", None)
+        llm = (
+            f"local model {Path(gguf).name} (loading)"
+            if gguf
+            else f"{self.args.llm_model} at {self.args.llm_base_url}"
+        )
         self.console.print(
-            f"[bold]twinkle-auto[/] — session [bold]{self.session}[/]{run}. "
-            f"LLM {self.args.llm_model} at {self.args.llm_base_url}. /help for commands, Ctrl-D to quit."
+            f"[bold]twinkle-auto[/] — session [bold]{self.session}[/]{run}. LLM {llm}. /help for commands, Ctrl-D to quit."
         )
 
     async def run(self) -> int:
@@ -394,6 +423,8 @@ class ChatApp:
             await asyncio.gather(*background, return_exceptions=True)
             if self.checkpointer is not None:
                 self.checkpointer.conn.close()
+            if getattr(self, "local_llm", None) is not None:
+                self.local_llm.stop()
         return 0
 
     def _show(self, result: SlashResult) -> bool:
