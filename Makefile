@@ -12,13 +12,22 @@ $(PY):
 	$(PIP) install --upgrade "pip>=24"
 
 # One stamp per set of extras: editing pyproject.toml reinstalls.
+# torch first (the local CPU wheel), then every extra the test suites use, then our own package once more
+# with --no-deps: twinkle-kit also installs a `twinkle-auto` command, and the last install owns the name.
 $(VENV)/.stamp-test: pyproject.toml | $(PY)
-	$(PIP) install -e ".[dev,examples]"
+	$(PIP) install "torch==2.13.0"
+	$(PIP) install -e ".[dev,examples,search,hf,llm,server]"
+	$(PIP) install --no-deps --force-reinstall -e .
 	@touch $@
 
+MODEL := .models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
+$(MODEL): | $(VENV)/.stamp-test
+	$(PY) -m twinkle_auto.app.local_llm fetch .models
+
 $(VENV)/.stamp-demo: pyproject.toml | $(PY)
+	$(PIP) install "torch==2.13.0"
 	$(PIP) install -e ".[examples,llm]"
-	$(PIP) install --no-deps -e .
+	$(PIP) install --no-deps --force-reinstall -e .
 	@touch $@
 
 demo: $(VENV)/.stamp-demo
@@ -27,11 +36,11 @@ demo: $(VENV)/.stamp-demo
 cli-demo: $(VENV)/.stamp-demo
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/cli_demo.sh
 
-test: $(VENV)/.stamp-test
+test: $(VENV)/.stamp-test $(MODEL)
 	$(PY) -m pytest -q
 
 test-fast: $(VENV)/.stamp-test
-	$(PY) -m pytest -q -m "not slow and not torch"
+	$(PY) -m pytest -q -m "not slow and not torch and not hf and not llm and not ray and not twinkle_server"
 
 bench: $(VENV)/.stamp-test
 	$(PY) benchmarks/run_all.py

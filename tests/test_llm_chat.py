@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
-
 from llm_server import local_llm  # noqa: F401 - the session fixture
+
 from twinkle_auto.app.llm import make_chat_model
 from twinkle_auto.connection import Connection
 from twinkle_auto.graphs.chat.graph import compile_chat_graph
@@ -48,9 +48,13 @@ EXAMPLES = [
 def _seed(home: Path) -> None:
     folder = home / "grpo-demo"
     folder.mkdir()
-    (folder / "meta.json").write_text(json.dumps({"run_id": "grpo-demo", "status": "paused", "model_id": "Qwen/Qwen3.5-4B"}))
-    rows = [{"step": i, "loss": 0.5, "reward": i / 100, "reward_std": 0.2, "kl": 0.01, "grad_norm": 1.0}
-            for i in range(1, 300)]
+    (folder / "meta.json").write_text(
+        json.dumps({"run_id": "grpo-demo", "status": "paused", "model_id": "Qwen/Qwen3.5-4B"})
+    )
+    rows = [
+        {"step": i, "loss": 0.5, "reward": i / 100, "reward_std": 0.2, "kl": 0.01, "grad_norm": 1.0}
+        for i in range(1, 300)
+    ]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (folder / "train.py").write_text("print('train')\n")
 
@@ -60,8 +64,9 @@ def test_documented_requests_pick_the_right_tool(home: Path, local_llm: str) -> 
     ctx = ToolContext(Connection.open(home), selected_run="grpo-demo")
     tools = get_tools(ctx, server=False, search=False)
     llm = make_chat_model(local_llm, "local", "x", timeout=120, max_retries=0)
-    graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver(),
-                               prompt=lambda: system_prompt(ctx.selected_run))
+    graph = compile_chat_graph(
+        llm, tools, checkpointer=InMemorySaver(), prompt=lambda: system_prompt(ctx.selected_run)
+    )
     score, lines = 0, []
     for i, (request, want, check) in enumerate(EXAMPLES):
         cfg = {"configurable": {"thread_id": f"ex{i}"}}
