@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -93,3 +94,33 @@ def test_unreachable_llm_says_one_line_and_slash_commands_still_work(home: Path)
     finally:
         if child.isalive():
             child.terminate(force=True)
+
+
+def test_ctrl_c_cancels_a_turn_and_monitor_messages_reach_the_prompt(home: Path, controller) -> None:
+    llm = StubLLM([Rule(match="slow", text="too late", delay=2.0), Rule(match="again", text="Here I am.")])
+    url = llm.start()
+    child = spawn(url, "--auto-fix", "off", "--monitor-interval", "1")
+    try:
+        child.expect("you>")
+        child.sendline("a slow question")
+        wait_for(lambda: any("slow" in json.dumps(r.get("messages")) for r in llm.requests))  # the turn runs
+        child.sendintr()
+        child.expect(r"\(cancelled\)")
+        child.expect("you>")
+        child.sendline("are you there again?")
+        child.expect("Here I am.")
+        child.expect("you>")
+        # a run crashes while the prompt waits: the monitor tells, above the prompt
+        buggy = (EXAMPLES / "tiny" / "train.py").read_text().replace('rec["target"]', 'rec["targets"]', 1)
+        controller.start("crashy", buggy, env={"STEP_SLEEP": "0", "TOTAL_STEPS": "20"})
+        child.expect(r"\[Monitor\] WARNING crashy", timeout=60)
+        child.expect("auto-fix is off")
+        child.sendline("/status crashy")
+        child.expect("KeyError")
+        child.sendline("/quit")
+        child.expect(pexpect.EOF, timeout=30)
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+        llm.stop()
+    assert not (home / "crashy" / "train_v1.py").exists()
