@@ -345,10 +345,14 @@ class ChatApp:
     async def _run_monitor(self) -> None:
         assert self.ready is not None
         await self.ready
+        from dataclasses import replace
+
         from twinkle_auto.app.monitor_loop import MonitorLoop
+        from twinkle_auto.monitor.thresholds import DEFAULT_THRESHOLDS
 
         interval = float(getattr(self.args, "monitor_interval", 30.0) or 30.0)
         policy = getattr(self.args, "auto_fix", "on") or "on"
+        stall = float(getattr(self.args, "stall_seconds", None) or DEFAULT_THRESHOLDS.stall_seconds)
         self.monitor = MonitorLoop(
             self.connection,
             self.llm,
@@ -356,6 +360,7 @@ class ChatApp:
             policy=policy,
             notify=self.monitor_message,
             ask=self.ask_monitor,
+            thresholds=replace(DEFAULT_THRESHOLDS, stall_seconds=stall),
         )
         await self.monitor.run(self.monitor_stop)
 

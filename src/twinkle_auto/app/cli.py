@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="monitor policy for crashed runs: fix, ask first, or only tell (default on)",
     )
     chat.add_argument("--monitor-interval", type=float, default=30.0, help="seconds between monitor ticks")
+    chat.add_argument(
+        "--stall-seconds",
+        type=float,
+        default=300.0,
+        help="a live run without a new metric this long is stalled",
+    )
     chat.add_argument("--llm-gguf", default=None, help="serve this GGUF model locally (llama.cpp) and use it")
 
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

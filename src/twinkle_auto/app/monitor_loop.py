@@ -44,6 +44,7 @@ class MonitorLoop:
         notify: Notify | None = None,
         ask: Ask | None = None,
         use_llm: bool = True,
+        thresholds: Any = None,
     ) -> None:
         from langgraph.checkpoint.memory import InMemorySaver
 
@@ -54,8 +55,15 @@ class MonitorLoop:
         self.notify = notify
         self.ask = ask
         self.checkpointer = InMemorySaver()
+        extra = {"thresholds": thresholds} if thresholds is not None else {}
         self.graph = compile_monitor_graph(
-            llm, connection, policy=policy, use_llm=use_llm, checkpointer=self.checkpointer, notify=notify
+            llm,
+            connection,
+            policy=policy,
+            use_llm=use_llm,
+            checkpointer=self.checkpointer,
+            notify=notify,
+            **extra,
         )
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
