@@ -13,12 +13,9 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 from twinkle_auto.connection import process as proc
 from twinkle_auto.connection.errors import RunError, RunStateError
@@ -137,27 +134,13 @@ class RunController:
             }
         )
         log_path = folder / fmt.LOG_FILE
-        with open(log_path, "ab") as log:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            marker = (
-                f"\n===== twinkle-auto: launch #{count} ({reason}) of train.py v{version} at {stamp} =====\n"
-            )
-            log.write(marker.encode())
-            log.flush()
-            child = subprocess.Popen(
-                [sys.executable, "-u", fmt.SCRIPT_FILE],
-                cwd=folder,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=child_env,
-                start_new_session=True,
-                close_fds=True,
-            )
-        try:
-            ctime = psutil.Process(child.pid).create_time()
-        except psutil.NoSuchProcess:
-            ctime = None
+        child, ctime = proc.spawn_logged(
+            [sys.executable, "-u", fmt.SCRIPT_FILE],
+            log_path=log_path,
+            marker=f"launch #{count} ({reason}) of train.py v{version}",
+            env=child_env,
+            cwd=folder,
+        )
 
         def _merge(m: dict[str, Any]) -> dict[str, Any]:
             # The child may already have started, crashed and reported (fast failures): never overwrite a

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -141,6 +144,43 @@ def group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
+
+
+def spawn_logged(
+    cmd: Sequence[str],
+    *,
+    log_path: str | Path,
+    marker: str,
+    env: Mapping[str, str],
+    cwd: str | Path | None = None,
+) -> tuple[subprocess.Popen[bytes], float | None]:
+    """Start `cmd` in a session of its own, stdout+stderr appended to `log_path` after a marker line.
+
+    Every long-lived process we start (training scripts, Ray nodes, the Twinkle server) goes through
+    here: its own session makes it a group we can signal as a whole without touching anything else,
+    the marker separates launches in an append-only log, and the returned create time is recorded
+    beside the pid so that a reused pid is never mistaken for ours. Raises OSError when it cannot start.
+    """
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        log.write(f"\n===== twinkle-auto: {marker} at {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n".encode())
+        log.flush()
+        child = subprocess.Popen(
+            list(cmd),
+            cwd=str(cwd) if cwd is not None else None,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            start_new_session=True,
+            close_fds=True,
+        )
+    try:
+        ctime: float | None = psutil.Process(child.pid).create_time()
+    except psutil.Error:
+        ctime = None
+    return child, ctime
 
 
 SIGKILL = signal.SIGKILL

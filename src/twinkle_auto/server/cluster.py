@@ -3,8 +3,8 @@ cluster a person already runs, joined by address.
 
 Every node we start is a `ray start --block` process in a session of its own: the leader's pid and
 create time go to `TWINKLE_HOME/auto/cluster.json`, and stopping means signalling exactly those
-sessions. Nothing here runs `ray stop` (it kills every Ray process on the machine, a colleague's
-included) or looks processes up by name. A cluster we joined is never stopped by us.
+sessions. Nothing here runs Ray's global stop command (it kills every Ray process on the machine, a
+colleague's included) or looks processes up by name. A cluster we joined is never stopped by us.
 
 Each GPU application gets a worker node whose `CUDA_VISIBLE_DEVICES` is its partition, so the GPUs a
 placement group lands on are the ones the plan gave it; the head holds no GPU and hosts the gateway,
@@ -29,6 +29,7 @@ from typing import Any
 
 import psutil
 
+from twinkle_auto.connection.process import spawn_logged
 from twinkle_auto.runtime.format import atomic_write_json, read_json_file
 from twinkle_auto.server.paths import CLUSTER_STATE, RAY_DIR, auto_dir
 from twinkle_auto.server.plan import Plan
@@ -262,24 +263,8 @@ def _start_node(
     env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # so CUDA's numbering is nvidia-smi's
     env.pop("RAY_ADDRESS", None)
     temp_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        log.write(
-            f"\n===== twinkle-auto: ray node {spec.role} at {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n".encode()
-        )
-        log.flush()
-        child = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            close_fds=True,
-        )
-    try:
-        ctime = psutil.Process(child.pid).create_time()
-    except psutil.Error:
-        ctime = time.time()
+    child, created = spawn_logged(cmd, log_path=log_path, marker=f"ray node {spec.role}", env=env)
+    ctime = created if created is not None else time.time()
     return NodeProc(
         spec.role, child.pid, ctime, str(temp_dir), spec.num_gpus, spec.cuda_visible_devices, str(log_path)
     )

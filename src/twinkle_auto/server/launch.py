@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 
+from twinkle_auto.connection.process import spawn_logged
 from twinkle_auto.server.cluster import ray_env, stop_session
 
 STOP_GRACE_S = 30.0
@@ -117,27 +118,17 @@ def launch_server(
     child_env["PYTHONUNBUFFERED"] = "1"
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        log.write(f"\n===== twinkle-auto: launch {' '.join(cmd[1:])} at {stamp} =====\n".encode())
-        log.flush()
-        try:
-            child = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=child_env,
-                cwd=str(Path(config_path).parent),
-                start_new_session=True,
-                close_fds=True,
-            )
-        except OSError as exc:
-            raise LaunchError(f"cannot start the Twinkle server: {exc.strerror or exc}") from None
     try:
-        ctime = psutil.Process(child.pid).create_time()
-    except psutil.Error:
-        ctime = time.time()
+        child, created = spawn_logged(
+            cmd,
+            log_path=log_path,
+            marker=f"launch {' '.join(cmd[1:])}",
+            env=child_env,
+            cwd=Path(config_path).parent,
+        )
+    except OSError as exc:
+        raise LaunchError(f"cannot start the Twinkle server: {exc.strerror or exc}") from None
+    ctime = created if created is not None else time.time()
     return LaunchedServer(child.pid, ctime, str(log_path), str(config_path), child)
 
 
