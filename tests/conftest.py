@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+# The real local LLM's session fixture (`local_llm`), registered once so one server serves every test.
+pytest_plugins = ("llm_server",)
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
-from llm_server import local_llm  # noqa: F401 - the session fixture
 
 from twinkle_auto.app.llm import make_chat_model
 from twinkle_auto.connection import Connection
@@ -59,7 +58,7 @@ def _seed(home: Path) -> None:
     (folder / "train.py").write_text("print('train')\n")
 
 
-def test_documented_requests_pick_the_right_tool(home: Path, local_llm: str) -> None:  # noqa: F811
+def test_documented_requests_pick_the_right_tool(home: Path, local_llm: str) -> None:
     _seed(home)
     ctx = ToolContext(Connection.open(home), selected_run="grpo-demo")
     tools = get_tools(ctx, server=False, search=False)

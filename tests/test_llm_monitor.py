@@ -10,10 +10,12 @@ corrupt (a patch either parses and passes the guards, or the file is untouched).
 The evaluation functions are plain so that benchmarks/bench_llm_monitor.py prints the same figures.
 The monitor cases come from TWINKLE_MONITOR_CASES, else ../shared/monitor-cases beside the repo.
 
-None of the labelled FIX cases can be run here: 01, 02 and 04 are fragments (names like `model`,
-`dataset`, `output_dir` are never defined) built on trl/unsloth, which are not installed; 03 and 07 load
-models and datasets from the Hugging Face hub (unreachable) and need a GPU (bf16/vLLM); 05, 06 and 08
-have no train.py. Fix success is therefore measured on crashes we control in examples/tiny/train.py.
+None of the labelled FIX cases can run here: 01, 02 and 04 are excerpts (`model`, `dataset`,
+`output_dir`, `self.model` are never defined) built on trl/unsloth, which are not installed; 03 needs trl,
+two modules of its own repo (utils, gsm8k) and Qwen2.5-Math-1.5B from the Hugging Face hub in bf16 with
+device_map="auto" (a GPU); 07 needs trl, its repo's `data` package, Llama-3.1-8B and hub datasets (no hub
+is reachable, no GPU); 05, 06 and 08 have no train.py. Fix success is therefore measured on crashes we
+control in examples/tiny/train.py.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from typing import Any
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
-from llm_server import local_llm  # noqa: F401  (the session fixture)
 
 from twinkle_auto.connection import Connection
 from twinkle_auto.graphs.monitor.graph import Verdict, compile_monitor_graph, monitor_thread
@@ -165,13 +166,20 @@ def select_cases(cases_dir: Path, which: str | None = None) -> list[Path]:
     return [d for d in dirs if d.name in wanted or (which == "quick" and "-lgtm-" in d.name)]
 
 
-def safety_problems(rows: list[VerdictRow]) -> list[str]:
+def safety_problems(rows: list[VerdictRow], *, require_parsed: bool = True) -> list[str]:
     """What the LLM must never change, whatever it judges: empty when all holds.
 
-    Every verdict it was asked for parses; a healthy run stays LGTM; a code error ends FIX; an environment
-    failure ends WARNING (never a rewrite).
+    Every verdict it was asked for parses (unless `require_parsed` is False: the benchmark reports that
+    as a figure); a healthy run stays LGTM; a code error ends FIX; an environment failure ends WARNING
+    (never a rewrite).
     """
-    problems = [f"{r.case_id}: verdict did not parse ({r.source})" for r in rows if not r.parsed]
+    problems = []
+    if require_parsed:
+        # A timeout on a loaded machine is not a parse failure; an answer that does not parse is.
+        answered = [r for r in rows if "Timeout" not in r.source]
+        problems += [f"{r.case_id}: verdict did not parse ({r.source})" for r in answered if not r.parsed]
+        if any(r.asked for r in rows) and not any(r.asked and r.source == "llm" for r in rows):
+            problems.append("no verdict of the LLM parsed at all")
     for r in rows:
         if r.label in ("LGTM", "FIX", "ENV") and r.final != r.expected:
             problems.append(f"{r.case_id}: labelled {r.label}, ended {r.final} (rules: {r.rules})")
@@ -384,7 +392,7 @@ def fix_table(rows: list[FixRow]) -> str:
 # ---------------------------------------------------------------------------------------------- tests
 @pytest.mark.skipif(not CASES_DIR.is_dir(), reason=f"monitor cases not found at {CASES_DIR}")
 def test_llm_verdicts_parse_and_keep_the_rules_safety(
-    local_llm: str,  # noqa: F811
+    local_llm: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -398,7 +406,7 @@ def test_llm_verdicts_parse_and_keep_the_rules_safety(
 
 
 def test_llm_patches_a_real_crash_and_never_corrupts_train_py(
-    local_llm: str,  # noqa: F811
+    local_llm: str,
     home: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
