@@ -20,7 +20,8 @@ $(VENV)/.stamp-test: pyproject.toml | $(PY)
 	$(PIP) install --no-deps --force-reinstall -e .
 	@touch $@
 
-MODEL := .models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
+# The fetch writes the .sha256 marker last, so an interrupted fetch runs again.
+MODEL := .models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf.sha256
 $(MODEL): | $(VENV)/.stamp-test
 	$(PY) -m twinkle_auto.app.local_llm fetch .models
 

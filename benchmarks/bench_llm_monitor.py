@@ -3,8 +3,8 @@
 Figures, not targets: how often Qwen2.5-Coder-1.5B (CPU) agrees with the labels before and after the
 graph constrains it, and how often its patch makes a crashed examples/tiny/train.py run past its error.
 The logic is the one tests/test_llm_monitor.py asserts on (imported from there), so the two never drift.
-It exits 0 whatever the figures; it fails only when something is broken: a verdict that did not parse, a
-safety property lost, or a corrupt train.py.
+It exits 0 whatever the figures (unparsed verdicts included: the table counts them); it fails only when
+something is broken: a safety property lost or a corrupt train.py.
 
 Skipped (exit 0) without xllamacpp. The model is fetched into .models/ on first use.
   TWINKLE_MONITOR_CASES   the labelled cases (default ../shared/monitor-cases beside the repo)
@@ -51,7 +51,7 @@ def main() -> int:
                 rows = evaluate_cases(url, CASES_DIR, work / "cases")
                 print(verdict_table(rows))
                 print(f"  verdicts: {time.perf_counter() - t0:.0f}s for {len(rows)} cases")
-                broken += safety_problems(rows)
+                broken += safety_problems(rows, require_parsed=False)  # parsing is a figure here
             else:
                 print(f"  monitor cases not found at {CASES_DIR}: agreement skipped")
             t0 = time.perf_counter()

@@ -2,12 +2,12 @@
 
 Why a fixture module of its own: loading the model costs ~3 s and 2 GB of RAM, so one server is shared by
 every `llm`-marked test of a session, and the plain functions here let the benchmark start the same
-server the same way. Tests use it with `from llm_server import local_llm  # noqa: F401`.
+server the same way. tests/conftest.py registers it (`pytest_plugins`); tests just ask for `local_llm`.
 
 Settings (environment):
   TWINKLE_LLM_MODELS    model cache folder (default: the repo's .models/, gitignored)
   TWINKLE_TEST_LLM_URL  use an already running OpenAI-compatible server (`.../v1`) instead of starting one
-  TWINKLE_LLM_THREADS   llama.cpp threads (default: every core; fewer helps on a box shared with other jobs)
+  TWINKLE_LLM_THREADS   llama.cpp threads (default: the cores not already busy, see default_threads)
 """
 
 from __future__ import annotations
@@ -18,13 +18,27 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import pytest
 
 from twinkle_auto.app.local_llm import DEFAULT_VARIANT, LocalLLMServer, fetch_model, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = Path(os.environ.get("TWINKLE_LLM_MODELS") or ROOT / ".models")
-LLM_THREADS = int(os.environ.get("TWINKLE_LLM_THREADS") or os.cpu_count() or 2)
+
+
+def default_threads() -> int:
+    """Every core on an idle machine; fewer when other processes keep cores busy right now.
+
+    llama.cpp's threads meet at a barrier after every layer, so one thread descheduled by a busy neighbour
+    stalls the others: measured on 2 cores with a load of ~4, one thread generated 2.5x faster than two.
+    Measured over half a second, not from the load average, which still counts the tests that just ran.
+    """
+    if os.environ.get("TWINKLE_LLM_THREADS"):
+        return max(1, int(os.environ["TWINKLE_LLM_THREADS"]))
+    cores = os.cpu_count() or 2
+    busy = psutil.cpu_percent(interval=0.5) / 100.0 * cores
+    return cores if busy < 0.5 else max(1, cores - round(busy))
 
 
 def xllamacpp_missing() -> str | None:
@@ -49,7 +63,7 @@ def running_llm(log_path: Path | None = None) -> Iterator[str]:
         yield external.rstrip("/")
         return
     server: LocalLLMServer
-    with serve(ensure_model(), n_threads=LLM_THREADS, log_path=log_path) as server:
+    with serve(ensure_model(), n_threads=default_threads(), log_path=log_path) as server:
         yield server.base_url
 
 

@@ -402,7 +402,8 @@ def test_llm_verdicts_parse_and_keep_the_rules_safety(
         print("\n" + verdict_table(rows))
     assert len(rows) == len(case_dirs) > 0
     assert all(r.rules == r.expected for r in rows), "the rules alone must match every label"
-    assert not safety_problems(rows)
+    problems = safety_problems(rows)
+    assert not problems, "\n".join(problems)
 
 
 def test_llm_patches_a_real_crash_and_never_corrupts_train_py(

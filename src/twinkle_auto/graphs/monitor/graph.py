@@ -49,7 +49,10 @@ class Verdict(BaseModel):
     """The LLM's structured verdict (requested without tools)."""
 
     decision: Literal["LGTM", "WARNING", "FIX"] = Field(description="LGTM, WARNING or FIX")
-    diagnosis: str = Field(description="one or two sentences: what is wrong, the evidence, what to do")
+    diagnosis: str = Field(
+        description="one or two sentences: what is wrong, the evidence, what to do",
+        max_length=400,  # a small model otherwise rambles into its token cap and the JSON never closes
+    )
 
 
 def _has_issue(findings: list[dict[str, Any]]) -> bool:
