@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import psutil
@@ -203,5 +202,4 @@ def test_launch_env_marks_output_as_captured(home: Path, controller) -> None:
     assert f"run env {home / 'env'}" in log
     assert "started by hand" not in log  # not teed twice
     assert log.count("Training started") == 1
-    time.sleep(0)
     assert os.environ.get("TWINKLE_RUN_ID") is None

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -290,4 +289,3 @@ def test_script_path_is_copied_and_a_different_previous_one_archived(home: Path,
     assert (folder / "train.py").read_text() == "print(2)\n"
     assert (folder / "train_v1.py").read_text() == "print(1)\n"
     assert read_meta(home, "copy")["script_version"] == 2
-    time.sleep(0)

@@ -84,13 +84,14 @@ def _progress(s: RunStatus) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    runs = RunStore().list_runs()
+    store = RunStore()
+    runs = store.list_runs()
     if args.json:
         emit_json({"runs": [r.as_dict() for r in runs]})
         return 0
     from rich.table import Table
 
-    table = Table(title=f"training runs in {RunStore().home}")
+    table = Table(title=f"training runs in {store.home}")
     for col in ("run", "status", "process", "step", "model", "started", "script"):
         table.add_column(col)
     for r in runs:
@@ -108,7 +109,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if runs:
         console.print(table)
     else:
-        console.print(f"no runs in {RunStore().home}")
+        console.print(f"no runs in {store.home}")
     return 0
 
 

@@ -416,31 +416,9 @@ class LocalLLMServer:
         self.stop()
 
 
-def serve(
-    model_path: str | Path,
-    port: int = 0,
-    n_ctx: int = DEFAULT_N_CTX,
-    chat_template: str | Path | None = None,
-    *,
-    n_threads: int | None = None,
-    log_path: str | Path | None = None,
-    start_timeout: float = START_TIMEOUT_S,
-) -> LocalLLMServer:
-    """A not-yet-started server; `with serve(path) as server:` starts it and stops it on exit.
-
-    `port=0` lets the child bind any free port (no race between choosing and binding); `chat_template`
-    defaults to the bundled tool-calling template; `n_threads` defaults to every core (on a box shared
-    with other busy processes, 1 thread generates faster: llama.cpp's threads wait for each other).
-    """
-    return LocalLLMServer(
-        model_path,
-        port=port,
-        n_ctx=n_ctx,
-        chat_template=chat_template,
-        n_threads=n_threads,
-        log_path=log_path,
-        start_timeout=start_timeout,
-    )
+serve = LocalLLMServer
+"""`with serve(path) as server:` starts a server and stops it on exit (`port=0`: the child binds any free
+port, so there is no race between choosing and binding; the chat template defaults to the bundled one)."""
 
 
 def _run_server(
