@@ -116,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from twinkle_auto.app.logging_setup import setup_logging
 
     setup_logging(args.verbose, secrets=[args.llm_api_key])
+    from twinkle_auto.connection.process import register_secret
+
+    register_secret(args.llm_api_key)  # never passed on to a training process, whatever its name
     log.debug("argv=%s", list(argv) if argv is not None else sys.argv[1:])
     if args.home:
         os.environ["TWINKLE_HOME"] = args.home

@@ -7,8 +7,10 @@ anything. So meta.json records the pid's create time beside it, and every check 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -181,6 +183,61 @@ def spawn_logged(
     except psutil.Error:
         ctime = None
     return child, ctime
+
+
+SECRET_PREFIXES = ("TWINKLE_LLM_",)
+"""The assistant's own LLM settings: the key and everything beside it stay in the assistant."""
+SECRET_NAME_RE = re.compile(r"(?:^|_)(?:API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.IGNORECASE)
+"""Names that carry credentials by convention (OPENAI_API_KEY, HF_TOKEN, AWS_SECRET...)."""
+
+_secret_values: set[str] = set()
+_secret_lock = threading.Lock()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret the assistant was given other than by a conventional name (`--llm-api-key`).
+
+    Any variable holding that value is then kept from child processes too, whatever its name.
+    Placeholders such as "not-needed" are short and harmless, but are still removed: a value is either
+    the assistant's or it is not.
+    """
+    if value and len(value) >= 4:
+        with _secret_lock:
+            _secret_values.add(value)
+
+
+def is_secret(name: str, value: str | None = None) -> bool:
+    """True for a variable that must not reach a process we start."""
+    upper = name.upper()
+    if upper.startswith(SECRET_PREFIXES) or SECRET_NAME_RE.search(upper):
+        return True
+    if value is not None:
+        with _secret_lock:
+            return value in _secret_values
+    return False
+
+
+def child_env(
+    extra: Mapping[str, str] | None = None,
+    *,
+    pass_env: Sequence[str] = (),
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of every process we start: ours minus secrets, plus `extra`.
+
+    A training script is code an LLM may have rewritten from text an untrusted process printed, and a
+    Ray worker or the Twinkle server runs code we did not write: none of them gets the assistant's LLM
+    key or any other credential it holds. `pass_env` names variables the person explicitly lets through
+    (`--pass-env HF_TOKEN`); their values are read from our environment now, never stored. `extra` (the
+    run's own settings) is applied last and is trusted as given; the launch spec never records a secret
+    in it.
+    """
+    source = os.environ if base is None else base
+    allowed = set(pass_env)
+    env = {k: v for k, v in source.items() if k in allowed or not is_secret(k, v)}
+    if extra:
+        env.update({str(k): str(v) for k, v in extra.items()})
+    return env
 
 
 SIGKILL = signal.SIGKILL

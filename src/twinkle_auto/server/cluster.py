@@ -29,7 +29,7 @@ from typing import Any
 
 import psutil
 
-from twinkle_auto.connection.process import spawn_logged
+from twinkle_auto.connection.process import child_env, spawn_logged
 from twinkle_auto.runtime.format import atomic_write_json, read_json_file
 from twinkle_auto.server.paths import CLUSTER_STATE, RAY_DIR, auto_dir
 from twinkle_auto.server.plan import Plan
@@ -96,8 +96,8 @@ class Cluster:
 
 # ------------------------------------------------------------------------------------------ helpers
 def ray_env(base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment every Ray process we start (and the Twinkle launcher) needs."""
-    env = dict(os.environ if base is None else base)
+    """The environment every Ray process we start (and the Twinkle launcher) needs, minus our secrets."""
+    env = child_env(base=os.environ if base is None else base)
     env.update(RAY_ENV)
     return env
 
