@@ -11,11 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-TB_HEAD = "Traceback (most recent call last):"
-_CHAIN_MARKERS = (
-    "During handling of the above exception, another exception occurred:",
-    "The above exception was the direct cause of the following exception:",
-)
+from twinkle_auto.connection.tracebacks import parse_traceback
+
 READ_FACTOR = 4
 """Read this many times the budget from the end, so a traceback just above the tail is still found."""
 
@@ -31,42 +28,16 @@ class LogTail:
 
 
 def traceback_span(text: str) -> tuple[int, int] | None:
-    """Start and end offsets of the last traceback (with its chained predecessors) in `text`."""
-    last = text.rfind(TB_HEAD)
-    if last < 0:
+    """Start and end offsets of the traceback that decides why the process died (its chain included).
+
+    The same choice the monitor makes (connection/tracebacks.py): the real error, not a shutdown-time
+    "Exception ignored" report or a launcher's wrapper printed after it. A bare error line with no
+    frames is not a traceback here.
+    """
+    parsed = parse_traceback(text)
+    if parsed is None or not parsed.has_frames:
         return None
-    start = last
-    # Walk back over chained exceptions ("During handling of ...") so the chain stays together.
-    while True:
-        before = text[:start].rstrip()
-        if not before.endswith(_CHAIN_MARKERS):
-            break
-        prev = before.rfind(TB_HEAD)
-        if prev < 0:
-            break
-        start = prev
-    lines = text[last:].splitlines(keepends=True)
-    pos = last
-    seen_exception = False
-    for i, line in enumerate(lines):
-        stripped = line.rstrip("\n")
-        if i == 0:
-            pos += len(line)
-            continue
-        if not seen_exception:
-            if stripped.startswith((" ", "\t")) or not stripped:
-                pos += len(line)
-                continue
-            seen_exception = True  # first unindented line: the exception
-            pos += len(line)
-            continue
-        # after the exception line: keep continuation lines of a multi-line message
-        if not stripped.strip() or stripped.startswith(("[", "=====", "wandb:")):
-            break
-        pos += len(line)
-        if i > 60:
-            break
-    return start, pos
+    return parsed.span
 
 
 def tail_text(text: str, budget: int) -> str:
