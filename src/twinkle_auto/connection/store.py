@@ -7,6 +7,7 @@ hand, a torn last metrics line, a log in a foreign encoding, a folder that is no
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -217,12 +218,55 @@ class RunStore:
 
     # ------------------------------------------------------------------------------------- auto state
     def auto_state(self, run_id: str) -> dict[str, Any]:
-        """twinkle-auto's own per-run state (fix attempts, verdicts); {} when absent or unreadable."""
+        """twinkle-auto's own per-run state (fix attempts, verdicts); {} when absent.
+
+        A corrupt file fails closed: it is kept as `auto_state.json.corrupt` and replaced by a state
+        holding only `{"corrupt": {...}}`, which the monitor treats as "fix limit reached" and says so.
+        Resetting it to {} would silently give a crash-looping run three fresh attempts.
+        """
         path = self.path(run_id) / fmt.AUTO_STATE_FILE
         try:
             return fmt.read_json_file(path)
-        except (OSError, ValueError):
+        except FileNotFoundError:
             return {}
+        except ValueError:
+            with fmt.meta_lock(self.require(run_id)):
+                return self._read_auto_state(run_id)
+        except OSError as exc:
+            return {"corrupt": {"reason": f"cannot read {fmt.AUTO_STATE_FILE}: {exc.strerror}"}}
+
+    def _read_auto_state(self, run_id: str) -> dict[str, Any]:
+        """Read under the caller's lock; a corrupt file is moved aside and replaced (see auto_state)."""
+        path = self.path(run_id) / fmt.AUTO_STATE_FILE
+        try:
+            return fmt.read_json_file(path)
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            return {"corrupt": {"reason": f"cannot read {fmt.AUTO_STATE_FILE}: {exc.strerror}"}}
+        except ValueError as exc:
+            kept = path.with_name(path.name + ".corrupt")
+            n = 1
+            while kept.exists():
+                n += 1
+                kept = path.with_name(f"{path.name}.corrupt.{n}")
+            os.replace(path, kept)
+            state = {"corrupt": {"reason": str(exc), "kept_as": kept.name, "at": fmt.now()}}
+            fmt.atomic_write_json(path, state)
+            return state
 
     def save_auto_state(self, run_id: str, state: dict[str, Any]) -> None:
         fmt.atomic_write_json(self.require(run_id) / fmt.AUTO_STATE_FILE, state)
+
+    def update_auto_state(
+        self, run_id: str, transform: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ) -> dict[str, Any]:
+        """Read-modify-write of auto_state.json as one step between processes (two assistants on one run
+        each write their own keys; without the lock one would drop the other's fix counter)."""
+        folder = self.require(run_id)
+        with fmt.meta_lock(folder):
+            state = self._read_auto_state(run_id)
+            changed = transform(state)
+            state = state if changed is None else changed
+            fmt.atomic_write_json(folder / fmt.AUTO_STATE_FILE, state)
+        return state
