@@ -24,6 +24,7 @@ __all__ = [
     "FixContext",
     "ScriptFrame",
     "build_fix_context",
+    "error_text",
     "estimate_tokens",
     "script_frames",
 ]
@@ -119,7 +120,7 @@ def _strip_prefix(line: str) -> str:
     return _PREFIX_RE.sub("", line, count=1)
 
 
-def _error_of(traceback: str) -> str:
+def error_text(traceback: str) -> str:
     """The exception line(s) at the end of the traceback: what went wrong, in the library's words."""
     lines = [_strip_prefix(line).rstrip() for line in traceback.splitlines()]
     for i in range(len(lines) - 1, -1, -1):
@@ -311,7 +312,7 @@ def build_fix_context(
     lines = script.splitlines()
     n_lines = len(lines)
     block = last_traceback(traceback) or traceback
-    error = _error_of(block)
+    error = error_text(block)
     frames = script_frames(block, script_path, n_lines)
     failing = [f.line for f in frames]
     failing_set = set(failing)
