@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from twinkle_auto.connection.tracebacks import parse_traceback, script_frames, user_frames
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
@@ -34,9 +36,6 @@ said no."""
 MAX_READ_BYTES = 4_000_000
 """The ledger is read from its end; older history beyond this is not consulted."""
 
-_FRAME_RE = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+)(?:, in (?P<func>.+))?\s*$')
-_EXC_RE = re.compile(r"^(?P<name>[A-Za-z_][\w.]*)(?::\s*(?P<msg>.*))?$")
-_EXC_SUFFIXES = ("Error", "Exception", "Warning", "Interrupt", "Exit", "Iteration")
 _QUOTED_PATH_RE = re.compile(r"""(['"])(?:/|[A-Za-z]:\\|\./|\.\./)[^'"]*\1""")
 _PATH_RE = re.compile(r"(?:/[\w.+-]+){2,}/?")
 _HEX_RE = re.compile(r"\b0x[0-9a-fA-F]+\b")
@@ -55,48 +54,20 @@ def _normalise_message(message: str) -> str:
     return _SPACE_RE.sub(" ", text).strip()[:300]
 
 
-def _failing_code_line(lines: list[str], script_name: str) -> str:
-    """The source line of the innermost frame in the script, else of the innermost frame at all."""
-    frames: list[tuple[str, str]] = []
-    for i, line in enumerate(lines):
-        match = _FRAME_RE.match(line)
-        if not match:
-            continue
-        code = lines[i + 1].strip() if i + 1 < len(lines) and not _FRAME_RE.match(lines[i + 1]) else ""
-        if code.startswith(("Traceback", "^", "~")):
-            code = ""
-        frames.append((match.group("file"), code))
-    ours = [code for file, code in frames if Path(file).name == script_name and code]
-    if ours:
-        return ours[-1]
-    codes = [code for _, code in frames if code]
-    return codes[-1] if codes else ""
-
-
-def _last_exception(lines: list[str]) -> tuple[str, str]:
-    for line in reversed(lines):
-        stripped = line.strip()
-        if not stripped or line.startswith((" ", "\t")):
-            continue
-        match = _EXC_RE.match(stripped)
-        if match and (match.group("msg") is not None or match.group("name").endswith(_EXC_SUFFIXES)):
-            name = match.group("name")
-            return name.rsplit(".", 1)[-1], match.group("msg") or ""
-    return "", ""
-
-
 def error_signature(traceback: str, *, script_name: str = "train.py") -> str:
     """A stable name for "this error": exception type, normalised message, failing code line.
 
     Line numbers and paths are left out on purpose: a fix shifts lines, and the same script runs from
-    different folders, yet it is the same error. Returns "" when the text holds no exception.
+    different folders, yet it is the same error. The failing line is the innermost frame in the script
+    (else in the user's code, else anywhere). Returns "" when the text holds no exception.
     """
-    lines = [line.rstrip() for line in (traceback or "").splitlines()]
-    name, message = _last_exception(lines)
-    if not name:
+    parsed = parse_traceback(traceback or "")
+    if parsed is None or not parsed.exception:
         return ""
-    code = _SPACE_RE.sub(" ", _failing_code_line(lines, script_name))
-    return f"{name}: {_normalise_message(message)} @ {code}"
+    frames = script_frames(parsed, script_name) or user_frames(parsed) or list(parsed.frames)
+    codes = [frame.code.strip() for frame in frames if frame.code.strip()]
+    code = _SPACE_RE.sub(" ", codes[-1]) if codes else ""
+    return f"{parsed.short_name}: {_normalise_message(parsed.message)} @ {code}"
 
 
 @dataclass(frozen=True)
