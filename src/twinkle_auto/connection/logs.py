@@ -12,9 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from twinkle_auto.connection.tracebacks import parse_traceback
+from twinkle_auto.runtime.tail import NotRegularFileError, open_regular, read_tail
 
 READ_FACTOR = 4
 """Read this many times the budget from the end, so a traceback just above the tail is still found."""
+LOG_LINE_BYTES = 4096
+"""`logs -n N` shows at most this many bytes of one line (its end, marked): a 50 MB line stays readable."""
 
 
 @dataclass
@@ -25,6 +28,8 @@ class LogTail:
     """The last traceback in the read window, whole (None when there is none)."""
     size: int
     """Size of output.log in bytes when read (a growing size means the process still writes)."""
+    problem: str | None = None
+    """Why the log was not read (a FIFO, a device, unreadable), in one line; None when it was."""
 
 
 def traceback_span(text: str) -> tuple[int, int] | None:
@@ -58,13 +63,18 @@ def tail_text(text: str, budget: int) -> str:
 
 
 def tail_log(path: Path, budget: int = 4000) -> LogTail:
-    """Read only the end of the log (READ_FACTOR × budget bytes) and return the tail within budget."""
+    """Read only the end of the log (READ_FACTOR × budget bytes) and return the tail within budget.
+
+    Only a regular file is read (a FIFO or device as output.log is refused in `problem`, never waited on).
+    """
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd, size = open_regular(path)
     except FileNotFoundError:
         return LogTail("", None, 0)
+    except OSError as exc:
+        why = str(exc) if isinstance(exc, NotRegularFileError) else f"{Path(path).name}: {exc.strerror}"
+        return LogTail("", None, 0, problem=why)
     try:
-        size = os.fstat(fd).st_size
         want = min(size, budget * READ_FACTOR)
         raw = os.pread(fd, want, size - want)
     finally:
@@ -77,19 +87,30 @@ def tail_log(path: Path, budget: int = 4000) -> LogTail:
     return LogTail(tail_text(text, budget), text[span[0] : span[1]] if span else None, size)
 
 
-def tail_lines(path: Path, n: int) -> list[str]:
-    """The last `n` lines of the log (for `twinkle-auto logs -n N`), reading from the end only."""
-    from twinkle_auto.runtime.tail import read_last_lines
+def _shown(data: bytes, length: int) -> str:
+    text = data.decode("utf-8", "replace").rstrip("\r")
+    if length > len(data):
+        return f"[... line of {length} bytes cut, last {len(data)} shown ...] {text}"
+    return text
 
-    lines, end = read_last_lines(path, n)
-    out = [line.decode("utf-8", "replace").rstrip("\r") for line in lines]
-    try:
-        size = os.path.getsize(path)
-    except OSError:
-        size = end
-    if size > end:  # a last line still being written (no newline yet) is shown too
-        with open(path, "rb") as f:
-            f.seek(end)
-            out.append(f.read(size - end).decode("utf-8", "replace"))
-        out = out[-n:]
-    return out
+
+def tail_lines(path: Path, n: int, *, max_line: int = LOG_LINE_BYTES) -> list[str]:
+    """The last `n` lines of the log (for `twinkle-auto logs -n N`), reading from the end only.
+
+    A line longer than `max_line` is shown as its last `max_line` bytes behind a marker saying how long
+    it was; a last line still being written (no newline yet) is shown too. Raises OSError
+    (one line) when the log is a FIFO, device or socket.
+    """
+    tail = read_tail(path, n, max_line=max_line, keep_long=True)
+    if tail.error:
+        raise OSError(tail.error)
+    out = [_shown(line, tail.cut.get(i, len(line))) for i, line in enumerate(tail.lines)]
+    if tail.partial_len:
+        if tail.end < 0:
+            out.append(
+                f"[... no line end in the last {tail.partial_len} bytes; last {len(tail.partial)} shown ...] "
+                + tail.partial.decode("utf-8", "replace")
+            )
+        else:
+            out.append(_shown(tail.partial, tail.partial_len))
+    return out[-n:] if n > 0 else []

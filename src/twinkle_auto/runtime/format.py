@@ -15,11 +15,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from twinkle_auto.runtime.tail import NotRegularFileError, read_regular
 
 try:  # POSIX only; on other systems the lock is a no-op and the rename still keeps files whole.
     import fcntl
@@ -35,7 +38,8 @@ AUTO_STATE_FILE = "auto_state.json"
 """twinkle-auto's own per-run state (fix attempts, monitor verdicts); survives a restart of the assistant."""
 
 ARCHIVE_RE = re.compile(r"^train_v(\d+)\.py$")
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+RUN_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+"""Use with `fullmatch` only."""
 RESERVED_RUN_IDS = frozenset({"auto", ".", ".."})
 
 ENV_RUN_ID = "TWINKLE_RUN_ID"
@@ -66,10 +70,14 @@ def default_home() -> Path:
 
 
 def validate_run_id(run_id: str) -> str:
-    """Return the run id unchanged, or raise RunIdError saying why it cannot name a folder."""
+    """Return the run id unchanged, or raise RunIdError saying why it cannot name a folder.
+
+    The whole string must match (`fullmatch`: with `match`, `$` also matches before a final newline, so
+    "x\\n" would pass and name a folder nobody can type).
+    """
     if not isinstance(run_id, str) or not run_id:
         raise RunIdError("run id is empty")
-    if not RUN_ID_RE.match(run_id):
+    if not RUN_ID_RE.fullmatch(run_id):
         raise RunIdError(f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-' (at most 128)")
     if ".." in run_id or run_id.startswith("."):
         raise RunIdError(f"invalid run id {run_id!r}: it may not start with '.' or contain '..'")
@@ -83,15 +91,26 @@ def run_dir(home: Path, run_id: str) -> Path:
 
 
 def atomic_write_text(path: Path, text: str, *, fsync: bool = True) -> None:
-    """Write a whole file through a temp file and a rename, so readers never see half of it."""
+    """Write a whole file through a temp file and a rename, so readers never see half of it.
+
+    When any step fails (a full disk: ENOSPC, EIO, EFBIG) the temp file is removed before the error goes
+    on, so failed writes leave no `.meta.json.*.tmp` litter beside the file they meant to replace.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        if fsync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def atomic_write_json(path: Path, data: Any, *, fsync: bool = True) -> None:
@@ -115,16 +134,37 @@ def meta_lock(folder: Path) -> Iterator[None]:
             os.close(fd)
 
 
+MAX_JSON_BYTES = 16 * 1024 * 1024
+"""meta.json and friends are a few KB; a bigger one is corrupt, and is not read into memory."""
+
+
 def read_json_file(path: Path) -> dict[str, Any]:
-    """Read a JSON object; raise ValueError with a one-line reason when it is not one."""
+    """Read a JSON object; raise ValueError with a one-line reason when it is not one.
+
+    Whatever the file holds, the answer is a dict or that ValueError ("corrupt"): a FIFO or device is
+    not opened for a blocking read, a file over MAX_JSON_BYTES is not read, nesting deep enough to
+    exhaust the parser's recursion (RecursionError) and numbers too long to convert are corrupt too — so
+    one bad meta.json never breaks the listing of the other runs. FileNotFoundError passes through.
+    """
+    name = Path(path).name
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = read_regular(path, MAX_JSON_BYTES)
+    except NotRegularFileError as exc:
+        raise ValueError(f"{name} is corrupt: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"{name} is corrupt: {exc}") from None
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{Path(path).name} is not UTF-8 text: {exc.reason}") from None
+        raise ValueError(f"{name} is not UTF-8 text: {exc.reason}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{Path(path).name} is corrupt: {exc.msg} at line {exc.lineno}") from None
+        raise ValueError(f"{name} is corrupt: {exc.msg} at line {exc.lineno}") from None
+    except RecursionError:
+        raise ValueError(f"{name} is corrupt: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise ValueError(f"{name} is corrupt: {' '.join(str(exc).split())[:120]}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{Path(path).name} is corrupt: expected a JSON object, got {type(data).__name__}")
     return data

@@ -47,6 +47,65 @@ PROGRESS_INTERVAL_S = 5.0
 
 _TOTAL_STEP_KEYS = ("total_steps", "max_steps")
 
+WRITE_RETRY_S = 10.0
+"""After a failed write (disk full, I/O error) the file is tried again at most this often."""
+
+
+class _WriteGate:
+    """Keeps the training loop going when a file cannot be written (ENOSPC, EIO, EFBIG, EDQUOT).
+
+    The first failure is told once on stderr; while failing, writes are attempted again only every
+    WRITE_RETRY_S (lines in between are counted, not queued: memory stays flat however long the disk
+    stays full); the first success after that says how much was lost. Never raises.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.failing = False
+        self.retry_at = 0.0
+        self.lost = 0
+        self.torn = False
+        """A failed write may have left half a line: the next successful write starts a new one."""
+
+    def ready(self) -> bool:
+        if not self.failing or time.monotonic() >= self.retry_at:
+            return True
+        self.lost += 1
+        return False
+
+    def failed(self, exc: OSError) -> None:
+        self.lost += 1
+        self.retry_at = time.monotonic() + WRITE_RETRY_S
+        if not self.failing:
+            self.failing = True
+            _warn(f"twinkle runtime: cannot write {self.name}: {exc}; will keep trying")
+
+    def succeeded(self) -> None:
+        if self.failing:
+            self.failing = False
+            _warn(f"twinkle runtime: {self.name} is writable again; {self.lost} line(s) were not written")
+            self.lost = 0
+
+
+def _warn(text: str) -> None:
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError, AttributeError):  # stderr may be the very file that is full
+        pass
+
+
+def _write_all(fd: int, data: bytes) -> int:
+    """Write every byte (a short write is continued); OSError on failure, with `.written` set."""
+    view = memoryview(data)
+    written = 0
+    while written < len(data):
+        try:
+            written += os.write(fd, view[written:])
+        except OSError as exc:
+            exc.written = written  # type: ignore[attr-defined]
+            raise
+    return written
+
 
 class _Tee:
     """A text stream that writes through to the original stream and appends to output.log.
@@ -90,6 +149,8 @@ class TrainingRuntime:
         self.base_dir = Path(base_dir).expanduser() if base_dir else fmt.default_home()
         self.run_dir = self.base_dir / self.run_id
         self._metrics_fd: int | None = None
+        self._metrics_gate = _WriteGate(fmt.METRICS_FILE)
+        self._log_gate = _WriteGate(fmt.LOG_FILE)
         self._log_fd: int | None = None
         self._started = False
         self._finished = False
@@ -262,6 +323,9 @@ class TrainingRuntime:
         Numbers are kept as written (ints stay ints, NaN and Infinity as Python's json writes them, since
         detecting them is the monitor's job); 0-d tensors and numpy scalars become floats; anything that is
         not a number is dropped. `total_steps` goes to the run's progress, not to the line.
+
+        Never raises out of the training loop: a full disk or an I/O error is told once on stderr and
+        the file is tried again every WRITE_RETRY_S (see `_WriteGate`); training goes on meanwhile.
         """
         fd = self._metrics_fd
         if fd is None:
@@ -275,13 +339,13 @@ class TrainingRuntime:
             else:
                 try:
                     entry[key] = float(value)
-                except (TypeError, ValueError):
+                except Exception:  # a value that is not a number (or whose conversion breaks) is dropped
                     continue
         if "total_steps" in entry:
             total = entry.pop("total_steps")
             if isinstance(total, (int, float)) and math.isfinite(total):
                 self._total_steps = int(total)
-        os.write(fd, (json.dumps(entry) + "\n").encode())
+        self._append_metrics(fd, (json.dumps(entry) + "\n").encode())
         step = entry.get("step")
         if step is not None and (type(step) is int or (type(step) is float and math.isfinite(step))):
             self._last_step = int(step)
@@ -292,12 +356,36 @@ class TrainingRuntime:
         if self._stop_requested and self._deferred_shutdown is not None:
             self._deferred_shutdown()
 
+    def _append_metrics(self, fd: int, data: bytes) -> None:
+        gate = self._metrics_gate
+        if not gate.ready():
+            return
+        if gate.torn:
+            data = b"\n" + data
+        try:
+            _write_all(fd, data)
+        except OSError as exc:
+            gate.torn = gate.torn or getattr(exc, "written", 0) > 0
+            gate.failed(exc)
+            return
+        gate.torn = False
+        gate.succeeded()
+
     def log(self, message: str) -> None:
-        """Print a line to stdout, which ends up in output.log (captured by the launcher or teed)."""
+        """Print a line to stdout, which ends up in output.log (captured by the launcher or teed).
+
+        A broken pipe, a closed stdout or a full disk never stops training: the failure is told once on
+        stderr and printing is tried again every WRITE_RETRY_S.
+        """
+        gate = self._log_gate
+        if not gate.ready():
+            return
         try:
             print(f"[twinkle] {message}", flush=True)
-        except (OSError, ValueError):  # a broken pipe or closed stdout must not stop training
-            pass
+        except (OSError, ValueError) as exc:
+            gate.failed(exc if isinstance(exc, OSError) else OSError(str(exc)))
+            return
+        gate.succeeded()
 
     def _progress_fields(self) -> dict[str, Any]:
         progress: dict[str, Any] = {}
