@@ -1,0 +1,202 @@
+"""Recipes without running them: every recipe renders valid Python for default and edge parameters, bad
+parameters and ids give a one-line RecipeError, ids are resolved (local path, ModelScope via the local
+hub stub, offline hub, Twinkle server list) in bounded time."""
+
+from __future__ import annotations
+
+import ast
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from hubserver import HubServer, model_entry
+from recipe_data.helpers import GRPO_ROWS, SFT_ROWS, write_jsonl
+from stubs.server_helpers import free_port
+
+from twinkle_auto.recipes import (
+    RECIPES,
+    RecipeError,
+    list_recipes,
+    render_recipe,
+    resolve_dataset,
+    resolve_model,
+    resolve_served_model,
+)
+from twinkle_auto.recipes import resolve as resolve_mod
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> dict[str, str]:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    return {
+        "model": str(model),
+        "sft": str(write_jsonl(tmp_path / "sft.jsonl", SFT_ROWS)),
+        "grpo": str(write_jsonl(tmp_path / "grpo.jsonl", GRPO_ROWS)),
+    }
+
+
+@pytest.fixture(autouse=True)
+def offline_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test here may reach the real hub: an endpoint that refuses at once, and a fresh down-memory."""
+    monkeypatch.setenv("MODELSCOPE_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setitem(resolve_mod._down, "until", 0.0)
+
+
+def _params(name: str, data: dict[str, str], **extra: object) -> dict[str, object]:
+    dataset = data["grpo"] if name.endswith("grpo") else data["sft"]
+    model = "mock-model" if name.startswith("twinkle") else data["model"]
+    return {"model": model, "dataset": dataset, **extra}
+
+
+def test_list_recipes_describes_every_recipe() -> None:
+    infos = list_recipes()
+    assert [i.name for i in infos] == [r.name for r in RECIPES] and "torch-sft" in [i.name for i in infos]
+    for info in infos:
+        assert info.description and "\n" not in info.description and len(info.description) < 240
+        props = info.params_schema["properties"]
+        assert set(info.params_schema["required"]) == {"model", "dataset"}
+        assert all(props[k].get("description") for k in props), info.name
+        assert ("server_url" in props) == info.needs_server
+
+
+@pytest.mark.parametrize("name", [r.name for r in RECIPES])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"max_steps": 1, "batch_size": 1, "lr": 1e-9, "save_every": 1, "seed": 2**31 - 1},
+        {
+            "steps": 10_000_000,
+            "learning_rate": 0.5,
+            "dataset_subset": 'it\'s "odd"\\n',
+            "max_length": 131_072,
+        },
+    ],
+    ids=["defaults", "smallest", "largest-and-aliases"],
+)
+def test_every_recipe_renders_valid_python(name: str, extra: dict, data: dict[str, str]) -> None:
+    rendered = render_recipe(name, _params(name, data, **extra))
+    tree = ast.parse(rendered.script)
+    assert rendered.name == name
+    constants = {
+        t.id: node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for t in node.targets
+        if isinstance(t, ast.Name)
+    }
+    # every parameter is one literal constant holding exactly the validated value
+    for key, value in rendered.params.items():
+        assert ast.literal_eval(constants[key.upper()]) == value, key
+    assert "TrainingRuntime" in rendered.script or "TwinkleCallback" in rendered.script
+    assert "register_graceful_shutdown" in rendered.script or "TwinkleCallback" in rendered.script
+    if "steps" in extra:
+        assert rendered.params["max_steps"] == 10_000_000 and rendered.params["lr"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("params", "needle"),
+    [
+        ({}, "missing 'model'"),
+        ({"model": "M", "dataset": "D", "lerning_rate": 1}, "unknown parameter 'lerning_rate'"),
+        ({"lr": 0}, "lr: Input should be greater than 0"),
+        ({"lr": float("nan")}, "lr:"),
+        ({"max_steps": 0}, "max_steps: Input should be greater than or equal to 1"),
+        ({"batch_size": "many"}, "batch_size:"),
+        ({"lora_rank": -1}, "lora_rank:"),
+    ],
+)
+def test_bad_params_give_one_line_errors(params: dict, needle: str, data: dict[str, str]) -> None:
+    full = {**_params("torch-sft", data), **params} if params else {}
+    with pytest.raises(RecipeError) as info:
+        render_recipe("torch-sft", full)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_local_paths(data: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert resolve_dataset("sft.jsonl").value == data["sft"]  # relative → absolute: the run folder differs
+    assert resolve_model("./model").source == "local"
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "weights").mkdir()
+    cases = {
+        "missing.jsonl": "does not exist",
+        "notes.txt": "not .jsonl, .json or .parquet",
+        "empty.jsonl": "is empty",
+        str(tmp_path): "is a folder; give one .jsonl",
+    }
+    for ref, needle in cases.items():
+        with pytest.raises(RecipeError, match=needle):
+            resolve_dataset(ref)
+    with pytest.raises(RecipeError, match="has no config.json"):
+        resolve_model(str(tmp_path / "weights"))
+    with pytest.raises(RecipeError, match="is a file"):
+        resolve_model(data["sft"])
+    with pytest.raises(RecipeError, match="neither an existing local path nor a ModelScope id"):
+        resolve_model("just words here")
+    with pytest.raises(RecipeError, match="empty"):
+        resolve_model("  ")
+
+
+def test_hub_ids_checked_on_modelscope(monkeypatch: pytest.MonkeyPatch) -> None:
+    with HubServer() as hub:
+        hub.models.append(model_entry("Qwen/Qwen2.5-0.5B-Instruct", downloads=10))
+        hub.models.append(model_entry("Qwen/Qwen2.5-1.5B-Instruct", downloads=5))
+        hub.datasets.append(model_entry("modelscope/gsm8k", task=""))
+        monkeypatch.setenv("MODELSCOPE_ENDPOINT", hub.url)
+        found = resolve_model("qwen/qwen2.5-0.5b-instruct")
+        assert (found.value, found.source) == ("Qwen/Qwen2.5-0.5B-Instruct", "modelscope")
+        assert resolve_dataset("ms://modelscope/gsm8k").value == "modelscope/gsm8k"
+        with pytest.raises(RecipeError, match=r"ModelScope has no model 'Qwen/Qwen2.5-0.5B-Instrukt'"):
+            resolve_model("Qwen/Qwen2.5-0.5B-Instrukt")
+        assert hub.hits("models") == 2 and hub.hits("datasets") == 1
+
+
+def test_unreachable_hub_uses_the_id_as_given_and_says_so() -> None:
+    first = resolve_model("Qwen/Qwen3.5-4B", timeout=3)
+    assert first.source == "unverified" and first.value == "Qwen/Qwen3.5-4B"
+    assert first.note and first.note.startswith("could not verify model Qwen/Qwen3.5-4B on ModelScope")
+    assert "using it as given" in first.note
+    # remembered: the dataset check right after does not wait for the hub again
+    second = resolve_dataset("modelscope/gsm8k", timeout=3)
+    assert second.source == "unverified" and "using it as given" in (second.note or "")
+
+
+def test_slow_hub_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    with HubServer() as hub:
+        hub.slow("models", 30)
+        monkeypatch.setenv("MODELSCOPE_ENDPOINT", hub.url)
+        resolved = resolve_model("Qwen/Qwen3.5-4B", timeout=1.5)
+        assert resolved.source == "unverified" and "using it as given" in (resolved.note or "")
+
+
+class _Capabilities(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802
+        body = json.dumps({"supported_models": [{"model_name": "mock-model"}]}).encode()
+        self.send_response(200 if self.path == "/api/v1/get_server_capabilities" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_twinkle_model_checked_against_the_server() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Capabilities)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert resolve_served_model("Mock-Model", url).value == "mock-model"
+        with pytest.raises(RecipeError, match="serves mock-model, not 'Qwen/Qwen3.5-4B'"):
+            resolve_served_model("Qwen/Qwen3.5-4B", url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    down = resolve_served_model("Qwen/Qwen3.5-4B", f"http://127.0.0.1:{free_port()}")
+    assert down.source == "unverified" and "start the server" in (down.note or "")
