@@ -146,13 +146,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
+    from twinkle_auto.connection.store import read_script_file
+
     script = Path(args.script)
-    try:
-        text = script.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RunError(f"script {args.script} not found") from None
-    except UnicodeDecodeError:
-        raise RunError(f"script {args.script} is not UTF-8 text") from None
+    text = read_script_file(script)
     try:
         compile(text, str(script), "exec")
     except SyntaxError as exc:

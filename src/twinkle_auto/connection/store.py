@@ -20,6 +20,37 @@ from twinkle_auto.runtime import format as fmt
 
 AUTO_DIR = "auto"
 """Assistant-wide state under TWINKLE_HOME (checkpoints, skills, server files); never a run."""
+MAX_SCRIPT_CHARS = 200_000
+"""The largest training script we accept (CLI `start` and the chat's tools alike)."""
+
+
+def read_script_file(path: str | Path, max_chars: int = MAX_SCRIPT_CHARS) -> str:
+    """The text of a training script, or RunError (one line) before anything big or endless is read.
+
+    `--script /dev/zero`, a FIFO or a directory is refused by its type, a file over the limit by its
+    size (UTF-8 needs at most 4 bytes a character), both before a byte is read.
+    """
+    from twinkle_auto.runtime.tail import NotRegularFileError, read_regular
+
+    try:
+        raw = read_regular(path, 4 * max_chars)
+    except FileNotFoundError:
+        raise RunError(f"script {path} not found") from None
+    except NotRegularFileError as exc:
+        raise RunError(f"script {path}: {exc}") from None
+    except ValueError:
+        raise RunError(
+            f"script {path} is larger than the limit of {max_chars} characters; not read"
+        ) from None
+    except OSError as exc:
+        raise RunError(f"script {path}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RunError(f"script {path} is not UTF-8 text") from None
+    if len(text) > max_chars:
+        raise RunError(f"script {path} is {len(text)} characters; the limit is {max_chars}")
+    return text
 
 
 class CorruptMetaError(RunError):
