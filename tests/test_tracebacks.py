@@ -90,12 +90,16 @@ def test_exception_ignored_at_shutdown_is_skipped() -> None:
 def test_rank_and_quote_prefixes() -> None:
     tb = last_traceback('> Traceback (most recent call last):\n  File "a.py", line 1\nValueError: bad\n')
     assert tb is not None and tb.startswith("> Traceback")
-    assert classify_error(TORCHRUN.split("E1206")[0]) == {
-        "kind": "CODE",
-        "category": "KeyError",
-        "exception": "KeyError",
-        "message": "'text'",
-    }
+    result = classify_error(TORCHRUN.split("E1206")[0])
+    assert result is not None
+    assert (result["kind"], result["category"], result["exception"], result["message"], result["rank"]) == (
+        "CODE",
+        "KeyError",
+        "KeyError",
+        "'text'",
+        0,
+    )
+    assert result["origin"].startswith("raised in your code (/work/train.py:9")
 
 
 def test_jupyter_traceback() -> None:
@@ -109,7 +113,8 @@ def test_jupyter_traceback() -> None:
         "TypeError: SFTTrainer.__init__() got an unexpected keyword argument 'dataset_text_field'\n"
     )
     tb = last_traceback(text)
-    assert tb is not None and tb.startswith("TypeError                                 Traceback")
+    assert tb is not None and tb.startswith("-----")
+    assert "TypeError                                 Traceback" in tb
     assert classify_error(text)["category"] == "TypeError"  # type: ignore[index]
 
 

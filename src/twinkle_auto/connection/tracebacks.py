@@ -318,7 +318,7 @@ def _parse_stream(lines: list[Line], idxs: list[int]) -> tuple[list[_Block], lis
             msg_lines = [match.group("msg") or ""] + [
                 lines[idxs[k]].text.strip() for k in range(pos + 1, end + 1)
             ]
-            if match.group("msg") is not None or pos + 1 >= n or not lines[idxs[pos + 1]].text.strip():
+            if match.group("msg") is not None:  # a class name alone on a line is not a crash
                 block = _Block(start=idxs[pos], headed=False)
                 block.exception, block.message = (
                     match.group("name"),
@@ -496,7 +496,9 @@ def _decide(lines: list[Line]) -> tuple[_Block | None, list[int], list[_Block]]:
     bares = [b for b in bares if b.exception.rsplit(".", 1)[-1] not in WRAPPER_EXCEPTIONS]
     if bares:
         return max(bares, key=lambda b: b.exc_line), failed, every
-    cut = [b for b in all_blocks if b.frames]
+    cut = [
+        b for b in all_blocks if b.frames and (b.exception or "").rsplit(".", 1)[-1] not in WRAPPER_EXCEPTIONS
+    ]
     return (max(cut, key=lambda b: b.start) if cut else None), failed, every
 
 

@@ -1,15 +1,31 @@
-"""Find the fatal Python traceback in a log tail and say whether a script edit could fix it.
+"""Say whether the error that ended a run is fixed by editing its script (CODE) or not (ENV).
 
-Why this is deterministic: the fix loop must not ask an LLM to rewrite a script because the GPU ran out of
-memory or the network dropped. Logs are messy: torchrun prefixes every line with `[rank0]:`, Ray with
-`(Worker pid=..)`, issue pastes with `> `; reporters and log tails cut the head off a traceback, or keep
-only its last line; interpreter shutdown adds harmless "Exception ignored in:" tracebacks after the real
-one; launchers (torchrun, accelerate) end with a wrapper exception that hides the child's error.
+Why deterministic: the fix loop must not ask an LLM to rewrite a script because the GPU ran out of memory,
+the disk filled up or two installed packages disagree. Parsing the log (prefixes, chains, ranks, cut
+tracebacks) is `connection/tracebacks.py`'s job; this module judges what it found, by the words of the
+exception (the tables below) and by *where* it was raised:
+
+- a write that failed in the storage layer (EIO, ENOSPC, "failed writing file") is the disk, not the code;
+- a TypeError/AttributeError raised inside installed packages, about an argument or attribute the user's
+  code never names, is a version mismatch between two libraries (ENV, `pip` hint) — the same words
+  raised from the user's own call are a wrong argument (CODE);
+- a bare `SomeError: message` line without frames is a crash only when it is the process's last output
+  and the process did not exit 0 (reporters paste only the last line; a script that logs a handled
+  error and goes on has not crashed).
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
+
+from twinkle_auto.connection.tracebacks import (
+    Frame,
+    ParsedTraceback,
+    parse_traceback,
+    strip_prefixes,
+    user_frames,
+)
 
 # --- the environment table ---------------------------------------------------------------------------------
 # (category, pattern) checked in order against the exception lines of the fatal traceback, or, when the log
@@ -43,8 +59,14 @@ ENV_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ),
         (
             "disk_full",
-            r"No space left on device|Disk quota exceeded|\[Errno 28\]|os error 28|\bENOSPC\b"
-            r"|not enough free disk space",
+            r"No space left on device|Disk quota exceeded|\[Errno 28\]|\[Errno 122\]|os error 28|\bENOSPC\b"
+            r"|[Nn]ot enough (?:free )?disk space|[Ii]nsufficient disk space|disk is full",
+        ),
+        (
+            "storage",
+            r"\[Errno 5\]|Input/output error|os error 5\b|\bEIO\b|failed writing file|file write failed"
+            r"|Read-only file system|\[Errno 30\]|Stale file handle|\[Errno 116\]|Remote I/O error"
+            r"|Transport endpoint is not connected",
         ),
         (
             "host_oom",
@@ -83,165 +105,31 @@ CODE_OVERRIDES: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "repo_not_found",
         re.compile(
-            r"RepositoryNotFoundError|RevisionNotFoundError|EntryNotFoundError|404 Client Error"
+            r"RepositoryNotFoundError|RevisionNotFoundError|(?<!Local)EntryNotFoundError|404 Client Error"
             r"|is not a local folder and is not a valid model identifier|DatasetNotFoundError"
         ),
     ),
 )
 
-# Exceptions raised by launchers about a child that failed: the child's own traceback says why.
-WRAPPER_EXCEPTIONS = frozenset({"ChildFailedError", "CalledProcessError", "ProcessRaisedException"})
 
-# --- line shapes -------------------------------------------------------------------------------------------
-_PREFIX_RE = re.compile(r"^(?:\[(?:rank|default)\d+\]:\s?|\([\w.-]+ pid=\d+[^)]*\)\s?|>\s?)+")
-_HEADER_RE = re.compile(r"Traceback \(most recent call last\)")
-_CHAIN_RE = re.compile(
-    r"^(?:During handling of the above exception, another exception occurred"
-    r"|The above exception was the direct cause of the following exception):?\s*$"
+# A storage error whose words alone could be a wrong path in the script counts only on a write path.
+WRITE_PATH_ERRORS = re.compile(r"cannot be opened|unexpected pos \d+|Permission denied.*checkpoint")
+"""torch.save's `File x cannot be opened` / `unexpected pos` when the volume fails mid-write."""
+WRITE_FRAME_RE = re.compile(r"save|write|flush|dump|checkpoint|serializ|export", re.IGNORECASE)
+
+# API mismatch shapes: (group name of the offending identifier) in a TypeError/AttributeError/ImportError.
+API_MISMATCH_RE = re.compile(
+    r"(?P<callee>\w+\.[\w.]+)\(\) got an unexpected keyword argument '(?P<name>\w+)'"
+    r"|'(?P<owner>\w+)' object has no attribute '(?P<name4>\w+)'"
+    r"|module '(?P<module>[\w.]+)' has no attribute '(?P<name5>\w+)'"
+    r"|cannot import name '(?P<name6>\w+)' from '(?P<module2>[\w.]+)'"
 )
-_IGNORED_RE = re.compile(r"^Exception ignored in\b")
-_EXC_NAME = (
-    r"(?:[A-Za-z_]\w*\.)*(?:[A-Z]\w*(?:Error|Exception|Failure|Fault)"
-    r"|KeyboardInterrupt|SystemExit|StopIteration|StopAsyncIteration|GeneratorExit)"
-)
-_EXC_RE = re.compile(rf"^(?P<name>{_EXC_NAME})(?::[ \t]*(?P<msg>.*?))?\s*$")
-_FRAME_RE = re.compile(r"^\s*(?:File [\"~/\\.\w]|Cell In\[|-*>\s*\d+\s)")
-_ELLIPSIS_RE = re.compile(r"^\s*(?:\.{3,}|…+)\s*$")
-_PROGRESS_RE = re.compile(r"\d+%\||\|\s*\d+/\d+\s*\[")
-_MAX_MESSAGE_LINES = 25
-_CUT_FRAME_LINES = 2
-
-
-def _normalize(line: str) -> str:
-    """Drop launcher prefixes (`[rank0]:`, `(Worker pid=1)`, `> `) but keep the indentation after them."""
-    return _PREFIX_RE.sub("", line, count=1)
-
-
-def _is_exception_line(norm: str) -> bool:
-    match = _EXC_RE.match(norm)
-    return bool(match) and (match.group("msg") is not None or norm.strip() == match.group("name"))
-
-
-def _is_frame_body(norm: str) -> bool:
-    """A line that can sit inside a traceback: a frame, indented code or carets, an elision, a blank."""
-    return not norm.strip() or norm[:1] in " \t" or bool(_FRAME_RE.match(norm) or _ELLIPSIS_RE.match(norm))
-
-
-def _message_end(norms: list[str], exc: int) -> int:
-    """Index of the last line of a (possibly multi-line) exception message starting at `exc`."""
-    end = exc
-    for j in range(exc + 1, min(len(norms), exc + 1 + _MAX_MESSAGE_LINES)):
-        line = norms[j]
-        if (
-            not line.strip()
-            or _HEADER_RE.search(line)
-            or _CHAIN_RE.match(line)
-            or _IGNORED_RE.match(line)
-            or _PROGRESS_RE.search(line)
-            or _is_exception_line(line)
-        ):
-            break
-        end = j
-    return end
-
-
-def _frames_start(norms: list[str], exc: int) -> int:
-    """Walk back from an exception line to the start of its traceback (header, or first frame if cut)."""
-    i = exc - 1
-    while i >= 0 and _is_frame_body(norms[i]) and not _HEADER_RE.search(norms[i]):
-        i -= 1
-    if i >= 0 and _HEADER_RE.search(norms[i]):
-        return i
-    body = range(i + 1, exc)
-    frames = [j for j in body if _FRAME_RE.match(norms[j]) or _ELLIPSIS_RE.match(norms[j])]
-    if not frames:
-        return exc
-    if i < 0 and frames[0] - (i + 1) <= _CUT_FRAME_LINES:
-        # The text itself starts mid-frame (a pasted or tailed log): keep the cut frame's code line.
-        return next(j for j in body if norms[j].strip())
-    return frames[0]
-
-
-def _chain_start(norms: list[str], start: int) -> int:
-    """Extend a traceback upward over 'During handling of the above exception' links."""
-    while _HEADER_RE.search(norms[start]):
-        i = start - 1
-        while i >= 0 and not norms[i].strip():
-            i -= 1
-        if i < 0 or not _CHAIN_RE.match(norms[i].strip()):
-            break
-        previous = next((j for j in range(i - 1, -1, -1) if _HEADER_RE.search(norms[j])), None)
-        if previous is None:
-            break
-        start = previous
-    return start
-
-
-def _preceded_by_ignored(norms: list[str], start: int) -> bool:
-    """Whether the block is an 'Exception ignored in:' report (harmless, e.g. at interpreter shutdown)."""
-    i = start - 1
-    while i >= 0 and not norms[i].strip():
-        i -= 1
-    return i >= 0 and bool(_IGNORED_RE.match(norms[i].strip()))
-
-
-def _find_block(norms: list[str], before: int) -> tuple[int, int] | None:
-    """(start, end) line indexes of the last fatal traceback that ends before line `before`."""
-    i = before - 1
-    while i >= 0:
-        match = _EXC_RE.match(norms[i])
-        if match and _is_exception_line(norms[i]):
-            bare = match.group("msg") is None
-            start = _frames_start(norms, i)
-            if bare and start == i:  # a bare class name alone on a line is not evidence of a crash
-                i -= 1
-                continue
-            start = _chain_start(norms, start)
-            if _preceded_by_ignored(norms, start):
-                i = start - 1
-                continue
-            return start, _message_end(norms, i)
-        if _HEADER_RE.search(norms[i]):  # a traceback cut before its exception line (log still flushing)
-            return _chain_start(norms, i), before - 1
-        i -= 1
-    return None
-
-
-def _split(text: str) -> tuple[list[str], list[str]]:
-    lines = text.splitlines()
-    return lines, [_normalize(line) for line in lines]
-
-
-def last_traceback(text: str) -> str | None:
-    """The last fatal Python traceback in `text`, verbatim, or None.
-
-    From its "Traceback (most recent call last):" line (or, when the head was cut off, its first surviving
-    frame, or just the final `SomeError: msg` line) through the exception line(s), chained tracebacks
-    included. "Exception ignored in:" reports are skipped: they are printed at shutdown and are not why the
-    process died.
-    """
-    if not text:
-        return None
-    lines, norms = _split(text)
-    block = _find_block(norms, len(norms))
-    if block is None:
-        return None
-    start, end = block
-    return "\n".join(lines[start : end + 1]).strip("\n") or None
-
-
-def _exceptions_in(norm_block: list[str]) -> list[tuple[str, str]]:
-    """(name, message) of each exception line in a block, message continuation lines joined."""
-    found = []
-    for idx, line in enumerate(norm_block):
-        match = _EXC_RE.match(line)
-        if not match or not _is_exception_line(line):
-            continue
-        end = _message_end(norm_block, idx)
-        extra = [norm_block[j].strip() for j in range(idx + 1, end + 1)]
-        message = " ".join([match.group("msg") or "", *extra]).strip()
-        found.append((match.group("name"), message))
-    return found
+"""Signature and attribute errors that a version skew produces. The callee must be qualified
+(`Class.method()`): a bare function name is as often a callback the user wrote and handed to a library
+(a reward function, a collator), whose wrong signature is a script bug."""
+API_MISMATCH_EXCEPTIONS = frozenset({"TypeError", "AttributeError", "ImportError"})
+VALUE_OWNERS = frozenset({"NoneType", "int", "float", "str", "list", "dict", "tuple", "bool", "Tensor"})
+"""`'NoneType' object has no attribute x` is a value the code did not expect (CODE), not a version skew."""
 
 
 def _match_table(text: str) -> tuple[str, str] | None:
@@ -260,46 +148,192 @@ def _one_line(text: str, limit: int = 500) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _classify_lines(norms: list[str], before: int) -> dict | None:
-    block = _find_block(norms, before)
-    if block is None:
+def _where(frame: Frame | None) -> str:
+    if frame is None:
+        return ""
+    line = f":{frame.line}" if frame.line is not None else ""
+    return f"{frame.file}{line} in {frame.function}" if frame.function else f"{frame.file}{line}"
+
+
+def _frames_data(frames: tuple[Frame, ...], limit: int = 6) -> list[dict[str, Any]]:
+    return [
+        {"file": f.file, "line": f.line, "function": f.function, "code": f.code, "origin": f.origin}
+        for f in frames[-limit:]
+    ]
+
+
+def _origin(parsed: ParsedTraceback) -> str:
+    """Where the deciding exception was raised, in words a user reads in the finding."""
+    if not parsed.frames:
+        return "no frames in the log"
+    inner = parsed.frames[-1]
+    users = user_frames(parsed)
+    if inner.origin == "user":
+        return f"raised in your code ({_where(inner)})"
+    if users:
+        return f"raised inside {inner.package or inner.origin} ({_where(inner)}), called from your code ({_where(users[-1])})"
+    return (
+        f"raised inside {inner.package or inner.origin} ({_where(inner)}); no frame of your code in the log"
+    )
+
+
+def _on_write_path(parsed: ParsedTraceback) -> bool:
+    frames = [f for exc in parsed.chain for f in exc.frames]
+    return any(WRITE_FRAME_RE.search(f"{f.function} {f.code}") for f in frames)
+
+
+def _named_by_user(name: str, callee: str, parsed: ParsedTraceback, script: str | None) -> bool:
+    """Whether the user's code passes/defines the offending identifier, or calls the failing callable."""
+    if callee.startswith("__main__.") or callee.startswith("<"):
+        return True
+    short = callee.split(".")[0] if callee else ""
+    users = user_frames(parsed)
+    for frame in users[-1:]:
+        if short and re.search(rf"\b{re.escape(short)}\s*\(", frame.code):
+            return True  # the user's own call to the callable that rejected the argument
+    for frame in users:
+        if name and re.search(rf"\b{re.escape(name)}\b", frame.code):
+            return True
+    if script and name:
+        defined = short and re.search(
+            rf"^\s*(?:def|class)\s+{re.escape(callee.split('.')[-1])}\b", script, re.M
+        )
+        if defined or re.search(
+            rf"\b{re.escape(name)}\s*=|\.{re.escape(name)}\b|['\"]{re.escape(name)}['\"]", script
+        ):
+            return True
+    return False
+
+
+def _api_mismatch(parsed: ParsedTraceback, script: str | None) -> dict[str, Any] | None:
+    """A TypeError/AttributeError/ImportError raised between installed packages about a name the user's
+    code never uses: the installed versions do not fit together (ENV, with a pip hint)."""
+    if parsed.short_name not in API_MISMATCH_EXCEPTIONS or not parsed.frames:
         return None
-    start, end = block
-    exceptions = _exceptions_in(norms[start : end + 1])
-    if not exceptions:
+    inner = parsed.frames[-1]
+    if inner.origin != "library":
         return None
-    name, message = exceptions[-1]
-    short = name.rsplit(".", 1)[-1]
-    exception_text = "\n".join(f"{n}: {m}" for n, m in exceptions)
+    match = API_MISMATCH_RE.search(parsed.message)
+    if not match:
+        return None
+    groups = match.groupdict()
+    name = next((groups[k] for k in ("name", "name4", "name5", "name6") if groups[k]), "")
+    callee = groups.get("callee") or ""
+    owner = groups.get("owner") or groups.get("module") or groups.get("module2") or ""
+    if owner in VALUE_OWNERS:
+        return None
+    if _named_by_user(name, callee or owner, parsed, script):
+        return None
+    users = user_frames(parsed)
+    after = parsed.frames[parsed.frames.index(users[-1]) + 1 :] if users else parsed.frames
+    packages = list(dict.fromkeys(f.package for f in after if f.package))
+    target = callee or owner
+    if len(packages) >= 2:
+        between = f"{packages[0]} and {packages[-1]}"
+        pip = f"pip install -U {packages[0]} {packages[-1]}"
+    else:
+        first = packages[0] if packages else (inner.package or "an installed package")
+        between = f"{first} and the package that defines {target}" if target else first
+        pip = f"pip install -U {first}" if packages else "pip install -U <the package named above>"
+    hint = (
+        f"{between} do not fit together: {target or 'the callee'} does not accept '{name}' here, and your "
+        f"code never passes it. Install matching versions ({pip}, or pin the older release of the other); "
+        "`pip check` lists known conflicts."
+    )
+    return {
+        "packages": packages,
+        "callee": target,
+        "name": name,
+        "between": between,
+        "hint": hint,
+        "pip": pip,
+    }
+
+
+def classify_parsed(
+    parsed: ParsedTraceback | None,
+    log_tail: str = "",
+    *,
+    script: str | None = None,
+    exit_code: int | None = None,
+) -> dict[str, Any] | None:
+    """The verdict on an already parsed traceback (see `classify_error`)."""
+    if parsed is None or not parsed.exception:
+        return _classify_log_lines(log_tail) if parsed is None else _cut_only(parsed, log_tail)
+    name = parsed.exception
+    exception_text = "\n".join(f"{e.exception}: {e.message}" for e in parsed.chain)
+    base: dict[str, Any] = {
+        "exception": name,
+        "message": _one_line(parsed.message),
+        "origin": _origin(parsed),
+        "where": _where(parsed.innermost),
+        "frames": _frames_data(parsed.frames),
+        "rank": parsed.rank,
+    }
+    if parsed.context:
+        first = parsed.context[0]
+        base["context"] = _one_line(f"{first.exception}: {first.message}", 300)
     verdict = _match_table(exception_text)
-    if verdict is None and short in WRAPPER_EXCEPTIONS:
-        # torchrun/accelerate say only that a child failed; the child's traceback sits above.
-        return _classify_lines(norms, start)
+    if verdict is None and WRITE_PATH_ERRORS.search(exception_text) and _on_write_path(parsed):
+        verdict = ("ENV", "storage")
+    if not parsed.has_frames:
+        if verdict is not None and verdict[0] == "ENV":
+            return {"kind": "ENV", "category": verdict[1], **base}
+        env = _classify_log_lines(log_tail)
+        if env is not None:
+            return env
+        if not parsed.final or exit_code == 0:
+            return None  # a logged, handled error, or a process that ended well: not a crash
+        return {"kind": "CODE", "category": verdict[1] if verdict else parsed.short_name, **base}
     if verdict is None:
-        verdict = ("CODE", short)
-    kind, category = verdict
-    return {"kind": kind, "category": category, "exception": name, "message": _one_line(message)}
+        mismatch = _api_mismatch(parsed, script)
+        if mismatch is not None:
+            base["origin"] += f"; dependency mismatch between {mismatch['between']}"
+            return {"kind": "ENV", "category": "dependency_mismatch", **base, **mismatch}
+        verdict = ("CODE", parsed.short_name)
+    return {"kind": verdict[0], "category": verdict[1], **base}
 
 
-def _classify_log_lines(norms: list[str]) -> dict | None:
-    """No traceback: look for environment failures that print no Python exception (NCCL watchdog, OOM killer)."""
-    for line in reversed(norms):
+def _cut_only(parsed: ParsedTraceback, log_tail: str) -> dict[str, Any] | None:
+    """A traceback whose exception line never made it to the log: only the log lines can say ENV."""
+    return _classify_log_lines(log_tail)
+
+
+def _classify_log_lines(log_tail: str) -> dict[str, Any] | None:
+    """No traceback: environment failures that print no Python exception (NCCL watchdog, OOM killer, the
+    runtime's own `cannot write ... [Errno 28]`)."""
+    for raw in reversed((log_tail or "").splitlines()):
+        line = strip_prefixes(raw).text
         verdict = _match_table(line)
         if verdict is not None and verdict[0] == "ENV":
-            return {"kind": "ENV", "category": verdict[1], "exception": "", "message": _one_line(line)}
+            return {
+                "kind": "ENV",
+                "category": verdict[1],
+                "exception": "",
+                "message": _one_line(line),
+                "origin": "log line (no traceback)",
+            }
     return None
 
 
-def classify_error(log_tail: str) -> dict | None:
-    """Classify why a process died from its log tail: {"kind", "category", "exception", "message"} or None.
+def classify_error(
+    log_tail: str, *, script: str | None = None, exit_code: int | None = None
+) -> dict[str, Any] | None:
+    """Classify why a process died from its log tail, or None when the log shows no error that ended it.
 
-    kind is "ENV" when the failure is environmental (see ENV_PATTERNS: OOM, CUDA/NCCL, disk, network, a
-    missing package, no GPU, the OOM killer), "CODE" for any other Python exception (category = its class
-    name, or a CODE_OVERRIDES category). None when the log shows no error at all, or only a launcher's
-    wrapper exception with nothing underneath.
+    {"kind": "CODE"|"ENV", "category", "exception", "message", "origin", "where", "frames", ...}. `origin`
+    says where the error was raised (your code, a library called from it, only libraries, a log line).
+    `script` (the training script's text) tells a wrong argument the user passed from a version skew;
+    `exit_code` 0 means a frameless error line was handled, not fatal.
     """
     if not log_tail:
         return None
-    _, norms = _split(log_tail)
-    result = _classify_lines(norms, len(norms))
-    return result if result is not None else _classify_log_lines(norms)
+    return classify_parsed(parse_traceback(log_tail), log_tail, script=script, exit_code=exit_code)
+
+
+def last_traceback(text: str) -> str | None:
+    """The traceback that decides (the chain included), verbatim, or the bare final error line; else None."""
+    parsed = parse_traceback(text) if text else None
+    if parsed is None:
+        return None
+    return parsed.text.strip("\n") or None
