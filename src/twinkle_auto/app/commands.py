@@ -47,7 +47,36 @@ def emit_json(data: Any) -> None:
 def _console() -> Any:
     from rich.console import Console
 
-    return Console()
+    return Console(emoji=False)
+
+
+def _safe(value: Any) -> str:
+    """Data (a model id, a metric name, an error a script printed) as literal text for rich.
+
+    Rich reads `[...]` as markup: `[/x]` in a run's data would end the command with MarkupError, and
+    escape sequences would reach the terminal. So every string from a run folder goes through here.
+    """
+    from rich.markup import escape
+
+    from twinkle_auto.connection.text import printable
+
+    return escape(printable(str(value)))
+
+
+def check_grace(grace: Any) -> float | None:
+    """`--grace` as finite seconds ≥ 0 (None: the default); RunError (one line) for nan, inf or -1.
+
+    A NaN deadline is never reached, so `stop --grace nan` would wait forever.
+    """
+    if grace is None:
+        return None
+    try:
+        value = float(grace)
+    except (TypeError, ValueError):
+        raise RunError(f"--grace must be a number of seconds, got {grace!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise RunError(f"--grace must be a finite number of seconds >= 0, got {grace!r}")
+    return value
 
 
 def _when(ts: float | None) -> str:
@@ -58,12 +87,12 @@ def _num(value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return "-" if value is None else str(value)
     if isinstance(value, int):
-        return str(value)
+        return str(value) if abs(value) < 10**15 else f"{value:.4g}"
     if isinstance(value, float):
         if not math.isfinite(value):
             return str(value)
         return f"{value:.4g}"
-    return str(value)
+    return _safe(value)
 
 
 _STATUS_STYLE = {
@@ -91,17 +120,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     from rich.table import Table
 
-    table = Table(title=f"training runs in {store.home}")
+    table = Table(title=f"training runs in {_safe(store.home)}")
     for col in ("run", "status", "process", "step", "model", "started", "script"):
         table.add_column(col)
     for r in runs:
         style = _STATUS_STYLE.get(r.effective_status, "")
+        status = _safe(r.effective_status)
         table.add_row(
-            r.run_id,
-            f"[{style}]{r.effective_status}[/]" if style else r.effective_status,
-            r.process,
+            _safe(r.run_id),
+            f"[{style}]{status}[/]" if style else status,
+            _safe(r.process),
             _progress(r),
-            r.model_id or "-",
+            _safe(r.model_id or "-"),
             _when(r.start_time),
             f"v{r.script_version}" if r.script_version else "-",
         )
@@ -109,18 +139,38 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if runs:
         console.print(table)
     else:
-        console.print(f"no runs in {store.home}")
+        console.print(f"no runs in {_safe(store.home)}")
     return 0
 
 
+def _file_problems(store: RunStore, run_id: str) -> list[str]:
+    """One line per run file that could not be read whole (malformed lines, a FIFO as output.log)."""
+    from twinkle_auto.connection.logs import tail_log
+    from twinkle_auto.connection.metrics import tail_metrics
+    from twinkle_auto.runtime import format as fmt
+
+    folder = store.path(run_id)
+    found = [
+        (fmt.METRICS_FILE, tail_metrics(folder / fmt.METRICS_FILE, 1).problem),
+        (fmt.LOG_FILE, tail_log(folder / fmt.LOG_FILE, 1).problem),
+    ]
+    return [_about(name, problem) for name, problem in found if problem]
+
+
+def _about(name: str, problem: str) -> str:
+    return problem if problem.startswith(name) else f"{name}: {problem}"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    s = RunStore().status(args.run)
+    store = RunStore()
+    s = store.status(args.run)
+    problems = _file_problems(store, s.run_id)
     if args.json:
-        emit_json(s.as_dict())
+        emit_json({**s.as_dict(), "problems": problems})
         return 0
     from rich.table import Table
 
-    table = Table(show_header=False, title=f"run {s.run_id}")
+    table = Table(show_header=False, title=f"run {_safe(s.run_id)}")
     table.add_column(style="bold")
     table.add_column()
     rows = [
@@ -135,12 +185,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     ]
     if s.error:
         rows.append(("error", s.error))
-    if s.last_metrics:
-        rows.append(
-            ("last metrics", "  ".join(f"{k}={_num(v)}" for k, v in s.last_metrics.items() if k != "ts"))
-        )
+    rows.extend(("problem", p) for p in problems)
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(key, _safe(value))
+    if s.last_metrics:  # _num escapes the values it formats; the names are escaped here
+        shown = "  ".join(f"{_safe(k)}={_num(v)}" for k, v in s.last_metrics.items() if k != "ts")
+        table.add_row("last metrics", shown)
     _console().print(table)
     return 0
 
@@ -200,7 +250,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    result = RunController(RunStore()).stop(args.run, grace=args.grace)
+    grace = check_grace(args.grace)
+    result = RunController(RunStore()).stop(args.run, grace=grace)
     data = {
         "run_id": result.run_id,
         "status": result.status,
@@ -211,15 +262,17 @@ def cmd_stop(args: argparse.Namespace) -> int:
         emit_json(data)
     else:
         how = "killed after the grace period" if result.killed else "stopped gracefully"
-        extra = f", checkpoint {result.checkpoint}" if result.checkpoint else ""
-        _console().print(f"run [bold]{result.run_id}[/] {how} (status {result.status}{extra})")
+        extra = f", checkpoint {_safe(result.checkpoint)}" if result.checkpoint else ""
+        _console().print(f"run [bold]{result.run_id}[/] {how} (status {_safe(result.status)}{extra})")
     return 0
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
     store = RunStore()
     store.require(args.run)
-    lines = store.log_lines(args.run, max(0, args.n))
+    from twinkle_auto.connection.text import printable
+
+    lines = [printable(line) for line in store.log_lines(args.run, max(0, args.n))]
     if args.json:
         emit_json({"run_id": args.run, "lines": lines})
     else:
@@ -229,9 +282,14 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def cmd_metrics(args: argparse.Namespace) -> int:
     store = RunStore()
-    store.require(args.run)
-    entries = store.last_metrics(args.run, max(0, args.last))
-    from twinkle_auto.connection.metrics import metric_keys
+    folder = store.require(args.run)
+    from twinkle_auto.connection.metrics import metric_keys, tail_metrics
+    from twinkle_auto.runtime import format as fmt
+
+    got = tail_metrics(folder / fmt.METRICS_FILE, max(0, args.last))
+    entries = got.entries
+    if got.problem and not entries:
+        raise RunError(f"run {args.run!r}: {_about(fmt.METRICS_FILE, got.problem)}")
 
     keys = [k.strip() for k in args.keys.split(",") if k.strip()] if args.keys else metric_keys(entries)
     known = set(metric_keys(entries))
@@ -242,17 +300,20 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         )
     rows = [{"step": e.get("step"), "ts": e.get("ts"), **{k: e.get(k) for k in keys}} for e in entries]
     if args.json:
-        emit_json({"run_id": args.run, "keys": keys, "entries": rows})
+        emit_json({"run_id": args.run, "keys": keys, "entries": rows, "problem": got.problem})
         return 0
     from rich.table import Table
 
-    table = Table(title=f"run {args.run}: last {len(rows)} metrics")
+    table = Table(title=f"run {_safe(args.run)}: last {len(rows)} metrics")
     table.add_column("step", justify="right")
     for key in keys:
-        table.add_column(key, justify="right")
+        table.add_column(_safe(key), justify="right")
     for row in rows:
         table.add_row(_num(row["step"]), *(_num(row[k]) for k in keys))
-    _console().print(table)
+    console = _console()
+    console.print(table)
+    if got.problem:
+        console.print(f"[yellow]note[/]: {_safe(_about(fmt.METRICS_FILE, got.problem))}")
     return 0
 
 

@@ -134,6 +134,21 @@ def meta_lock(folder: Path) -> Iterator[None]:
             os.close(fd)
 
 
+INT64 = 2**63
+
+
+def bounded_int(digits: str) -> int:
+    """A JSON integer within signed 64 bits; ValueError beyond (a pid of 10**20 is not a pid).
+
+    Everything downstream (psutil, os.kill, the checkpoint serializer) takes C integers; an integer that
+    does not fit would surface far from the file as OverflowError or TypeError.
+    """
+    value = int(digits)
+    if not -INT64 <= value < INT64:
+        raise ValueError(f"integer {digits[:24]}{'...' if len(digits) > 24 else ''} is out of range")
+    return value
+
+
 MAX_JSON_BYTES = 16 * 1024 * 1024
 """meta.json and friends are a few KB; a bigger one is corrupt, and is not read into memory."""
 
@@ -144,7 +159,8 @@ def read_json_file(path: Path) -> dict[str, Any]:
     Whatever the file holds, the answer is a dict or that ValueError ("corrupt"): a FIFO or device is
     not opened for a blocking read, a file over MAX_JSON_BYTES is not read, nesting deep enough to
     exhaust the parser's recursion (RecursionError) and numbers too long to convert are corrupt too — so
-    one bad meta.json never breaks the listing of the other runs. FileNotFoundError passes through.
+    one bad meta.json never breaks the listing of the other runs; so is an integer beyond 64 bits
+    (`bounded_int`). FileNotFoundError passes through.
     """
     name = Path(path).name
     try:
@@ -158,7 +174,7 @@ def read_json_file(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ValueError(f"{name} is not UTF-8 text: {exc.reason}") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_int=bounded_int)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{name} is corrupt: {exc.msg} at line {exc.lineno}") from None
     except RecursionError:

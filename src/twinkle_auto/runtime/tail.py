@@ -294,10 +294,19 @@ def read_last_lines(path: Path, n: int) -> tuple[list[bytes], int]:
     return tail.lines, max(tail.end, 0)
 
 
+def _metric_int(digits: str) -> int | float:
+    value = int(digits)
+    return value if -(2**63) <= value < 2**63 else float(value)
+
+
 def parse_metric_line(line: bytes | str) -> dict[str, Any] | None:
-    """One metrics.jsonl line as a dict, or None when it is not a JSON object (a torn or foreign line)."""
+    """One metrics.jsonl line as a dict, or None when it is not a JSON object (a torn or foreign line).
+
+    An integer beyond 64 bits becomes a float (the magnitude is the fact; downstream code and the
+    checkpoint serializer take C integers only).
+    """
     try:
-        obj = json.loads(line)
+        obj = json.loads(line, parse_int=_metric_int)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     return obj if isinstance(obj, dict) else None
