@@ -63,7 +63,7 @@ def test_json_outputs_have_stable_keys_and_are_strict_json(home: Path) -> None:
     runs = json.loads(run_cli("runs", "--json").stdout, parse_constant=pytest.fail)
     assert [set(r) for r in runs["runs"]] == [STATUS_KEYS]
     status = json.loads(run_cli("status", "seeded", "--json").stdout)
-    assert set(status) == STATUS_KEYS and status["effective_status"] == "finished"
+    assert set(status) == STATUS_KEYS | {"problems"} and status["effective_status"] == "finished"
     metrics = json.loads(
         run_cli("metrics", "seeded", "--keys", "loss,reward", "--last", "2", "--json").stdout
     )
