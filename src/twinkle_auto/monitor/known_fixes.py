@@ -1,0 +1,592 @@
+"""Deterministic repairs for frequent, well-understood training crashes, tried before any LLM.
+
+Some crashes have one right fix that does not need judgement: a keyword a library renamed, a tokenizer
+without a pad token, an integer tensor averaged, a batch left on the CPU while the model is elsewhere.
+A 1.5B model gets these wrong surprisingly often (it renames the wrong argument, or casts the labels
+instead of the logits); a recipe gets them right every time and costs no tokens. Each recipe fires only
+on evidence from both sides: the error names the pattern AND the script has the exact construct the
+error is about at a traceback frame (or, for keywords, a unique call site). Each recipe is right for the
+pattern in general, never for one script, and cites the public report it comes from. A recipe returns
+the whole new script; the caller still runs the guards on it.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from twinkle_auto.monitor.fix_context import ScriptFrame, error_text, script_frames
+from twinkle_auto.monitor.tracebacks import last_traceback
+
+__all__ = ["KnownFix", "RECIPES", "find_known_fix"]
+
+
+@dataclass
+class KnownFix:
+    """A repair from the catalogue: which recipe, its public source, what it changed, the new script."""
+
+    name: str
+    source: str
+    summary: str
+    new_script: str
+
+
+@dataclass(frozen=True)
+class _Crash:
+    script: str
+    tree: ast.Module
+    error: str
+    frames: list[ScriptFrame]
+
+
+Recipe = Callable[[_Crash], KnownFix | None]
+RECIPES: list[tuple[str, Recipe]] = []
+"""(name, recipe) in the order they are tried."""
+
+
+def _recipe(name: str) -> Callable[[Recipe], Recipe]:
+    def register(fn: Recipe) -> Recipe:
+        RECIPES.append((name, fn))
+        return fn
+
+    return register
+
+
+def find_known_fix(script: str, traceback: str, *, script_path: str = "train.py") -> KnownFix | None:
+    """The first catalogue repair that applies to this crash, or None (then the LLM is asked)."""
+    try:
+        tree = ast.parse(script)
+    except (SyntaxError, ValueError):
+        return None
+    block = last_traceback(traceback) or traceback
+    crash = _Crash(
+        script, tree, error_text(block), script_frames(block, script_path, len(script.splitlines()))
+    )
+    for _, recipe in RECIPES:
+        fix = recipe(crash)
+        if fix is None or fix.new_script == script:
+            continue
+        try:
+            ast.parse(fix.new_script)
+        except SyntaxError:
+            continue
+        return fix
+    return None
+
+
+# ---------------------------------------------------------------------------------- source editing
+class _Text:
+    """Edits of the script at ast positions (ast columns are UTF-8 byte offsets), applied bottom-up."""
+
+    def __init__(self, script: str) -> None:
+        self.script = script
+        self.lines = script.splitlines(keepends=True)
+        self.starts = [0]
+        for line in self.lines:
+            self.starts.append(self.starts[-1] + len(line))
+        self.edits: list[tuple[int, int, str]] = []
+
+    def offset(self, lineno: int, col: int) -> int:
+        line = self.lines[lineno - 1]
+        return self.starts[lineno - 1] + len(line.encode()[:col].decode(errors="ignore"))
+
+    def start(self, node: ast.AST) -> int:
+        return self.offset(node.lineno, node.col_offset)  # type: ignore[attr-defined]
+
+    def end(self, node: ast.AST) -> int:
+        return self.offset(node.end_lineno, node.end_col_offset)  # type: ignore[attr-defined]
+
+    def replace(self, start: int, end: int, text: str) -> None:
+        self.edits.append((start, end, text))
+
+    def result(self) -> str:
+        out = self.script
+        for start, end, text in sorted(self.edits, reverse=True):
+            out = out[:start] + text + out[end:]
+        return out
+
+
+def _callee(call: ast.Call) -> str:
+    if isinstance(call.func, ast.Name):
+        return call.func.id
+    if isinstance(call.func, ast.Attribute):
+        return call.func.attr
+    return ""
+
+
+def _statement_at(tree: ast.Module, line: int) -> ast.stmt | None:
+    """The innermost simple statement (or compound header) spanning `line`."""
+    best: ast.stmt | None = None
+    for node in ast.walk(tree):
+        spans = isinstance(node, ast.stmt) and node.lineno <= line <= (node.end_lineno or node.lineno)
+        if spans and (best is None or node.lineno >= best.lineno):
+            best = node
+    return best
+
+
+def _frame_statements(crash: _Crash) -> list[ast.stmt]:
+    """Statements at the script's traceback frames, innermost first."""
+    out = []
+    for frame in reversed(crash.frames):
+        stmt = _statement_at(crash.tree, frame.line)
+        if stmt is not None and stmt not in out:
+            out.append(stmt)
+    return out
+
+
+def _line_of(node: ast.AST) -> int:
+    return node.lineno  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------------- recipe 1: renamed keywords
+@dataclass(frozen=True)
+class KeywordRename:
+    """`old=` became `new=` in calls whose callee name matches `callee` (a regex)."""
+
+    old: str
+    new: str
+    callee: str
+    source: str
+
+
+KEYWORD_RENAMES: tuple[KeywordRename, ...] = (
+    # transformers 4.46 deprecated Trainer(tokenizer=) for processing_class=, v5 and TRL removed it.
+    KeywordRename(
+        "tokenizer", "processing_class", r"Trainer$", "https://github.com/huggingface/trl/issues/6168"
+    ),
+    # transformers 4.41 renamed TrainingArguments(evaluation_strategy=) to eval_strategy=, v4.46 removed it.
+    KeywordRename(
+        "evaluation_strategy",
+        "eval_strategy",
+        r"(?:TrainingArguments|Config)$",
+        "https://github.com/huggingface/transformers/issues/7974",
+    ),
+    # TRL renamed SFTConfig(max_seq_length=) to max_length= (the second error in the same report).
+    KeywordRename(
+        "max_seq_length", "max_length", r"^SFTConfig$", "https://github.com/huggingface/trl/issues/6168"
+    ),
+)
+
+
+@dataclass(frozen=True)
+class KeywordMove:
+    """Keywords that moved from a trainer's constructor into its config object (the `args=` value)."""
+
+    keywords: frozenset[str]
+    callee: str
+    config_callee: str
+    source: str
+
+
+KEYWORD_MOVES: tuple[KeywordMove, ...] = (
+    # TRL moved dataset_text_field, max_seq_length, packing, dataset_num_proc... from SFTTrainer to SFTConfig.
+    KeywordMove(
+        frozenset(
+            {
+                "dataset_text_field",
+                "max_seq_length",
+                "packing",
+                "dataset_num_proc",
+                "dataset_kwargs",
+                "dataset_batch_size",
+            }
+        ),
+        r"^SFTTrainer$",
+        r"^SFTConfig$",
+        "https://github.com/NVIDIA/workbench-example-llama3-finetune/issues/1 "
+        "(also https://github.com/unslothai/unsloth/issues/2010)",
+    ),
+)
+
+_UNEXPECTED_KW_RE = re.compile(r"(?:(?P<qual>[\w.]+)\(\) )?got an unexpected keyword argument '(?P<kw>\w+)'")
+
+
+def _calls_with_keyword(crash: _Crash, keyword: str) -> list[tuple[ast.Call, ast.keyword]]:
+    """Calls passing `keyword=`: those at a traceback frame if any frame has one, else all in the script."""
+    found = [
+        (node, kw)
+        for node in ast.walk(crash.tree)
+        if isinstance(node, ast.Call)
+        for kw in node.keywords
+        if kw.arg == keyword
+    ]
+    at_frames = []
+    for stmt in _frame_statements(crash):
+        span = range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1)
+        at_frames.extend(pair for pair in found if pair[1].lineno in span and pair not in at_frames)
+        if at_frames:
+            return at_frames
+    return found if not crash.frames else []
+
+
+@_recipe("renamed keyword")
+def recipe_renamed_keyword(crash: _Crash) -> KnownFix | None:
+    """`X() got an unexpected keyword argument 'k'` where k is a known rename and the call is in the script."""
+    match = _UNEXPECTED_KW_RE.search(crash.error)
+    if not match:
+        return None
+    keyword = match.group("kw")
+    for rename in KEYWORD_RENAMES:
+        if rename.old != keyword:
+            continue
+        calls = [
+            (c, k) for c, k in _calls_with_keyword(crash, keyword) if re.search(rename.callee, _callee(c))
+        ]
+        if len(calls) != 1:
+            continue  # none: not this library's call; several: which one failed is not known
+        call, kw = calls[0]
+        if any(other.arg == rename.new for other in call.keywords):
+            continue  # both spellings given: a person must choose
+        text = _Text(crash.script)
+        start = text.offset(kw.lineno, kw.col_offset)
+        if crash.script[start : start + len(keyword)] != keyword:
+            continue
+        text.replace(start, start + len(keyword), rename.new)
+        return KnownFix(
+            name="renamed keyword",
+            source=rename.source,
+            summary=(
+                f"Renamed the keyword {keyword}= to {rename.new}= in the {_callee(call)}(...) call on line "
+                f"{kw.lineno}, because the library renamed it and no longer accepts the old name."
+            ),
+            new_script=text.result(),
+        )
+    for move in KEYWORD_MOVES:
+        if keyword not in move.keywords:
+            continue
+        fix = _move_keyword(crash, keyword, move)
+        if fix is not None:
+            return fix
+    return None
+
+
+def _move_keyword(crash: _Crash, keyword: str, move: KeywordMove) -> KnownFix | None:
+    calls = [(c, k) for c, k in _calls_with_keyword(crash, keyword) if re.search(move.callee, _callee(c))]
+    if len(calls) != 1:
+        return None
+    call, kw = calls[0]
+    args = next((k.value for k in call.keywords if k.arg == "args"), None)
+    config = _config_call(crash.tree, args, move.config_callee, before=call.lineno)
+    if config is None or any(k.arg == keyword for k in config.keywords):
+        return None
+    text = _Text(crash.script)
+    value = ast.get_source_segment(crash.script, kw.value)
+    if value is None:
+        return None
+    _delete_keyword(text, kw)
+    last = ([*config.args, *config.keywords] or [None])[-1]
+    if last is None:
+        close = text.end(config) - 1
+        text.replace(close, close, f"{keyword}={value}")
+    else:
+        at = text.end(last.value if isinstance(last, ast.keyword) else last)
+        text.replace(at, at, f", {keyword}={value}")
+    return KnownFix(
+        name="keyword moved to config",
+        source=move.source,
+        summary=(
+            f"Moved {keyword}= from the {_callee(call)}(...) call on line {kw.lineno} into the "
+            f"{_callee(config)}(...) on line {config.lineno}, where the library now expects it."
+        ),
+        new_script=text.result(),
+    )
+
+
+def _config_call(tree: ast.Module, args: ast.AST | None, callee: str, *, before: int) -> ast.Call | None:
+    """The config constructor call behind a trainer's `args=`: inline, or the latest assignment of the name."""
+    if isinstance(args, ast.Call):
+        return args if re.search(callee, _callee(args)) else None
+    if not isinstance(args, ast.Name):
+        return None
+    assigned = [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign)
+        and node.lineno < before
+        and any(isinstance(t, ast.Name) and t.id == args.id for t in node.targets)
+    ]
+    if not assigned:
+        return None
+    latest = max(assigned, key=_line_of)
+    return latest if isinstance(latest, ast.Call) and re.search(callee, _callee(latest)) else None
+
+
+def _delete_keyword(text: _Text, kw: ast.keyword) -> None:
+    """Remove `kw=value` and one adjoining comma; a keyword alone on its line takes the line with it."""
+    start, end = text.start(kw), text.end(kw.value)
+    script = text.script
+    after = end
+    while after < len(script) and script[after] in " \t":
+        after += 1
+    if after < len(script) and script[after] == ",":
+        end = after + 1
+        while end < len(script) and script[end] in " \t":
+            end += 1
+    else:
+        before = start
+        while before > 0 and script[before - 1] in " \t\n":
+            before -= 1
+        if before > 0 and script[before - 1] == ",":
+            start = before - 1
+    line_start = script.rfind("\n", 0, start) + 1
+    if not script[line_start:start].strip() and end < len(script) and script[end] == "\n":
+        start, end = line_start, end + 1
+    text.replace(start, end, "")
+
+
+# ------------------------------------------------------------------------------- recipe 2: pad token
+# transformers collators and torch's pad_sequence need a pad token; causal LM tokenizers (Llama, GPT-2)
+# ship without one. https://github.com/jianzhnie/LLamaTuner/issues/96, https://github.com/huggingface/trl/issues/1152
+_PAD_ERROR_RE = re.compile(
+    r"padding_value'? \(position \d+\) must be \w+, not NoneType"
+    r"|Asking to pad but the tokenizer does not have a padding token"
+    r"|tokenizer does not have a pad(?:ding)? token"
+    r"|pad_token(?:_id)? is None"
+)
+_TOKENIZER_NAME_RE = re.compile(r"tok", re.IGNORECASE)
+
+
+@_recipe("missing pad token")
+def recipe_pad_token(crash: _Crash) -> KnownFix | None:
+    """Set pad_token = eos_token right after the tokenizer is created, when the script never sets it."""
+    if not _PAD_ERROR_RE.search(crash.error) or "pad_token" in _assigned_attributes(crash.tree):
+        return None
+    creations = [
+        node
+        for node in ast.walk(crash.tree)
+        if isinstance(node, ast.Assign)
+        and len(node.targets) == 1
+        and isinstance(node.targets[0], (ast.Name, ast.Attribute))
+        and isinstance(node.value, ast.Call)
+        and (
+            "Tokenizer" in _callee(node.value)
+            or (
+                _callee(node.value) == "from_pretrained"
+                and _TOKENIZER_NAME_RE.search(ast.unparse(node.targets[0]).rsplit(".", 1)[-1])
+            )
+        )
+    ]
+    names = {ast.unparse(node.targets[0]) for node in creations}
+    if len(names) != 1:
+        return None  # no tokenizer made here, or several: which one pads is not known
+    name = names.pop()
+    text = _Text(crash.script)
+    for node in creations:
+        lines = crash.script.splitlines(keepends=True)
+        line = lines[node.lineno - 1]
+        indent = line[: len(line) - len(line.lstrip())]
+        at = text.starts[node.end_lineno or node.lineno]
+        newline = "" if at == 0 or crash.script[at - 1] == "\n" else "\n"
+        text.replace(
+            at,
+            at,
+            f"{newline}{indent}if {name}.pad_token is None:\n{indent}    {name}.pad_token = {name}.eos_token\n",
+        )
+    where = ", ".join(str(node.end_lineno) for node in creations)
+    return KnownFix(
+        name="missing pad token",
+        source="https://github.com/jianzhnie/LLamaTuner/issues/96",
+        summary=(
+            f"Set {name}.pad_token to its eos_token after the tokenizer is created (line {where}), because "
+            "the tokenizer has no pad token and padding needs one."
+        ),
+        new_script=text.result(),
+    )
+
+
+def _assigned_attributes(tree: ast.Module) -> set[str]:
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            out.update(t.attr for t in targets if isinstance(t, ast.Attribute))
+        if isinstance(node, ast.Call) and _callee(node) == "add_special_tokens":
+            out.add("pad_token")  # tokenizer.add_special_tokens({"pad_token": ...})
+    return out
+
+
+# --------------------------------------------------------------------- recipe 3: integer tensor mean
+# torch.mean/std/var/softmax refuse integer tensors (numpy silently promotes); the fix is a float cast
+# of the input. https://github.com/pytorch/pytorch/issues/94909, https://github.com/pyg-team/pytorch_geometric/pull/7735
+_INT_OP_ERRORS: tuple[tuple[re.Pattern[str], frozenset[str]], ...] = (
+    (re.compile(r"\bnanmean\(\): expected input to have floating point dtype"), frozenset({"nanmean"})),
+    (re.compile(r"\bmean\(\): could not infer output dtype"), frozenset({"mean"})),
+    (re.compile(r"Can only calculate the mean of floating types"), frozenset({"mean"})),
+    (
+        re.compile(r"std and var only support floating point"),
+        frozenset({"std", "var", "std_mean", "var_mean"}),
+    ),
+    (
+        re.compile(r"\"(?:log_)?softmax\w*\" not implemented for '(?:Long|Int|Short|Byte|Char|Bool)'"),
+        frozenset(),
+    ),
+)
+_INT_KERNEL_RE = re.compile(
+    r"\"(?P<op>[a-z_]+?)(?:_lastdim)?(?:_kernel_impl|_cpu|_cuda)?\" not implemented for '(?:Long|Int|Short|Byte|Char|Bool)'"
+)
+_FLOAT_OPS = frozenset({"mean", "nanmean", "std", "var", "std_mean", "var_mean", "softmax", "log_softmax"})
+
+
+@_recipe("integer tensor in a float op")
+def recipe_integer_mean(crash: _Crash) -> KnownFix | None:
+    """Cast the input of the one mean/std/var/softmax call on the failing line to float."""
+    ops: frozenset[str] | None = None
+    for pattern, names in _INT_OP_ERRORS:
+        if pattern.search(crash.error):
+            ops = names
+            break
+    kernel = _INT_KERNEL_RE.search(crash.error)
+    if kernel and kernel.group("op") in _FLOAT_OPS:
+        ops = frozenset({kernel.group("op")})
+    if not ops:
+        return None
+    statements = _frame_statements(crash)
+    if not statements:
+        return None
+    stmt = statements[0]  # the failing line itself: an outer frame's op did not fail
+    calls = [node for node in ast.walk(stmt) if isinstance(node, ast.Call) and _callee(node) in ops]
+    if len(calls) != 1:
+        return None
+    call = calls[0]
+    text = _Text(crash.script)
+    func = call.func
+    is_function_form = isinstance(func, ast.Name) or (
+        isinstance(func, ast.Attribute)
+        and ast.unparse(func.value) in ("torch", "F", "nn.functional", "torch.nn.functional")
+    )
+    if is_function_form:
+        if not call.args:
+            return None
+        arg = call.args[0]
+        segment = ast.get_source_segment(crash.script, arg) or ""
+        simple = isinstance(arg, (ast.Name, ast.Attribute, ast.Call, ast.Subscript))
+        text.replace(
+            text.start(arg), text.end(arg), f"{segment}.float()" if simple else f"({segment}).float()"
+        )
+        cast = segment
+    elif isinstance(func, ast.Attribute):
+        end = text.end(func)
+        dot = crash.script.rfind(".", text.start(func), end - len(func.attr) + 1)
+        if dot < 0:
+            return None
+        text.replace(dot, dot, ".float()")
+        cast = ast.get_source_segment(crash.script, func.value) or "the tensor"
+    else:
+        return None
+    return KnownFix(
+        name="integer tensor in a float op",
+        source="https://github.com/pytorch/pytorch/issues/94909",
+        summary=(
+            f"Cast {cast} to float before {_callee(call)}() on line {call.lineno}, because {_callee(call)} "
+            "does not accept integer tensors."
+        ),
+        new_script=text.result(),
+    )
+
+
+# ------------------------------------------------------------------------- recipe 4: device mismatch
+# A batch built on the CPU meets a model on the GPU; the script already has `device`, the failing
+# line's tensors were never moved. https://github.com/SamLynnEvans/Transformer/issues/27 (the fix moved
+# src/trg to the GPU before create_masks), same in https://github.com/SamLynnEvans/Transformer/issues/30
+_DEVICE_ERROR_RE = re.compile(
+    r"Expected all tensors to be on the same device"
+    r"|Input type \(.*\) and weight type \(.*\) should be the same"
+    r"|Tensor on device \S+ is not on the expected device"
+    r"|Expected object of device type \w+ but got device type \w+"
+)
+_DEVICE_NAME_RE = re.compile(r"^(?:device|dev|\w+_device)$")
+_TENSOR_HINT_RE = re.compile(
+    r"\btorch\.|\.(?:transpose|view|reshape|permute|unsqueeze|squeeze|long|float|int|flatten|contiguous|T)\b|\[|@"
+)
+_LOADER_HINT_RE = re.compile(r"load|data|batch|sample", re.IGNORECASE)
+_MOVE_RE = re.compile(r"\.to\(|\.cuda\(|device\s*=")
+
+
+@_recipe("device mismatch")
+def recipe_device_mismatch(crash: _Crash) -> KnownFix | None:
+    """Move the failing line's tensor arguments `.to(device)` when the script defines `device`."""
+    if not _DEVICE_ERROR_RE.search(crash.error):
+        return None
+    callables = _callable_names(crash.tree)
+    # Innermost first: a helper in the script that fails on its arguments is fixed at its call site.
+    for stmt in _frame_statements(crash):
+        device = _device_name(crash.tree, stmt.lineno)
+        if device is None:
+            continue
+        candidates: dict[str, list[ast.Name]] = {}
+        for call in (node for node in ast.walk(stmt) if isinstance(node, ast.Call)):
+            for arg in [*call.args, *(k.value for k in call.keywords)]:
+                if isinstance(arg, ast.Name) and arg.id != device and arg.id not in callables:
+                    candidates.setdefault(arg.id, []).append(arg)
+        moved = [name for name in candidates if _looks_like_unmoved_tensor(crash.tree, name, stmt.lineno)]
+        if moved:
+            return _move_to_device(crash, stmt, device, moved, candidates)
+    return None
+
+
+def _move_to_device(
+    crash: _Crash, stmt: ast.stmt, device: str, moved: list[str], candidates: dict[str, list[ast.Name]]
+) -> KnownFix:
+    text = _Text(crash.script)
+    for name in moved:
+        for node in candidates[name]:
+            text.replace(text.end(node), text.end(node), f".to({device})")
+    names = ", ".join(moved)
+    return KnownFix(
+        name="device mismatch",
+        source="https://github.com/SamLynnEvans/Transformer/issues/27",
+        summary=(
+            f"Moved {names} to {device} on line {stmt.lineno}, because they were created on another "
+            "device than the rest of the computation."
+        ),
+        new_script=text.result(),
+    )
+
+
+def _device_name(tree: ast.Module, before: int) -> str | None:
+    names = {
+        target.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign) and node.lineno < before
+        for target in node.targets
+        if isinstance(target, ast.Name) and _DEVICE_NAME_RE.match(target.id)
+    }
+    return names.pop() if len(names) == 1 else None
+
+
+def _callable_names(tree: ast.Module) -> set[str]:
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            out.update((alias.asname or alias.name.split(".")[0]) for alias in node.names)
+    return out
+
+
+def _looks_like_unmoved_tensor(tree: ast.Module, name: str, before: int) -> bool:
+    """The latest binding of `name` before the failing line builds a tensor and does not move it.
+
+    A tensor is recognised by how it is made (torch calls, indexing, reshaping, matmul) or by being a
+    loop variable over a loader/batches; a name with no such evidence (an options object) is left alone.
+    """
+    bindings: list[tuple[int, str, bool]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for tg in node.targets for t in ast.walk(tg)
+        ):
+            bindings.append((node.lineno, ast.unparse(node.value), False))
+        elif isinstance(node, (ast.For, ast.AsyncFor)) and any(
+            isinstance(t, ast.Name) and t.id == name for t in ast.walk(node.target)
+        ):
+            iterable = ast.unparse(node.iter)
+            bindings.append((node.lineno, iterable, bool(_LOADER_HINT_RE.search(iterable))))
+    earlier = [b for b in bindings if b[0] <= before]
+    if not earlier:
+        return False
+    _, value, from_loader = max(earlier)
+    if _MOVE_RE.search(value):
+        return False
+    return from_loader or bool(_TENSOR_HINT_RE.search(value))
