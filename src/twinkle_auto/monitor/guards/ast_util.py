@@ -1,0 +1,469 @@
+"""Shared AST helpers for the guards: lenient parsing, names of calls, training loops, literal values.
+
+Every rule family reads scripts through these, so "what is a training loop" or "what is the value of
+`10 * 100`" has one answer across the package.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import binascii
+import codecs
+import math
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
+
+# ------------------------------------------------------------------------------------------ constants
+TRAINING_METHODS = frozenset(
+    {
+        "log_metrics",
+        "backward",
+        "step",
+        "forward_backward",
+        "optim_step",
+        "train",
+        "train_step",
+        "training_step",
+    }
+)
+"""A loop that calls one of these (`x.name(...)`) anywhere inside is a training loop."""
+TRAINING_FUNCTIONS = frozenset({"forward_backward", "optim_step", "train", "train_step", "training_step"})
+"""...or calls one of these as a plain function (`name(...)`)."""
+RESUME_KEYWORDS = ("resume_from_checkpoint",)
+
+BLOCK_KEYWORDS = frozenset(
+    {"for", "while", "if", "elif", "else", "def", "class", "with", "try", "except", "finally", "async"}
+)
+MAX_REPAIRS = 20
+"""An old script that does not parse (the crash may be a SyntaxError) is parsed after blanking at most
+this many offending lines, so its structure can still be compared."""
+MAX_SALVAGE_LINES = 400
+"""For the capability comparison an old script beyond repair is salvaged line by line (each line that
+parses on its own counts), up to this many lines; a capability the old script had is never lost."""
+MAX_FOLD_LENGTH = 10_000
+"""Folded string constants longer than this are not built (a patch must not make the guard slow)."""
+
+
+# -------------------------------------------------------------------------------------------- parsing
+def parse(source: str) -> tuple[ast.Module | None, str | None]:
+    """The tree of a patched script, or None and the one-line reason it does not parse."""
+    try:
+        return ast.parse(source), None
+    except SyntaxError as exc:
+        return None, f"patched script does not parse: {exc.msg} at line {exc.lineno}"
+    except ValueError as exc:  # e.g. null bytes
+        return None, f"patched script does not parse: {exc}"
+
+
+def parse_lenient(source: str, max_repairs: int = MAX_REPAIRS) -> ast.Module | None:
+    """Parse the old script, blanking lines that do not parse (the crash being fixed may be one)."""
+    lines = source.splitlines()
+    seen: set[tuple[int, str, str]] = set()
+    for _ in range(max_repairs):
+        try:
+            return ast.parse("\n".join(lines))
+        except SyntaxError as exc:
+            number, message = exc.lineno or 0, exc.msg or ""
+            if not 1 <= number <= len(lines) or (number, message, lines[number - 1]) in seen:
+                return None  # no progress: give up, the rules that need the old tree are skipped
+            seen.add((number, message, lines[number - 1]))
+            _repair_line(lines, number - 1, message)
+        except ValueError:
+            return None
+    return None
+
+
+def salvage(source: str) -> ast.Module:
+    """Every line of a script beyond repair that parses on its own, as one module (line numbers kept).
+
+    Used only to learn what an unparseable old script could do, so nothing it had counts as new.
+    """
+    body: list[ast.stmt] = []
+    for number, line in enumerate(source.splitlines()[:MAX_SALVAGE_LINES], start=1):
+        code = line.strip()
+        if not code or code.startswith("#"):
+            continue
+        try:
+            tree = ast.parse(code.rstrip(":") if code.endswith(":") else code)
+        except (SyntaxError, ValueError):
+            continue
+        for statement in tree.body:
+            ast.increment_lineno(statement, number - 1)
+            body.append(statement)
+    return ast.Module(body=body, type_ignores=[])
+
+
+def _repair_line(lines: list[str], i: int, message: str) -> None:
+    """Make line `i` parse while keeping as much structure as possible (a loop header stays a loop)."""
+    indent, code = leading_ws(lines[i]), lines[i].strip()
+    if code.split(" ", 1)[0].rstrip(":") in BLOCK_KEYWORDS and not code.endswith(":"):
+        lines[i] = lines[i].rstrip() + ":"  # the commonest typo: a missing colon
+    elif "expected an indented block" in message:
+        previous = next((line for line in reversed(lines[:i]) if line.strip()), "")
+        lines.insert(i, leading_ws(previous) + "    pass")
+    elif "unexpected indent" in message or "unindent" in message:
+        lines[i] = ""
+    else:
+        following = next((line for line in lines[i + 1 :] if line.strip()), "")
+        opens_block = len(leading_ws(following)) > len(indent)
+        lines[i] = indent + ("if True:" if opens_block else "pass")
+
+
+def leading_ws(line: str) -> str:
+    return line[: len(line) - len(line.lstrip())]
+
+
+# ------------------------------------------------------------------------------------ names and calls
+def dotted(node: ast.AST) -> str:
+    """`a.b.c` for a Name/Attribute chain, "" for anything else (a call result, a subscript)."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = dotted(node.value)
+        return f"{base}.{node.attr}" if base else ""
+    return ""
+
+
+def call_name(call: ast.Call) -> str:
+    if isinstance(call.func, ast.Name):
+        return call.func.id
+    if isinstance(call.func, ast.Attribute):
+        return call.func.attr
+    return ""
+
+
+def receiver(call: ast.Call) -> str:
+    return dotted(call.func.value) if isinstance(call.func, ast.Attribute) else ""
+
+
+def calls(node: ast.AST) -> Iterator[ast.Call]:
+    return (child for child in ast.walk(node) if isinstance(child, ast.Call))
+
+
+def const(node: ast.AST | None) -> object:
+    return node.value if isinstance(node, ast.Constant) else None
+
+
+def keyword(call: ast.Call, name: str) -> ast.expr | None:
+    return next((kw.value for kw in call.keywords if kw.arg == name), None)
+
+
+def is_training_call(call: ast.Call) -> bool:
+    if isinstance(call.func, ast.Attribute):
+        return call.func.attr in TRAINING_METHODS
+    return isinstance(call.func, ast.Name) and call.func.id in TRAINING_FUNCTIONS
+
+
+def has_training_call(nodes: Iterable[ast.AST]) -> bool:
+    return any(is_training_call(call) for node in nodes for call in calls(node))
+
+
+LOOP_TYPES = (ast.For, ast.AsyncFor, ast.While)
+FUNCTION_TYPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+TRY_TYPES: tuple[type, ...] = (ast.Try, getattr(ast, "TryStar", ast.Try))
+
+
+def training_loops(tree: ast.AST) -> list[ast.For | ast.AsyncFor | ast.While]:
+    return [node for node in ast.walk(tree) if isinstance(node, LOOP_TYPES) and has_training_call([node])]
+
+
+def trainer_train_calls(tree: ast.AST) -> list[ast.Call]:
+    """HF-style `trainer.train(...)`: the training loop lives in a library, so the call is the loop."""
+    return [
+        call
+        for call in calls(tree)
+        if call_name(call) == "train"
+        and isinstance(call.func, ast.Attribute)
+        and (
+            "trainer" in receiver(call).rsplit(".", 1)[-1].lower()
+            or any(kw.arg in RESUME_KEYWORDS for kw in call.keywords)
+        )
+    ]
+
+
+def parents(tree: ast.AST) -> dict[ast.AST, ast.AST]:
+    return {child: parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
+
+
+def ancestors(node: ast.AST, parent_of: dict[ast.AST, ast.AST]) -> Iterator[ast.AST]:
+    while node in parent_of:
+        node = parent_of[node]
+        yield node
+
+
+def enclosing_loop(node: ast.AST, parent_of: dict[ast.AST, ast.AST]) -> ast.AST | None:
+    """The loop a `break`/`continue` belongs to (never crossing a function boundary)."""
+    for ancestor in ancestors(node, parent_of):
+        if isinstance(ancestor, (*FUNCTION_TYPES, ast.ClassDef)):
+            return None
+        if isinstance(ancestor, LOOP_TYPES):
+            return ancestor
+    return None
+
+
+def enclosing_test(node: ast.AST, parent_of: dict[ast.AST, ast.AST]) -> str:
+    """The condition a statement sits under (innermost `if`), as source; "" when unconditional."""
+    for ancestor in ancestors(node, parent_of):
+        if isinstance(ancestor, ast.If):
+            return ast.unparse(ancestor.test)
+        if isinstance(ancestor, (*LOOP_TYPES, *FUNCTION_TYPES, ast.ClassDef)):
+            return ""
+    return ""
+
+
+# ----------------------------------------------------------------------------------- literal values
+def number(node: ast.AST | None, *, allow_str: bool = False) -> float | None:
+    """The value of a small numeric expression (`1000`, `-1`, `10 * 100`, `int(1e4)`), else None."""
+    value = _evaluate(node, allow_str=allow_str)
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _evaluate(node: ast.AST | None, *, allow_str: bool) -> float | None:
+    if isinstance(node, ast.Constant):
+        value = node.value
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, (int, float)):
+            return float(value)
+        if allow_str and isinstance(value, str):
+            try:
+                return float(value.strip().replace("_", ""))
+            except ValueError:
+                return None
+        return None
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = number(node.operand)
+        if value is None:
+            return None
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.BinOp):
+        left, right = number(node.left), number(node.right)
+        if left is None or right is None:
+            return None
+        try:
+            if isinstance(node.op, ast.Add):
+                return left + right
+            if isinstance(node.op, ast.Sub):
+                return left - right
+            if isinstance(node.op, ast.Mult):
+                return left * right
+            if isinstance(node.op, ast.Div):
+                return left / right
+            if isinstance(node.op, ast.FloorDiv):
+                return float(left // right)
+            if isinstance(node.op, ast.Pow) and abs(right) <= 64:
+                return float(left**right)
+        except (ZeroDivisionError, OverflowError, TypeError):  # TypeError: float() of a complex power
+            return None
+        return None
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in ("int", "float", "round")
+        and len(node.args) == 1
+    ):
+        return number(node.args[0], allow_str=True)
+    return None
+
+
+def fold_str(node: ast.AST | None, names: dict[str, ast.expr] | None = None, depth: int = 0) -> str | None:
+    """The string an expression always evaluates to, when it is built only from literals.
+
+    Obfuscation builds names out of pieces (`"sys" + "tem"`, `"".join([...])`, `"metsys"[::-1]`,
+    `chr(111)`, base64/rot13/hex decoding); folding them lets the capability guard see the real name.
+    `names` maps module-level names assigned once to their value, so `N = "os"; __import__(N)` folds too.
+    """
+    if node is None or depth > 20:
+        return None
+    value = _fold(node, names or {}, depth)
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return None
+    return value if isinstance(value, str) else None
+
+
+def _fold(node: ast.AST, names: dict[str, ast.expr], depth: int) -> str | bytes | int | None:
+    def sub(child: ast.AST | None) -> str | bytes | int | None:
+        return None if child is None or depth > 20 else _fold(child, names, depth + 1)
+
+    if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes, int)):
+        if isinstance(node.value, bool):
+            return None
+        return node.value
+    if isinstance(node, ast.Name) and node.id in names:
+        return sub(names[node.id])
+    if isinstance(node, ast.JoinedStr):
+        parts = []
+        for part in node.values:
+            piece = sub(part.value if isinstance(part, ast.FormattedValue) else part)
+            if piece is None or isinstance(piece, bytes):
+                return None
+            parts.append(str(piece))
+        return _limited("".join(parts))
+    if isinstance(node, ast.BinOp):
+        left, right = sub(node.left), sub(node.right)
+        if isinstance(node.op, ast.Add) and type(left) is type(right) and left is not None:
+            return _limited(left + right)  # type: ignore[operator]
+        if isinstance(node.op, ast.Mult) and isinstance(left, (str, bytes)) and isinstance(right, int):
+            return _limited(left * right) if len(left) * right <= MAX_FOLD_LENGTH else None
+        if isinstance(node.op, ast.Add) and isinstance(left, int) and isinstance(right, int):
+            return left + right
+        return None
+    if isinstance(node, ast.Subscript):
+        base = sub(node.value)
+        if not isinstance(base, (str, bytes)):
+            return None
+        if isinstance(node.slice, ast.Slice):
+            bounds = [
+                None if b is None else sub(b) for b in (node.slice.lower, node.slice.upper, node.slice.step)
+            ]
+            if any(b is not None and not isinstance(b, int) for b in bounds):
+                return None
+            try:
+                return base[slice(*bounds)]  # type: ignore[misc]
+            except ValueError:
+                return None
+        index = sub(node.slice)
+        if isinstance(index, int) and -len(base) <= index < len(base):
+            item = base[index]
+            return item if isinstance(item, str) else None
+        return None
+    if isinstance(node, ast.Call):
+        return _fold_call(node, sub)
+    return None
+
+
+def _fold_call(node: ast.Call, sub) -> str | bytes | int | None:  # noqa: ANN001 - local closure type
+    func = node.func
+    args = [sub(a) for a in node.args]
+    name = dotted(func)
+    if name == "chr" and len(args) == 1 and isinstance(args[0], int) and 0 <= args[0] < 0x110000:
+        return chr(args[0])
+    if name == "str" and len(args) == 1 and isinstance(args[0], str):
+        return args[0]
+    if name in ("bytes.fromhex", "bytearray.fromhex") and len(args) == 1 and isinstance(args[0], str):
+        try:
+            return bytes.fromhex(args[0])
+        except ValueError:
+            return None
+    b64 = ("b64decode", "decodebytes", "standard_b64decode", "urlsafe_b64decode")
+    if name.rsplit(".", 1)[-1] in b64 and len(args) == 1 and isinstance(args[0], (str, bytes)):
+        try:
+            return base64.b64decode(args[0])
+        except (binascii.Error, ValueError):
+            return None
+    if (
+        name.rsplit(".", 1)[-1] in ("unhexlify", "a2b_hex")
+        and len(args) == 1
+        and isinstance(args[0], (str, bytes))
+    ):
+        try:
+            return binascii.unhexlify(args[0])
+        except (binascii.Error, ValueError):
+            return None
+    if name in ("codecs.decode", "codecs.encode") and len(args) == 2 and isinstance(args[1], str):
+        if isinstance(args[0], str) and args[1].replace("_", "").lower() in ("rot13", "rot-13"):
+            return codecs.decode(args[0], "rot13")
+        if isinstance(args[0], (str, bytes)):
+            try:
+                return codecs.decode(args[0], args[1]) if name == "codecs.decode" else None  # type: ignore[call-overload]
+            except (LookupError, ValueError, TypeError):
+                return None
+        return None
+    if isinstance(func, ast.Attribute):
+        base = sub(func.value)
+        method = func.attr
+        if isinstance(base, (str, bytes)):
+            if method == "join" and len(node.args) == 1 and isinstance(node.args[0], (ast.List, ast.Tuple)):
+                pieces = [sub(e) for e in node.args[0].elts]
+                if all(type(p) is type(base) for p in pieces):
+                    return _limited(base.join(pieces))  # type: ignore[arg-type]
+                return None
+            if method == "decode" and isinstance(base, bytes):
+                try:
+                    return base.decode(*[a for a in args if isinstance(a, str)][:1])
+                except (UnicodeDecodeError, LookupError):
+                    return None
+            if method == "encode" and isinstance(base, str):
+                return base.encode()
+            if method in ("lower", "upper", "strip", "lstrip", "rstrip", "title", "swapcase") and not args:
+                return getattr(base, method)()
+            if method == "replace" and len(args) == 2 and all(type(a) is type(base) for a in args):
+                return _limited(base.replace(args[0], args[1]))  # type: ignore[arg-type]
+    return None
+
+
+def _limited(value: str | bytes) -> str | bytes | None:
+    return value if len(value) <= MAX_FOLD_LENGTH else None
+
+
+def single_assignments(tree: ast.AST) -> dict[str, ast.expr]:
+    """Module-level names assigned exactly once in the whole script, with the value they get."""
+    counts: Counter[str] = Counter()
+    values: dict[str, ast.expr] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Name)) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            counts[node.id] += 1
+    if isinstance(tree, ast.Module):
+        for statement in tree.body:
+            if (
+                isinstance(statement, ast.Assign)
+                and len(statement.targets) == 1
+                and isinstance(statement.targets[0], ast.Name)
+            ):
+                values[statement.targets[0].id] = statement.value
+            elif (
+                isinstance(statement, ast.AnnAssign)
+                and isinstance(statement.target, ast.Name)
+                and statement.value
+            ):
+                values[statement.target.id] = statement.value
+    return {name: value for name, value in values.items() if counts[name] == 1}
+
+
+# ------------------------------------------------------------------------------------------ display
+def fmt(value: float) -> str:
+    if value < 0:
+        return f"{value:g} (unbounded)"
+    return str(int(value)) if value.is_integer() else f"{value:g}"
+
+
+def effective(value: float) -> float:
+    """-1 means "no limit" for max_steps-like settings (HF's default), so it is the largest value."""
+    return math.inf if value < 0 else value
+
+
+def snippet(node: ast.AST, limit: int = 60, *, keep_end: bool = False) -> str:
+    """The node's source on one line, shortened; `keep_end` keeps the tail (`....select(range(9))`)."""
+    text = " ".join(ast.unparse(node).split())
+    if len(text) <= limit:
+        return text
+    return "..." + text[3 - limit :] if keep_end else text[: limit - 3] + "..."
+
+
+class Found(NamedTuple):
+    """A construct a rule counts: compared by `signature` (source without line numbers), shown as `text`."""
+
+    signature: str
+    line: int
+    text: str
+
+
+def found(node: ast.AST, line: int | None = None, text: str | None = None) -> Found:
+    return Found(ast.unparse(node), line if line is not None else node.lineno, text or snippet(node))  # type: ignore[attr-defined]
+
+
+def surplus(old: Iterable[Found], new: Iterable[Found]) -> list[Found]:
+    """What `new` has beyond what `old` already had, compared by signature; so old habits never count."""
+    remaining = Counter(item.signature for item in old)
+    extra = []
+    for item in new:
+        if remaining[item.signature] > 0:
+            remaining[item.signature] -= 1
+        else:
+            extra.append(item)
+    return extra
