@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from twinkle_auto.monitor.tracebacks import last_traceback
+from twinkle_auto.connection.tracebacks import parse_traceback, traceback_text
 
 __all__ = [
     "CHARS_PER_TOKEN",
@@ -45,9 +45,6 @@ eat the budget."""
 MAX_ERROR_CHARS = 600
 MAX_OUTLINE = 40
 """Outline headers shown at most (those nearest the failing lines): past that an outline is noise."""
-
-_FRAME_RE = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+)(?:, in (?P<func>.+?))?\s*$')
-_EXC_RE = re.compile(r"^\s*(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Warning|Interrupt|Exit)\b.*")
 
 
 @dataclass(frozen=True)
@@ -96,39 +93,34 @@ def _is_script_file(file: str, script_path: str) -> bool:
 def script_frames(
     traceback: str, script_path: str = "train.py", n_lines: int | None = None
 ) -> list[ScriptFrame]:
-    """The frames of the last traceback that are in the script, outermost first.
+    """The frames of the deciding traceback that are in the script, outermost first.
 
-    A SyntaxError report (``File "train.py", line 12`` without a function) counts as a frame too.
-    Lines beyond `n_lines` are dropped (a traceback from another version of the script).
+    Parsed by the one traceback parser (connection.tracebacks); frames of archived versions of the
+    script (train_v2.py) count too, since a relaunch may have run one. A SyntaxError report
+    (``File "train.py", line 12`` without a function) is a frame. Lines beyond `n_lines` are dropped
+    (a traceback from another version of the script).
     """
+    parsed = parse_traceback(traceback)
+    if parsed is None:
+        return []
     frames = []
-    for raw in traceback.splitlines():
-        match = _FRAME_RE.match(_strip_prefix(raw))
-        if not match or not _is_script_file(match.group("file"), script_path):
+    for frame in parsed.frames:
+        if frame.line is None or not _is_script_file(frame.file, script_path):
             continue
-        line = int(match.group("line"))
-        if n_lines is not None and not 1 <= line <= n_lines:
+        if n_lines is not None and not 1 <= frame.line <= n_lines:
             continue
-        frames.append(ScriptFrame(line, (match.group("func") or "").strip()))
+        frames.append(ScriptFrame(frame.line, frame.function.strip()))
     return frames
 
 
-_PREFIX_RE = re.compile(r"^(?:\[rank\d+\]:|\(\w+ pid=\d+[^)]*\)|>\s)\s?")
-
-
-def _strip_prefix(line: str) -> str:
-    return _PREFIX_RE.sub("", line, count=1)
-
-
 def error_text(traceback: str) -> str:
-    """The exception line(s) at the end of the traceback: what went wrong, in the library's words."""
-    lines = [_strip_prefix(line).rstrip() for line in traceback.splitlines()]
-    for i in range(len(lines) - 1, -1, -1):
-        if _EXC_RE.match(lines[i]) and not lines[i].startswith((" ", "\t")):
-            text = "\n".join(line for line in lines[i:] if line.strip())
-            return text[:MAX_ERROR_CHARS]
-    tail = [line for line in lines if line.strip()][-3:]
-    return "\n".join(tail)[:MAX_ERROR_CHARS]
+    """The deciding exception, `Name: message`, in the library's words (empty when there is none)."""
+    parsed = parse_traceback(traceback)
+    if parsed is None:
+        tail = [line.strip() for line in traceback.splitlines() if line.strip()][-3:]
+        return "\n".join(tail)[:MAX_ERROR_CHARS]
+    text = f"{parsed.exception}: {parsed.message}" if parsed.message else parsed.exception
+    return text[:MAX_ERROR_CHARS]
 
 
 # ------------------------------------------------------------------------------------------------ ast
@@ -311,7 +303,7 @@ def build_fix_context(
     """
     lines = script.splitlines()
     n_lines = len(lines)
-    block = last_traceback(traceback) or traceback
+    block = traceback_text(traceback) or traceback
     error = error_text(block)
     frames = script_frames(block, script_path, n_lines)
     failing = [f.line for f in frames]

@@ -17,8 +17,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from twinkle_auto.connection.tracebacks import traceback_text
 from twinkle_auto.monitor.fix_context import ScriptFrame, error_text, script_frames
-from twinkle_auto.monitor.tracebacks import last_traceback
 
 __all__ = ["KnownFix", "RECIPES", "find_known_fix"]
 
@@ -60,7 +60,7 @@ def find_known_fix(script: str, traceback: str, *, script_path: str = "train.py"
         tree = ast.parse(script)
     except (SyntaxError, ValueError):
         return None
-    block = last_traceback(traceback) or traceback
+    block = traceback_text(traceback) or traceback
     crash = _Crash(
         script, tree, error_text(block), script_frames(block, script_path, len(script.splitlines()))
     )
