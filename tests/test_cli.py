@@ -24,6 +24,10 @@ STATUS_KEYS = {
     "archived_versions",
     "error",
     "last_metrics",
+    "host",
+    "remote",
+    "launcher",
+    "last_metric_age",
 }
 
 

@@ -86,10 +86,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("runs", parents=[json_parent], help="list the runs")
     p = sub.add_parser("status", parents=[json_parent], help="status of one run")
     p.add_argument("run")
-    p = sub.add_parser("start", parents=[json_parent], help="start a run from a training script")
+    p = sub.add_parser(
+        "start", parents=[json_parent], help="start a run from a training script (its arguments after --)"
+    )
     p.add_argument("run")
     p.add_argument("--script", required=True, help="the training script (copied to the run as train.py)")
     p.add_argument("--model-id", default=None)
+    p.add_argument(
+        "--cwd", default=None, help="working directory of the run (default: the script's directory)"
+    )
+    p.add_argument(
+        "--env", action="append", default=[], metavar="K=V", help="a setting for the run (repeatable)"
+    )
+    p.add_argument(
+        "--pass-env", action="append", default=[], metavar="NAME", help="let a credential through by name"
+    )
+    p.add_argument("--launcher", choices=("python", "torchrun", "accelerate", "ray"), default="python")
+    p.add_argument(
+        "--nproc-per-node", type=int, default=None, help="processes per node (torchrun, accelerate)"
+    )
+    p.add_argument("--launcher-args", default=None, help="more launcher options, as one quoted string")
+    p.add_argument("--ray-address", default=None, help="Ray dashboard address for --launcher ray")
+    p.set_defaults(script_args=[])  # filled from what follows `--` (see main)
     for verb, text in (("pause", "pause a run (kill; resume relaunches)"), ("resume", "resume a paused run")):
         p = sub.add_parser(verb, parents=[json_parent], help=text)
         p.add_argument("run")
@@ -112,7 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after the first `--` belongs to the training script (argparse mangles it in subcommands).
+    script_args: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, script_args = argv[:cut], argv[cut + 1 :]
     args = parser.parse_args(argv)
+    if script_args:
+        if args.command != "start":
+            parser.error("arguments after -- are passed to the training script: only `start` takes them")
+        args.script_args = script_args
     from twinkle_auto.app.logging_setup import setup_logging
 
     setup_logging(args.verbose, secrets=[args.llm_api_key])

@@ -204,21 +204,44 @@ def cmd_start(args: argparse.Namespace) -> int:
         compile(text, str(script), "exec")
     except SyntaxError as exc:
         raise RunError(f"script {args.script} does not parse: {exc.msg} at line {exc.lineno}") from None
-    result = RunController(RunStore()).start(args.run, text, model_id=args.model_id)
+    from twinkle_auto.connection.launch import new_spec, parse_env_assignments, with_launcher_options
+
+    # The script's directory, not the run folder, is where its relative paths and sibling modules live.
+    source_dir = script.resolve().parent
+    spec = new_spec(
+        launcher=args.launcher,
+        args=list(args.script_args or []),
+        cwd=args.cwd if args.cwd is not None else source_dir,
+        source_dir=source_dir,
+        env=parse_env_assignments(args.env or []),
+        pass_env=list(args.pass_env or []),
+        ray_address=args.ray_address,
+    )
+    spec = with_launcher_options(spec, args.nproc_per_node, args.launcher_args)
+    if args.ray_address and args.launcher != "ray":
+        raise RunError("--ray-address needs --launcher ray")
+    result = RunController(RunStore()).start(args.run, text, model_id=args.model_id, spec=spec)
+    _print_launch(args, result, "started")
+    return 0
+
+
+def _print_launch(args: argparse.Namespace, result: Any, verb: str) -> None:
     data = {
         "run_id": result.run_id,
         "status": "running",
         "pid": result.pid,
         "launch_count": result.launch_count,
         "script_version": result.script_version,
+        "ray_job": result.ray_job,
     }
     if args.json:
         emit_json(data)
-    else:
-        _console().print(
-            f"started run [bold]{result.run_id}[/] (pid {result.pid}, train.py v{result.script_version})"
-        )
-    return 0
+        return
+    where = f"Ray job {_safe(result.ray_job)}" if result.ray_job else f"pid {result.pid}"
+    _console().print(
+        f"{verb} run [bold]{_safe(result.run_id)}[/] ({where}, train.py v{result.script_version}, "
+        f"launch #{result.launch_count})"
+    )
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
@@ -232,20 +255,7 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     result = RunController(RunStore()).resume(args.run)
-    if args.json:
-        emit_json(
-            {
-                "run_id": result.run_id,
-                "status": "running",
-                "pid": result.pid,
-                "launch_count": result.launch_count,
-                "script_version": result.script_version,
-            }
-        )
-    else:
-        _console().print(
-            f"resumed run [bold]{result.run_id}[/] (pid {result.pid}, launch #{result.launch_count})"
-        )
+    _print_launch(args, result, "resumed")
     return 0
 
 

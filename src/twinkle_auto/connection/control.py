@@ -9,21 +9,33 @@ process did, the final status is written from what happened, so no run is left `
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import subprocess
-import sys
 import threading
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from twinkle_auto.connection import process as proc
 from twinkle_auto.connection.errors import RunError, RunStateError
+from twinkle_auto.connection.launch import RAY, LaunchSpec, new_spec, spec_from_meta
+from twinkle_auto.connection.locks import run_lock
 from twinkle_auto.connection.store import CorruptMetaError, RunStore
 from twinkle_auto.runtime import format as fmt
+from twinkle_auto.runtime.launch_info import ENV_LAUNCHED, hostname
 
 STOP_GRACE_S = 15.0
 """Time a stopping run gets to save its checkpoint before SIGKILL."""
+LOCK_TIMEOUT_S = 30.0
+"""How long a launch, pause or stop waits for another one (or a fix in progress) on the same run."""
+
+
+def one_line(exc: BaseException) -> str:
+    text = f"{exc.strerror}" if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+    return " ".join(text.split())
 
 
 @dataclass(frozen=True)
@@ -32,6 +44,8 @@ class LaunchResult:
     pid: int
     launch_count: int
     script_version: int
+    ray_job: str | None = None
+    """The Ray job's submission id when the run was submitted to a cluster (pid is then 0)."""
 
 
 @dataclass(frozen=True)
@@ -58,9 +72,12 @@ class RunController:
     (no zombies) and records their exit code in meta.json the moment they exit.
     """
 
-    def __init__(self, store: RunStore, *, stop_grace: float = STOP_GRACE_S) -> None:
+    def __init__(
+        self, store: RunStore, *, stop_grace: float = STOP_GRACE_S, lock_timeout: float = LOCK_TIMEOUT_S
+    ) -> None:
         self.store = store
         self.stop_grace = stop_grace
+        self.lock_timeout = lock_timeout
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._exit_listeners: list[Any] = []
         self._lock = threading.Lock()
@@ -101,70 +118,161 @@ class RunController:
         model_id: str | None = None,
         config: dict[str, Any] | None = None,
         env: dict[str, str] | None = None,
+        spec: LaunchSpec | None = None,
     ) -> LaunchResult:
-        self.create(run_id, script_text, model_id=model_id, config=config)
-        return self.launch(run_id, env=env)
+        """Create the run and launch it; `spec` (or plain python in the run folder) is recorded for replay."""
+        folder = self.store.path(run_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        if spec is None:
+            spec = new_spec(env=env or {})
+        elif env:
+            spec = replace(spec, env={**spec.env, **env})
+        with self._launch_lock(run_id, "start"):
+            self.create(run_id, script_text, model_id=model_id, config=config)
+            return self.launch(run_id, spec=spec)
 
     def launch(
-        self, run_id: str, *, env: dict[str, str] | None = None, reason: str = "start"
+        self,
+        run_id: str,
+        *,
+        env: dict[str, str] | None = None,
+        reason: str = "start",
+        spec: LaunchSpec | None = None,
     ) -> LaunchResult:
-        """Run train.py with `sys.executable -u` in the run folder, in its own session."""
+        """Launch train.py as its launch spec says (the recorded one unless `spec` is given).
+
+        Under the run lock, from "is it running?" to "the pid is in meta.json": two launchers never both
+        see "not running". A process whose launch cannot be recorded is stopped before this returns, so
+        nothing runs that the next `pause` cannot find.
+        """
         folder = self.store.require(run_id)
         script = folder / fmt.SCRIPT_FILE
         if not script.is_file():
             raise RunError(f"run {run_id!r} has no train.py to launch")
-        self._refuse_if_running(run_id)
-        try:
-            meta = self.store.read_meta(run_id)
-        except CorruptMetaError:
-            meta = {}
-        count = int(meta.get("launch_count") or 0) + 1
-        version = fmt.current_version(folder)
-        if env is None:  # a relaunch (resume, auto-fix) runs with the settings the run was started with
-            saved = meta.get("launch_env")
-            env = {str(k): str(v) for k, v in saved.items()} if isinstance(saved, dict) else {}
-        child_env = dict(os.environ)
-        child_env.update(env)
-        child_env.update(
-            {
+        with self._launch_lock(run_id, reason):
+            meta = self._meta_for_launch(run_id)
+            if spec is None:
+                spec = spec_from_meta(meta)
+            if env is not None:
+                spec = replace(spec, env={**spec.env, **{str(k): str(v) for k, v in env.items()}})
+            spec = replace(spec, host=hostname())
+            count = int(meta.get("launch_count") or 0) + 1 if isinstance(meta.get("launch_count"), int) else 1
+            version = fmt.current_version(folder)
+            if spec.launcher == RAY:
+                from twinkle_auto.connection import ray_jobs
+
+                return ray_jobs.submit(self, run_id, spec, count=count, version=version, reason=reason)
+            extra = {
                 fmt.ENV_RUN_ID: run_id,
                 fmt.ENV_HOME: str(self.store.home),
                 fmt.ENV_OUTPUT_CAPTURED: "1",
+                ENV_LAUNCHED: "1",
                 "PYTHONUNBUFFERED": "1",
             }
-        )
-        log_path = folder / fmt.LOG_FILE
-        child, ctime = proc.spawn_logged(
-            [sys.executable, "-u", fmt.SCRIPT_FILE],
-            log_path=log_path,
-            marker=f"launch #{count} ({reason}) of train.py v{version}",
-            env=child_env,
-            cwd=folder,
-        )
+            child, ctime = proc.spawn_logged(
+                spec.command(script),
+                log_path=folder / fmt.LOG_FILE,
+                marker=f"launch #{count} ({reason}) of train.py v{version}",
+                env=spec.environment(extra),
+                cwd=spec.working_dir(folder),
+            )
+            try:
+                self._record_launch(folder, child.pid, ctime, spec, count, version)
+            except BaseException as exc:
+                self._kill_unrecorded(child)
+                detail = one_line(exc)
+                raise RunError(
+                    f"run {run_id!r}: could not record the launch in meta.json ({detail}); "
+                    f"the new process {child.pid} was stopped"
+                ) from None
+            with self._lock:
+                self._children[child.pid] = child
+        threading.Thread(target=self._reap, args=(run_id, child), daemon=True).start()
+        return LaunchResult(run_id, child.pid, count, version)
 
+    @contextmanager
+    def _launch_lock(self, run_id: str, verb: str) -> Iterator[None]:
+        folder = self.store.path(run_id)
+        with run_lock(folder, timeout=self.lock_timeout) as got:
+            if not got:
+                raise RunStateError(
+                    f"cannot {verb} run {run_id!r}: another launch or fix of it is in progress; try again"
+                )
+            yield
+
+    def _meta_for_launch(self, run_id: str) -> dict[str, Any]:
+        """meta.json for a launch, after every check that the run is not alive already (here or elsewhere)."""
+        folder = self.store.path(run_id)
+        try:
+            meta = self.store.read_meta(run_id)
+        except CorruptMetaError as exc:
+            live = proc.find_run_processes(folder)
+            if live:
+                raise RunStateError(
+                    f"run {run_id!r} is still running (pid {live[0].pid}) but its meta.json is corrupt; "
+                    "refusing to start a second process"
+                ) from None
+            meta = {}
+            del exc
+        host = proc.remote_host(meta)
+        if host is not None:
+            raise RunStateError(f"run {run_id!r} lives on host {host}; resume or relaunch it there")
+        info = proc.process_info(meta, folder)
+        if proc.is_running(info):
+            raise RunStateError(f"run {run_id!r} is already running (pid {info.pid})")
+        if isinstance(meta.get("ray_job"), dict):
+            from twinkle_auto.connection import ray_jobs
+
+            ray_jobs.refuse_if_active(meta, run_id)
+        live = [p for p in proc.find_run_processes(folder) if p.pid != info.pid or not proc.is_running(info)]
+        if live:
+            raise RunStateError(
+                f"run {run_id!r} is already running (pid {live[0].pid}, not the one meta.json records)"
+            )
+        return meta
+
+    def _record_launch(
+        self, folder: Path, pid: int, ctime: float | None, spec: LaunchSpec, count: int, version: int
+    ) -> None:
         def _merge(m: dict[str, Any]) -> dict[str, Any]:
             # The child may already have started, crashed and reported (fast failures): never overwrite a
             # status that this very process wrote.
-            if not (m.get("pid") == child.pid and m.get("status") != fmt.RUNNING):
+            if not (m.get("pid") == pid and m.get("status") != fmt.RUNNING):
                 m["status"] = fmt.RUNNING
                 m.pop("end_time", None)
                 m.pop("error", None)
-            m["pid"] = child.pid
-            m["pgid"] = child.pid
+            m["pid"] = pid
+            m["pgid"] = pid
             if ctime is not None:
                 m["pid_create_time"] = ctime
+            else:
+                m.pop("pid_create_time", None)
             m["launch_count"] = count
             m["script_version"] = version
-            m["launch_env"] = env
+            m["launch"] = spec.to_meta()
+            m["launch_env"] = dict(spec.env)
+            m["host"] = spec.host
             m["launched_at"] = fmt.now()
             m.pop("exit_code", None)
+            m.pop("ray_job", None)
             return _defaults(m)
 
         fmt.update_meta(folder, transform=_merge)
-        with self._lock:
-            self._children[child.pid] = child
-        threading.Thread(target=self._reap, args=(run_id, child), daemon=True).start()
-        return LaunchResult(run_id, child.pid, count, version)
+
+    def _kill_unrecorded(self, child: subprocess.Popen[bytes]) -> None:
+        """Stop a process we started but could not record (its session is ours alone)."""
+        try:
+            os.killpg(child.pid, proc.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            child.kill()
+        except OSError:
+            pass
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
 
     def _reap(self, run_id: str, child: subprocess.Popen[bytes]) -> None:
         """Wait for a child we launched, then record how it ended (the runtime may not have)."""
@@ -203,70 +311,104 @@ class RunController:
         try:
             meta = self.store.read_meta(run_id)
         except CorruptMetaError:
+            if proc.find_run_processes(self.store.path(run_id)):
+                raise RunStateError(f"run {run_id!r} is still running but its meta.json is corrupt") from None
             return
-        info = proc.process_info(meta)
+        host = proc.remote_host(meta)
+        if host is not None:
+            raise RunStateError(f"run {run_id!r} lives on host {host}; act on it there")
+        info = proc.process_info(meta, self.store.path(run_id))
         if proc.is_running(info):
             raise RunStateError(f"run {run_id!r} is already running (pid {info.pid})")
 
     # ------------------------------------------------------------------------------------ pause/resume
     def pause(self, run_id: str) -> str:
-        """SIGKILL the run's process group and mark it `paused`; resume relaunches train.py."""
-        meta = self._live_meta(run_id, "pause")
-        fmt.update_meta(self.store.path(run_id), {"status": fmt.PAUSED})
-        proc.send(meta, proc.SIGKILL)
-        proc.wait_gone(meta, 10.0, self._children)
+        """SIGKILL the run's processes (every rank) and mark it `paused`; resume relaunches train.py."""
+        folder = self.store.require(run_id)
+        with self._launch_lock(run_id, "pause"):
+            meta = self._live_meta(run_id, "pause")
+            fmt.update_meta(folder, {"status": fmt.PAUSED})
+            if isinstance(meta.get("ray_job"), dict):
+                from twinkle_auto.connection import ray_jobs
 
-        def _merge(m: dict[str, Any]) -> dict[str, Any]:
-            m["status"] = fmt.PAUSED
-            m["paused_at"] = fmt.now()
-            m.pop("exit_code", None)
-            return m
+                ray_jobs.stop_job(meta, grace=0.0)
+            else:
+                tree = proc.send(meta, proc.SIGKILL, folder)
+                proc.wait_gone(meta, 10.0, self._children, tree)
 
-        fmt.update_meta(self.store.path(run_id), transform=_merge)
+            def _merge(m: dict[str, Any]) -> dict[str, Any]:
+                m["status"] = fmt.PAUSED
+                m["paused_at"] = fmt.now()
+                m.pop("exit_code", None)
+                return m
+
+            fmt.update_meta(folder, transform=_merge)
         return fmt.PAUSED
 
     def resume(self, run_id: str) -> LaunchResult:
-        """Relaunch the current train.py; the script continues from `get_resume_info()`."""
-        status = self.store.status(run_id)
-        if status.process in (proc.ALIVE, proc.STOPPED):
-            raise RunStateError(f"run {run_id!r} is already running (pid {status.pid})")
+        """Relaunch the current train.py as it was launched; the script continues from `get_resume_info()`."""
         return self.launch(run_id, reason="resume")
 
     # -------------------------------------------------------------------------------------------- stop
     def stop(self, run_id: str, *, grace: float | None = None) -> StopResult:
         """SIGTERM, wait `grace` seconds for the checkpoint, then SIGKILL; the status says what happened."""
-        meta = self._live_meta(run_id, "stop")
-        folder = self.store.path(run_id)
-        fmt.update_meta(folder, {"status": fmt.STOPPING})
-        proc.send(meta, proc.SIGTERM)
-        killed = False
-        if not proc.wait_gone(meta, self.stop_grace if grace is None else grace, self._children):
-            killed = True
-            try:
-                proc.send(meta, proc.SIGKILL)
-            except RunError:
-                pass
-            proc.wait_gone(meta, 10.0, self._children)
+        grace = self.stop_grace if grace is None else grace
+        if not (isinstance(grace, (int, float)) and math.isfinite(grace) and grace >= 0):
+            raise RunError(f"grace must be a finite number of seconds >= 0, not {grace!r}")
+        folder = self.store.require(run_id)
+        with self._launch_lock(run_id, "stop"):
+            meta = self._live_meta(run_id, "stop")
+            fmt.update_meta(folder, {"status": fmt.STOPPING})
+            killed = False
+            if isinstance(meta.get("ray_job"), dict):
+                from twinkle_auto.connection import ray_jobs
 
-        def _merge(m: dict[str, Any]) -> dict[str, Any]:
-            if m.get("status") in (fmt.STOPPING, fmt.RUNNING):
-                m["status"] = fmt.STOPPED
-                m.setdefault("end_time", fmt.now())
-                if killed:
-                    m["note"] = "killed after the stop grace period; no checkpoint was confirmed"
-            return m
+                killed = ray_jobs.stop_job(meta, grace=grace)
+            else:
+                tree = proc.send(meta, proc.SIGTERM, folder)
+                if not proc.wait_gone(meta, grace, self._children, tree):
+                    killed = True
+                    try:
+                        tree = proc.send(meta, proc.SIGKILL, folder) or tree
+                    except RunError:
+                        pass
+                    for p in tree:  # ranks outlive their launcher; the tree was ours when we looked
+                        try:
+                            p.kill()
+                        except Exception:
+                            pass
+                    proc.wait_gone(meta, 10.0, self._children, tree)
 
-        final = fmt.update_meta(folder, transform=_merge)
+            def _merge(m: dict[str, Any]) -> dict[str, Any]:
+                if m.get("status") in (fmt.STOPPING, fmt.RUNNING):
+                    m["status"] = fmt.STOPPED
+                    m.setdefault("end_time", fmt.now())
+                    if killed:
+                        m["note"] = "killed after the stop grace period; no checkpoint was confirmed"
+                return m
+
+            final = fmt.update_meta(folder, transform=_merge)
         shutdown = final.get("shutdown") if isinstance(final.get("shutdown"), dict) else {}
         return StopResult(run_id, str(final.get("status")), killed, shutdown.get("checkpoint"))
 
     def _live_meta(self, run_id: str, verb: str) -> dict[str, Any]:
-        self.store.require(run_id)
+        folder = self.store.require(run_id)
         meta = self.store.read_meta(run_id)
-        info = proc.process_info(meta)
+        host = proc.remote_host(meta)
+        if host is not None:
+            raise RunStateError(
+                f"cannot {verb} run {run_id!r} from here: it runs on host {host}; {verb} it there"
+            )
+        if isinstance(meta.get("ray_job"), dict):
+            from twinkle_auto.connection import ray_jobs
+
+            if not ray_jobs.is_active(meta):
+                raise RunStateError(f"cannot {verb} run {run_id!r}: its Ray job is not running")
+            return meta
+        info = proc.process_info(meta, folder)
         if not proc.is_running(info):
             raise RunStateError(f"cannot {verb} run {run_id!r}: it is not running ({info.reason})")
-        proc.verified_process(meta)
+        proc.verified_process(meta, folder)
         return meta
 
     # ------------------------------------------------------------------------------------------ script

@@ -7,7 +7,6 @@ anything. So meta.json records the pid's create time beside it, and every check 
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -20,15 +19,23 @@ from typing import Any
 import psutil
 
 from twinkle_auto.connection.errors import NotOurProcessError
+from twinkle_auto.runtime import format as fmt
+from twinkle_auto.runtime.launch_info import hostname, name_is_secret
 
 ALIVE = "alive"
 STOPPED = "stopped"  # SIGSTOP'd (state T), not our run status `stopped`
 ZOMBIE = "zombie"
 DEAD = "dead"
 UNKNOWN = "unknown"
+REMOTE = "remote"
+"""The run's meta.json names another host: judged on its files only, never signalled from here."""
 
 CREATE_TIME_TOLERANCE_S = 1.0
 """psutil and the runtime both derive create time from /proc ticks; they agree to the tick (10 ms)."""
+PID_MAX = 1 << 22
+"""Linux's PID_MAX_LIMIT: a larger number in meta.json is not a pid at all."""
+MAX_SCRIPT_COMPARE = 4 << 20
+"""A command-line argument larger than this is not compared byte for byte with the run's script."""
 
 
 @dataclass(frozen=True)
@@ -40,32 +47,120 @@ class ProcessInfo:
 
 def _recorded(meta: dict[str, Any]) -> tuple[int | None, float | None]:
     pid = meta.get("pid")
-    pid = pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
+    pid = pid if isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid <= PID_MAX else None
     ctime = meta.get("pid_create_time")
     ctime = float(ctime) if isinstance(ctime, (int, float)) and not isinstance(ctime, bool) else None
+    if ctime is not None and ctime != ctime:
+        ctime = None
     return pid, ctime
 
 
-def _is_ours(proc: psutil.Process, meta: dict[str, Any], ctime: float | None) -> bool:
+def remote_host(meta: dict[str, Any]) -> str | None:
+    """The other host a run lives on, or None when it is this one (or no host was recorded)."""
+    if isinstance(meta.get("ray_job"), dict):
+        return None  # a Ray job is reached through its cluster from any host
+    host = meta.get("host")
+    if isinstance(host, str) and host and host != hostname():
+        return host
+    return None
+
+
+def _run_folder(meta: dict[str, Any], folder: str | Path | None) -> Path | None:
+    if folder is not None:
+        return Path(folder)
+    script = meta.get("script_path")
+    return Path(script).parent if isinstance(script, str) and script else None
+
+
+def _script_texts(folder: Path) -> list[bytes]:
+    texts = []
+    for path in [
+        folder / fmt.SCRIPT_FILE,
+        *(folder / f"train_v{v}.py" for v in fmt.archived_versions(folder)),
+    ]:
+        try:
+            if path.is_file() and path.stat().st_size <= MAX_SCRIPT_COMPARE:
+                texts.append(path.read_bytes())
+        except OSError:
+            continue
+    return texts
+
+
+def names_run(proc: psutil.Process, meta: dict[str, Any], folder: str | Path | None) -> bool:
+    """True when the process's command line runs this run's script and its working directory fits.
+
+    What proves a pid is ours when no create time was recorded (twinkle-kit's format): a stranger that
+    reused the pid, or a process someone named by hand, does not run train.py (or a file with the same
+    content) from the run folder or from the directory the script came from.
+    """
+    run = _run_folder(meta, folder)
+    if run is None:
+        return False
+    try:
+        cmdline = proc.cmdline()
+        cwd = os.path.realpath(proc.cwd())
+    except (psutil.Error, OSError):
+        return False
+    scripts = {os.path.realpath(run / fmt.SCRIPT_FILE)}
+    if isinstance(meta.get("script_path"), str):
+        scripts.add(os.path.realpath(meta["script_path"]))
+    texts: list[bytes] | None = None
+    named_dirs: set[str] = set()
+    for arg in cmdline[1:]:
+        if arg.startswith("-"):
+            continue
+        path = os.path.realpath(os.path.join(cwd, arg))
+        if path in scripts:
+            named_dirs.add(os.path.dirname(path))
+            continue
+        if not path.endswith(".py"):
+            continue
+        try:
+            if not os.path.isfile(path) or os.path.getsize(path) > MAX_SCRIPT_COMPARE:
+                continue
+            if texts is None:
+                texts = _script_texts(run)
+            with open(path, "rb") as f:
+                if f.read() in texts:
+                    named_dirs.add(os.path.dirname(path))
+        except OSError:
+            continue
+    if not named_dirs:
+        return False
+    allowed = {os.path.realpath(run), *named_dirs}
+    launch = meta.get("launch")
+    if isinstance(launch, dict) and isinstance(launch.get("cwd"), str):
+        allowed.add(os.path.realpath(launch["cwd"]))
+    return cwd in allowed
+
+
+def _is_ours(
+    proc: psutil.Process, meta: dict[str, Any], ctime: float | None, folder: str | Path | None
+) -> bool:
     try:
         actual = proc.create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
     if ctime is not None:
         return abs(actual - ctime) <= CREATE_TIME_TOLERANCE_S
-    # A run written by twinkle-kit's runtime has no create time; its start_time is written after the
-    # process started, so a process created later than that is a stranger with a reused pid.
+    # No create time (twinkle-kit's format): the process must be older than the run's start_time and
+    # provably run this run's script.
     start = meta.get("start_time")
-    if isinstance(start, (int, float)):
-        return actual <= float(start) + CREATE_TIME_TOLERANCE_S
-    return False
+    if isinstance(start, (int, float)) and actual > float(start) + CREATE_TIME_TOLERANCE_S:
+        return False
+    return names_run(proc, meta, folder)
 
 
-def process_info(meta: dict[str, Any]) -> ProcessInfo:
-    """alive / stopped / zombie / dead / unknown for the process a meta.json names."""
+def process_info(meta: dict[str, Any], folder: str | Path | None = None) -> ProcessInfo:
+    """alive / stopped / zombie / dead / unknown / remote for the process a meta.json names."""
     pid, ctime = _recorded(meta)
+    host = remote_host(meta)
+    if host is not None:
+        return ProcessInfo(REMOTE, pid, f"runs on host {host}")
     if pid is None:
-        return ProcessInfo(UNKNOWN, None, "no pid recorded")
+        raw = meta.get("pid")
+        why = "no pid recorded" if raw is None else f"meta.json pid {str(raw)[:40]!r} is not a valid pid"
+        return ProcessInfo(UNKNOWN, None, why)
     try:
         proc = psutil.Process(pid)
         status = proc.status()
@@ -73,7 +168,9 @@ def process_info(meta: dict[str, Any]) -> ProcessInfo:
         return ProcessInfo(DEAD, pid, "process has exited")
     except psutil.AccessDenied:
         return ProcessInfo(UNKNOWN, pid, "access denied")
-    if not _is_ours(proc, meta, ctime):
+    if not _is_ours(proc, meta, ctime, folder):
+        if ctime is None:
+            return ProcessInfo(DEAD, pid, f"pid {pid} is not provably this run's process")
         return ProcessInfo(DEAD, pid, "pid now belongs to another process")
     if status == psutil.STATUS_ZOMBIE:
         return ProcessInfo(ZOMBIE, pid, "exited, not yet reaped")
@@ -86,55 +183,113 @@ def is_running(info: ProcessInfo) -> bool:
     return info.state in (ALIVE, STOPPED)
 
 
-def verified_process(meta: dict[str, Any]) -> psutil.Process:
+def verified_process(meta: dict[str, Any], folder: str | Path | None = None) -> psutil.Process:
     """The live process meta.json names, or NotOurProcessError when it is not provably ours."""
+    host = remote_host(meta)
+    if host is not None:
+        raise NotOurProcessError(f"the run lives on host {host}; act on it there")
     pid, ctime = _recorded(meta)
     if pid is None:
-        raise NotOurProcessError("no pid recorded for this run")
+        raise NotOurProcessError("no valid pid recorded for this run")
     try:
         proc = psutil.Process(pid)
     except psutil.NoSuchProcess:
         raise NotOurProcessError(f"process {pid} has exited") from None
-    if not _is_ours(proc, meta, ctime):
+    if not _is_ours(proc, meta, ctime, folder):
+        if ctime is None:
+            raise NotOurProcessError(
+                f"pid {pid} is not provably this run's process (no create time recorded, and its "
+                "command line and working directory do not name the run's script); refusing to signal it"
+            )
         raise NotOurProcessError(f"pid {pid} now belongs to another process; refusing to signal it")
     return proc
 
 
-def send(meta: dict[str, Any], sig: int) -> None:
-    """Signal the run's process group if we launched it as a group leader, else the process alone."""
-    proc = verified_process(meta)
+def _gone(p: psutil.Process) -> bool:
+    try:
+        return p.status() == psutil.STATUS_ZOMBIE or not p.is_running()
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.AccessDenied:
+        return False
+
+
+def send(meta: dict[str, Any], sig: int, folder: str | Path | None = None) -> list[psutil.Process]:
+    """Signal the run's process, its process group (when we launched it as leader) and every descendant.
+
+    Descendants matter: torchrun starts each rank in a session of its own, so a group signal alone
+    leaves the ranks running (hung in a collective). The tree is taken before the first signal, and
+    psutil refuses to signal a process whose pid was reused meanwhile. Returns what was signalled, for
+    `wait_gone`.
+    """
+    proc = verified_process(meta, folder)
+    try:
+        tree = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        tree = [proc]
     pgid = meta.get("pgid")
     try:
         if isinstance(pgid, int) and pgid == proc.pid and os.getpgid(proc.pid) == pgid:
             os.killpg(pgid, sig)
-        else:
-            os.kill(proc.pid, sig)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         pass
+    for p in tree:
+        try:
+            p.send_signal(sig)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return tree
 
 
-def wait_gone(meta: dict[str, Any], timeout: float, children: dict[int, Any] | None = None) -> bool:
-    """Wait until the process has exited (reaping it if it is our child); True when gone."""
+def wait_gone(
+    meta: dict[str, Any],
+    timeout: float,
+    children: dict[int, Any] | None = None,
+    tree: Sequence[psutil.Process] = (),
+) -> bool:
+    """Wait until the process and the `tree` it had have exited (reaping our child); True when gone."""
     pid, _ = _recorded(meta)
-    if pid is None:
-        return True
     deadline = time.monotonic() + timeout
-    popen = (children or {}).get(pid)
+    popen = (children or {}).get(pid) if pid is not None else None
+    pending = [p for p in tree if p.pid != pid]
+    main_gone = pid is None
     while True:
-        if popen is not None:
-            if popen.poll() is not None:
-                return True
-        else:
-            try:
-                os.waitpid(pid, os.WNOHANG)  # reap if it happens to be our child
-            except ChildProcessError:
-                pass
-            info = process_info(meta)
-            if info.state in (DEAD, ZOMBIE):
-                return True
+        if not main_gone:
+            if popen is not None:
+                main_gone = popen.poll() is not None
+            else:
+                try:
+                    os.waitpid(pid, os.WNOHANG)  # reap if it happens to be our child
+                except ChildProcessError:
+                    pass
+                main_gone = process_info(meta).state in (DEAD, ZOMBIE, UNKNOWN)
+        pending = [p for p in pending if not _gone(p)]
+        if main_gone and not pending:
+            return True
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.02)
+
+
+def find_run_processes(folder: str | Path) -> list[psutil.Process]:
+    """Live processes on this host that run the run folder's train.py (whatever meta.json says).
+
+    The last line of defence before a launch: a meta.json that is corrupt, lost its pid or names the
+    wrong one must not let a second copy of a live run start.
+    """
+    script = os.path.realpath(Path(folder) / fmt.SCRIPT_FILE)
+    found = []
+    for p in psutil.process_iter(["cmdline", "cwd", "status"]):
+        info = p.info
+        if info.get("status") == psutil.STATUS_ZOMBIE or p.pid == os.getpid():
+            continue
+        cmdline = info.get("cmdline") or []
+        cwd = info.get("cwd") or "/"
+        for arg in cmdline[1:]:
+            if arg.endswith(fmt.SCRIPT_FILE) and os.path.realpath(os.path.join(cwd, arg)) == script:
+                found.append(p)
+                break
+    return found
 
 
 def group_alive(pgid: int) -> bool:
@@ -185,11 +340,6 @@ def spawn_logged(
     return child, ctime
 
 
-SECRET_PREFIXES = ("TWINKLE_LLM_",)
-"""The assistant's own LLM settings: the key and everything beside it stay in the assistant."""
-SECRET_NAME_RE = re.compile(r"(?:^|_)(?:API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.IGNORECASE)
-"""Names that carry credentials by convention (OPENAI_API_KEY, HF_TOKEN, AWS_SECRET...)."""
-
 _secret_values: set[str] = set()
 _secret_lock = threading.Lock()
 
@@ -208,8 +358,7 @@ def register_secret(value: str | None) -> None:
 
 def is_secret(name: str, value: str | None = None) -> bool:
     """True for a variable that must not reach a process we start."""
-    upper = name.upper()
-    if upper.startswith(SECRET_PREFIXES) or SECRET_NAME_RE.search(upper):
+    if name_is_secret(name):
         return True
     if value is not None:
         with _secret_lock:

@@ -77,6 +77,24 @@ class RunStatus:
     archived_versions: tuple[int, ...]
     error: str | None
     last_metrics: dict[str, Any] | None
+    host: str | None = None
+    """The host meta.json names (None for runs that recorded none)."""
+    remote: bool = False
+    """True when that host is not this one: the run is judged on its files and never signalled from here."""
+    launcher: str | None = None
+
+    @property
+    def last_metric_age(self) -> float | None:
+        """Seconds since the last metric line was written (by its own `ts`), or None."""
+        ts = (self.last_metrics or {}).get("ts")
+        if isinstance(ts, (int, float)) and not isinstance(ts, bool) and ts == ts and abs(ts) != float("inf"):
+            return max(0.0, fmt.now() - float(ts))
+        return None
+
+    @property
+    def process_label(self) -> str:
+        """What a person reads in the process column: `remote (host)` for a run on another machine."""
+        return f"remote ({self.host})" if self.remote else self.process
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +112,10 @@ class RunStatus:
             "archived_versions": list(self.archived_versions),
             "error": self.error,
             "last_metrics": self.last_metrics,
+            "host": self.host,
+            "remote": self.remote,
+            "launcher": self.launcher,
+            "last_metric_age": self.last_metric_age,
         }
 
 
@@ -116,6 +138,13 @@ def _int_or_none(value: Any) -> int | None:
         return value
     if isinstance(value, float) and value == value and abs(value) != float("inf"):
         return int(value)
+    return None
+
+
+def _launcher(meta: dict[str, Any]) -> str | None:
+    launch = meta.get("launch")
+    if isinstance(launch, dict) and isinstance(launch.get("launcher"), str):
+        return launch["launcher"]
     return None
 
 
@@ -194,7 +223,11 @@ class RunStore:
             meta = self.read_meta(run_id)
         except CorruptMetaError as exc:
             meta, error = {}, str(exc)
-        info = proc.process_info(meta)
+        info = proc.process_info(meta, folder)
+        if info.state == proc.UNKNOWN and isinstance(meta.get("ray_job"), dict):
+            from twinkle_auto.connection import ray_jobs
+
+            info = ray_jobs.process_info(meta)
         stored = str(meta.get("status") or ("corrupt" if error else "unknown"))
         progress = meta.get("progress") if isinstance(meta.get("progress"), dict) else {}
         last = self.last_metrics(run_id, 1)
@@ -217,6 +250,9 @@ class RunStore:
             archived_versions=tuple(fmt.archived_versions(folder)),
             error=error or (meta.get("error") if isinstance(meta.get("error"), str) else None),
             last_metrics=last[-1] if last else None,
+            host=meta.get("host") if isinstance(meta.get("host"), str) else None,
+            remote=info.state == proc.REMOTE,
+            launcher=_launcher(meta),
         )
 
     # ------------------------------------------------------------------------------------ metrics, log

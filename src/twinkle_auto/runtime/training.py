@@ -40,6 +40,13 @@ from pathlib import Path
 from typing import Any
 
 from twinkle_auto.runtime import format as fmt
+from twinkle_auto.runtime.launch_info import (
+    ENV_LAUNCHED,
+    hand_launch_spec,
+    hostname,
+    launcher_pid,
+    read_ranks,
+)
 from twinkle_auto.runtime.tail import last_step
 
 PROGRESS_INTERVAL_S = 5.0
@@ -164,6 +171,28 @@ class TrainingRuntime:
         self._shutdown_lock = threading.Lock()
         self._orig_streams: tuple[Any, Any] | None = None
         self._orig_excepthook: Any = None
+        self.ranks = read_ranks()
+        """RANK/LOCAL_RANK/WORLD_SIZE of this process; only global rank 0 writes the run folder."""
+        if not self.ranks.is_main:
+            # Every rank runs the same script; one metrics stream and one meta.json writer per job.
+            # The other ranks accept every call and only keep what stop handling needs.
+            self.log_metrics = self._follower_log_metrics  # type: ignore[method-assign]
+            self.log = self._follower_log  # type: ignore[method-assign]
+
+    @property
+    def is_main(self) -> bool:
+        """True on global rank 0 (and in any single-process run): the process that reports."""
+        return self.ranks.is_main
+
+    def _follower_log_metrics(self, **metrics: Any) -> None:
+        step = metrics.get("step")
+        if type(step) is int or (type(step) is float and math.isfinite(step)):
+            self._last_step = int(step)
+        if self._stop_requested and self._deferred_shutdown is not None:
+            self._deferred_shutdown()
+
+    def _follower_log(self, message: str) -> None:
+        return None
 
     # ----------------------------------------------------------------------------------------- lifecycle
     def start(
@@ -178,6 +207,9 @@ class TrainingRuntime:
         train_v{N}.py), so that resume and auto-fix can relaunch it; a script already running from the
         run folder is left as it is.
         """
+        if not self.ranks.is_main:
+            self._start_follower()
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         config = dict(config or {})
         fields: dict[str, Any] = {
@@ -185,9 +217,11 @@ class TrainingRuntime:
             "model_id": model_id,
             "config": config,
             "status": fmt.RUNNING,
-            "pid": os.getpid(),
-            "pid_create_time": fmt.process_create_time(os.getpid()),
         }
+        if self.ranks.distributed:
+            fields["ranks"] = {"world_size": self.ranks.world_size}
+        if not os.environ.get(ENV_LAUNCHED):
+            fields.update(self._hand_launch_fields(script_path))
         stored = self._store_script(script_path) if script_path is not None else None
         if stored is not None:
             fields["script_path"] = str(stored)
@@ -216,6 +250,32 @@ class TrainingRuntime:
         self._started = True
         self._finished = False
         self.log("Training started")
+
+    def _start_follower(self) -> None:
+        """A rank other than 0: no files written, but resume info and stop handling work as on rank 0."""
+        self._last_step = last_step(self.run_dir / fmt.METRICS_FILE)
+        self._started = True
+        self._finished = False
+
+    def _hand_launch_fields(self, script_path: str | Path | None) -> dict[str, Any]:
+        """pid, host and launch spec of a job started by hand (the assistant records its own launches).
+
+        In a distributed job the pid recorded is the local launcher's (torchrun, accelerate), so that
+        pause and stop reach every rank through it, not rank 0 alone.
+        """
+        pid = launcher_pid(self.ranks)
+        fields: dict[str, Any] = {
+            "pid": pid,
+            "pid_create_time": fmt.process_create_time(pid),
+            "host": hostname(),
+            "launch": hand_launch_spec(str(script_path) if script_path is not None else None, self.ranks),
+        }
+        try:
+            if os.getpgid(pid) == pid:
+                fields["pgid"] = pid
+        except OSError:
+            pass
+        return fields
 
     def _store_script(self, script_path: str | Path) -> Path | None:
         src = Path(script_path).resolve()
@@ -284,6 +344,9 @@ class TrainingRuntime:
         if self._finished:
             return
         self._finished = True
+        if not self.ranks.is_main:
+            self._started = False
+            return
         fields: dict[str, Any] = {"status": status, "end_time": fmt.now()}
         progress = self._progress_fields()
         if progress:
@@ -483,6 +546,11 @@ class TrainingRuntime:
         `checkpoint` names a checkpoint the caller already wrote (deferred mode).
         """
         model, dataloader, checkpoint_name, on_shutdown = self._shutdown_args
+        if not self.ranks.is_main:
+            # Rank 0 saves and records the stop; the others end at the same step boundary, cleanly.
+            self._deferred_shutdown = None
+            self.finish(status=fmt.STOPPED)
+            sys.exit(0)
         with self._shutdown_lock:
             self._deferred_shutdown = None
             record: dict[str, Any] = {"time": fmt.now(), "signal": "SIGTERM", "step": self._last_step}
