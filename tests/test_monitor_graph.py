@@ -203,7 +203,7 @@ def test_malformed_patches_never_change_train_py(home: Path, controller, case: s
     assert out["decision"] == "FIX" and out["fixed"] is False
     assert (folder / "train.py").read_text() == BUGGY_TINY
     assert not (folder / "train_v1.py").exists()
-    assert "rejected, train.py unchanged" in out["message"]
+    assert "train.py unchanged" in out["message"]
     assert json.loads((folder / "auto_state.json").read_text())["fix_attempts"] == 1
 
 
@@ -228,24 +228,38 @@ def test_three_attempts_then_the_limit_even_after_a_restart(home: Path, controll
     assert again["message"] is None  # told once
 
 
+ALT_PATCH = GOOD_PATCH.replace(f"b - {BUG}", f"b - float({BUG})")
+
+
 @pytest.mark.slow
 def test_ask_policy_interrupts_with_the_diff_and_respects_the_answer(home: Path, controller) -> None:
     folder = _crashed_run(home, controller, "asked")
     connection = Connection(controller.store, controller)
-    llm = ScriptedChatModel(responses=[FIX_VERDICT, GOOD_PATCH, GOOD_PATCH])
+    llm = ScriptedChatModel(responses=[FIX_VERDICT, GOOD_PATCH, GOOD_PATCH, ALT_PATCH])
     graph = compile_monitor_graph(llm, connection, policy="ask", checkpointer=InMemorySaver())
     config = monitor_thread("asked")
     out = graph.invoke({"run_id": "asked"}, config)
     question = out["__interrupt__"][0].value
-    assert question["kind"] == "fix_approval" and "REPLACE" in question["patch"]
+    assert question["kind"] == "fix_approval" and f'+        err = sum' in question["patch"]
+    assert question["source"] == "llm" and question["warnings"] == [] and question["unsafe"] is False
     assert (folder / "train.py").read_text() == BUGGY_TINY  # nothing happens before the answer
     out = graph.invoke(Command(resume=False), config)
-    assert out["fixed"] is False and "declined" in out["message"]
+    assert out["fixed"] is False and "declined" in out["message"] and out["fix_attempts"] == 0
     assert (folder / "train.py").read_text() == BUGGY_TINY
+    # the declined patch is not offered again: the model is told so and sends another one
     out = graph.invoke({"run_id": "asked"}, config)
-    assert out["__interrupt__"]
-    out = graph.invoke(Command(resume=True), config)
-    assert out["fixed"] is True and (folder / "train_v1.py").exists()
+    second = out["__interrupt__"][0].value
+    assert "float(" in second["patch"] and len(llm.calls) == 4
+    assert "declined this patch" in llm.calls[-1][-1].content
+    # no answer (no terminal): nothing applied or counted; the next check offers it again without the LLM
+    out = graph.invoke(Command(resume={"approved": None}), config)
+    assert out["fix_status"] == "unanswered" and out["fix_attempts"] == 0
+    fresh = compile_monitor_graph(llm, connection, policy="ask", checkpointer=InMemorySaver())
+    out = fresh.invoke({"run_id": "asked"}, config)
+    assert out["__interrupt__"][0].value["patch"] == second["patch"] and len(llm.calls) == 4
+    out = fresh.invoke(Command(resume=True), config)
+    assert out["fixed"] is True and out["fix_attempts"] == 1 and (folder / "train_v1.py").exists()
+    assert "float(" in (folder / "train.py").read_text()
 
 
 def test_policy_off_and_no_llm_tell_instead_of_fixing(home: Path) -> None:

@@ -14,7 +14,8 @@ def check_once(
 ) -> dict[str, Any]:
     """Run one tick of the monitor graph on a run and return its result as plain data.
 
-    With policy `ask`, `ask(question_payload) -> bool` answers the fix approval (no answer means no).
+    With policy `ask`, `ask(question_payload) -> bool | None` answers the fix approval; None (or no
+    `ask`) means unanswered: nothing is applied or counted, and the patch is offered again next time.
     """
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.types import Command
@@ -31,8 +32,9 @@ def check_once(
     state = graph.invoke({"run_id": run_id}, config)
     while state.get("__interrupt__"):
         payload = state["__interrupt__"][0].value
-        approved = bool(ask(payload)) if ask is not None else False
-        state = graph.invoke(Command(resume=approved), config)
+        answer = ask(payload) if ask is not None else None
+        approved = None if answer is None else bool(answer)
+        state = graph.invoke(Command(resume={"approved": approved}), config)
     return {
         "run_id": run_id,
         "decision": state.get("decision", "LGTM"),
@@ -42,17 +44,25 @@ def check_once(
         "fixed": bool(state.get("fixed")),
         "archived_as": state.get("archived_as"),
         "fix_attempts": state.get("fix_attempts", 0),
-        "message": state.get("message"),
+        "message": "\n".join(m for m in (state.get("verify_message"), state.get("message")) if m) or None,
         "relaunch": state.get("relaunch"),
+        "fix_status": state.get("fix_status"),
+        "fix": state.get("fix"),
+        "prompt_tokens": state.get("prompt_tokens") or [],
     }
 
 
-def _ask_on_terminal(payload: dict[str, Any]) -> bool:
+def _ask_on_terminal(payload: dict[str, Any]) -> bool | None:
     if not sys.stdin.isatty():
         print("fix needs approval but stdin is not a terminal: not applied", file=sys.stderr)
-        return False
-    print(payload.get("diagnosis", ""))
-    print(payload.get("patch", ""))
+        return None
+    from twinkle_auto.connection.text import printable
+
+    print(printable(str(payload.get("diagnosis", ""))))
+    print(printable(f"{payload.get('summary', '')} ({payload.get('source', '')})"))
+    if payload.get("warning"):
+        print(printable(str(payload["warning"])))
+    print(printable(str(payload.get("patch", ""))))
     return input(f"{payload.get('question', 'Apply?')} [y/N] ").strip().lower() in ("y", "yes")
 
 
@@ -70,14 +80,21 @@ def run_check(args: argparse.Namespace) -> int:
         emit_json(result)
     else:
         from rich.console import Console
+        from rich.markup import escape
+
+        from twinkle_auto.connection.text import printable
+
+        def safe(text: Any) -> str:  # log and LLM text: no terminal escapes, no rich markup
+            return escape(printable(str(text)))
 
         console = Console()
         style = {"LGTM": "green", "WARNING": "yellow", "FIX": "bold red"}[result["decision"]]
         console.print(
-            f"[{style}]{result['decision']}[/] {args.run}: {result['diagnosis']}  ({result['verdict_source']})"
+            f"[{style}]{result['decision']}[/] {args.run}: {safe(result['diagnosis'])}  "
+            f"({safe(result['verdict_source'])})"
         )
         for f in result["findings"]:
-            console.print(f"  - [{f.get('severity')}] {f.get('kind')}: {f.get('message')}")
+            console.print(f"  - \\[{f.get('severity')}] {f.get('kind')}: {safe(f.get('message'))}")
         if result["message"]:
-            console.print(result["message"])
+            console.print(printable(result["message"]), markup=False, highlight=False)
     return EXIT_CODES.get(result["decision"], 1)

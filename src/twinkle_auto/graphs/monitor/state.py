@@ -1,6 +1,7 @@
 """The monitor graph's state: plain data only, so checkpoints survive renames of our classes.
 
-Large text stays out: metric rows and train.py are read when needed, never stored per tick.
+Large text stays out: metric rows and train.py are read when needed, never stored per tick (the pending
+fix's script lives in the run folder's auto_state.json, where a restarted assistant finds it).
 """
 
 from __future__ import annotations
@@ -26,14 +27,26 @@ class MonitorState(TypedDict, total=False):
     """What the last verdict judged; the LLM is asked again only when this changes."""
     llm_calls: int
     fix_attempts: int
-    """Counts every patch attempt, rejected ones too; persisted in the run folder."""
+    """Patches relaunched or refused by the guards; persisted in the run folder."""
+    fix_status: str | None
+    """How this tick's fix sequence went: claimed, busy, stale, limit, corrupt, proposed, refused, ..."""
+    fix: dict[str, Any] | None
+    """The patch on offer: attempt, summary, source, hash, warnings, unsafe."""
+    fix_rounds: int
+    prompt_tokens: list[int]
+    """Estimated prompt tokens of each LLM round of this tick's attempt."""
     patch: str | None
+    """The unified diff of the patch on offer (what a person approves)."""
     archived_as: str | None
     relaunch: dict[str, Any] | None
+    state_corrupt: str | None
+    """Set when auto_state.json was corrupt: the run is treated as at the fix limit."""
     told: list[str]
     """Finding kinds already told to the person; told again only after something changes."""
     message: str | None
     """What this tick has to tell (`[Monitor] WARNING …`), or None."""
+    verify_message: str | None
+    """What `verify` found about the last relaunched fix (worked, failed, worse and rolled back)."""
     fixed: bool
     done: bool
     """The run finished: watching it ends."""

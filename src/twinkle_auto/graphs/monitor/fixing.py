@@ -1,0 +1,336 @@
+"""One fix attempt: find a patch that applies, compiles, passes the guards and differs from what failed.
+
+Candidates come cheapest and surest first: a fix that already worked for the same error signature in
+another run (the fix ledger), then a deterministic known fix, then the LLM. The LLM is asked for a
+structured edit plan against a focused, numbered excerpt (never the whole script), and every answer it
+gives is checked; when one cannot be used, the model is told exactly why (the parser's or the guard's
+words, the lines that did not match) and asked again, up to `rounds` times. Nothing here touches the run
+folder: the graph's nodes write, relaunch and count.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import difflib
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from twinkle_auto.graphs.monitor import prompts
+from twinkle_auto.monitor import guards
+from twinkle_auto.monitor.edits import apply_answer, edit_plan_schema
+from twinkle_auto.monitor.fix_context import build_fix_context, estimate_tokens
+from twinkle_auto.monitor.ledger import LedgerEntry
+from twinkle_auto.monitor.patching import PatchError, apply_patch, unified_diff
+
+log = logging.getLogger("twinkle_auto.monitor")
+
+ROUNDS_PER_ATTEMPT = 3
+"""Answers the model may give within one attempt, each after being told why the last could not be used."""
+CONTEXT_TOKENS = 1700
+"""Budget of the focused excerpt; system prompt, history and feedback bring an attempt to <= ~2,500."""
+HISTORY_ATTEMPTS = 2
+HISTORY_DIFF_CHARS = 700
+FEEDBACK_ANSWER_CHARS = 500
+_BUILTIN_NAMES = frozenset(dir(builtins)) | {"__file__", "__name__", "__doc__", "__spec__", "__builtins__"}
+
+
+def script_hash(text: str) -> str:
+    """Identity of a candidate script: the same patch on the same file gives the same hash."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------- review
+@dataclass
+class Review:
+    """What the guards said about a patch: `unsafe` = new capabilities; any message = refusal."""
+
+    ok: bool
+    unsafe: bool
+    messages: list[str]
+    failing_lines: list[int] = field(default_factory=list)
+
+
+def review(old: str, new: str, *, run_dir: str | Path, failing_lines: list[int]) -> Review:
+    """The guards' verdict on one patch (capabilities, gaming, honesty), as plain data."""
+    review_patch = getattr(guards, "review_patch", None)
+    if review_patch is not None:
+        result = review_patch(old, new, run_dir=run_dir, failing_lines=failing_lines)
+        return Review(bool(result.ok), bool(result.unsafe), list(result.messages()), list(failing_lines))
+    messages = guards.check_patch(old, new)
+    return Review(not messages, False, list(messages), list(failing_lines))
+
+
+def _changed_lines(old: str, new: str) -> list[int]:
+    """1-based numbers of the lines of `new` that the patch replaced or inserted."""
+    matcher = difflib.SequenceMatcher(a=old.splitlines(), b=new.splitlines(), autojunk=False)
+    changed: list[int] = []
+    for tag, _, _, j1, j2 in matcher.get_opcodes():
+        if tag in ("replace", "insert"):
+            changed.extend(range(j1 + 1, j2 + 1))
+    return changed
+
+
+def _defined_names(tree: ast.AST) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                if alias.name == "*":
+                    names.add("*")
+                names.add((alias.asname or alias.name).split(".")[0])
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            names.add(node.name)
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            names.update(node.names)
+        elif isinstance(node, ast.MatchAs | ast.MatchStar) and node.name:
+            names.add(node.name)
+    return names
+
+
+def static_problems(old: str, new: str) -> list[str]:
+    """Before anything runs: the patched script compiles, and the names its edited lines read exist.
+
+    A name is "defined" when the script binds it anywhere or it is a builtin; that is what can be checked
+    without running the script, and it catches the commonest broken fix (a helper or import the model
+    assumed).
+    """
+    try:
+        tree = ast.parse(new)
+        compile(tree, "train.py", "exec")
+    except SyntaxError as exc:
+        where = f" at line {exc.lineno}" if exc.lineno else ""
+        return [f"the patched script does not compile: {exc.msg}{where}"]
+    defined = _defined_names(tree)
+    if "*" in defined:
+        return []
+    changed = set(_changed_lines(old, new))
+    missing: dict[str, int] = {}
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.lineno in changed):
+            continue
+        if node.id not in defined and node.id not in _BUILTIN_NAMES:
+            missing.setdefault(node.id, node.lineno)
+    return [
+        f"line {line} uses {name!r}, which is not defined anywhere in the script (define or import it)"
+        for name, line in sorted(missing.items(), key=lambda kv: kv[1])
+    ]
+
+
+# ------------------------------------------------------------------------------------------ candidates
+@dataclass
+class Candidate:
+    new_script: str
+    summary: str
+    source: str
+    """`llm`, `known fix: <name>`, or `the fix that worked for this error in run <id>`."""
+    diff: str
+    review: Review
+
+    @property
+    def hash(self) -> str:
+        return script_hash(self.new_script)
+
+
+@dataclass
+class Proposal:
+    """How one attempt to find a patch ended.
+
+    outcome: `ok` (a clean candidate), `refused` (the last answer failed a guard; the candidate is kept
+    so that `ask` can show it with the warning), `unusable` (no answer applied and compiled), `repeat`
+    (the model only re-sent patches that already failed or were declined), `unreachable` (the LLM did
+    not answer), `no_llm` (no deterministic fix and no LLM to ask).
+    """
+
+    outcome: str
+    candidate: Candidate | None = None
+    reason: str = ""
+    rounds: int = 0
+    llm_calls: int = 0
+    prompt_tokens: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """Deterministic candidates that were tried and why they were not used."""
+
+
+@dataclass
+class AttemptInput:
+    """Everything one attempt looks at; plain data, read by the node from the run folder."""
+
+    run_id: str
+    run_dir: Path
+    script: str
+    traceback: str
+    diagnosis: str
+    policy: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """Earlier attempts of this run: {attempt, diff, outcome, error}."""
+    rejected: dict[str, str] = field(default_factory=dict)
+    """hash of a candidate script -> why it must not be offered again (failed, declined)."""
+    ledger_fixes: list[LedgerEntry] = field(default_factory=list)
+    known_fix: Any = None
+    """A `monitor.known_fixes.KnownFix` (or None): name, summary, new_script."""
+
+
+def check_candidate(
+    inp: AttemptInput, new_script: str, summary: str, source: str, failing_lines: list[int]
+) -> tuple[Candidate | None, str, str]:
+    """(candidate, why-not, kind); kind is "" (usable), `refused` (a guard said no: the candidate is
+    returned with it), `repeat` (failed or declined before) or `unusable`."""
+    if new_script == inp.script:
+        return None, "the patch changes nothing in train.py", "unusable"
+    why_rejected = inp.rejected.get(script_hash(new_script))
+    if why_rejected:
+        return None, why_rejected, "repeat"
+    problems = static_problems(inp.script, new_script)
+    if problems:
+        return None, "; ".join(problems[:3]), "unusable"
+    verdict = review(inp.script, new_script, run_dir=inp.run_dir, failing_lines=failing_lines)
+    candidate = Candidate(new_script, summary, source, unified_diff(inp.script, new_script), verdict)
+    if not verdict.ok:
+        return candidate, "refused by the guards: " + "; ".join(verdict.messages[:3]), "refused"
+    return candidate, "", ""
+
+
+def _deterministic(inp: AttemptInput, failing_lines: list[int], notes: list[str]) -> Candidate | None:
+    for entry in inp.ledger_fixes:
+        try:
+            new = apply_patch(inp.script, entry.diff)
+        except PatchError as exc:
+            notes.append(f"the fix from run {entry.run_id} does not apply here: {exc}")
+            continue
+        source = f"the fix that worked for this error in run {entry.run_id}"
+        candidate, why, kind = check_candidate(inp, new, entry.summary, source, failing_lines)
+        if candidate is not None and not kind:
+            return candidate
+        notes.append(f"the fix from run {entry.run_id} was not used: {why}")
+    known = inp.known_fix
+    if known is not None:
+        source = f"known fix: {known.name}"
+        candidate, why, kind = check_candidate(inp, known.new_script, known.summary, source, failing_lines)
+        if candidate is not None and not kind:
+            return candidate
+        notes.append(f"{source} was not used: {why}")
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ LLM
+def _history_text(history: list[dict[str, Any]], nonce: str) -> str:
+    shown = [h for h in history if h.get("diff")][-HISTORY_ATTEMPTS:]
+    if not shown:
+        return ""
+    parts = [prompts.HISTORY_HEAD]
+    for h in shown:
+        diff = str(h.get("diff") or "")[:HISTORY_DIFF_CHARS]
+        error = str(h.get("error") or h.get("outcome") or "")[:200]
+        parts.append(
+            f"Attempt {h.get('attempt')}: {h.get('outcome')} — {error}\n"
+            + prompts.untrusted(diff, f"patch of attempt {h.get('attempt')}", nonce)
+            + "\n"
+        )
+    return "".join(parts)
+
+
+def build_messages(inp: AttemptInput, context_text: str, nonce: str, feedback: str = "") -> list[Any]:
+    """The prompt of one round: rules, the untrusted blocks, earlier attempts, and why the last failed."""
+    user = prompts.PATCH_USER.format(
+        run_id=inp.run_id,
+        diagnosis=prompts.untrusted(
+            inp.diagnosis or "(none)", "monitor diagnosis, written from the log", nonce
+        ),
+        excerpt=prompts.untrusted(context_text, "error and numbered train.py excerpt", nonce),
+        history=_history_text(inp.history, nonce),
+        feedback=feedback,
+    )
+    return [
+        SystemMessage(prompts.PATCH_SYSTEM.format(data_rule=prompts.data_rule(nonce))),
+        HumanMessage(user),
+    ]
+
+
+def ask_plan(llm: BaseChatModel, messages: list[Any]) -> dict[str, Any] | str:
+    """One call for an edit plan: structured output (json_schema) where the model supports it, else the
+    answer's text, which `apply_answer` also reads (JSON, SEARCH/REPLACE or a unified diff).
+
+    Exceptions of the call itself (unreachable, timeout) propagate: they are not the model's answer.
+    """
+    schema = {"title": "EditPlan", "description": "a minimal fix as line edits", **edit_plan_schema()}
+    try:
+        structured = llm.with_structured_output(schema, method="json_schema", include_raw=True)
+    except (NotImplementedError, ValueError, TypeError, AttributeError):
+        return str(llm.invoke(messages).content)
+    result = structured.invoke(messages)
+    parsed = result.get("parsed") if isinstance(result, dict) else result
+    if isinstance(parsed, dict) and parsed:
+        return parsed
+    raw = result.get("raw") if isinstance(result, dict) else None
+    return str(getattr(raw, "content", "") or "")
+
+
+def _quote_answer(answer: dict[str, Any] | str) -> str:
+    import json
+
+    text = answer if isinstance(answer, str) else json.dumps(answer)
+    return text[:FEEDBACK_ANSWER_CHARS] + (" ..." if len(text) > FEEDBACK_ANSWER_CHARS else "")
+
+
+def propose(llm: BaseChatModel | None, inp: AttemptInput, *, rounds: int = ROUNDS_PER_ATTEMPT) -> Proposal:
+    """Find the patch of one attempt (see the module docstring); never raises for the model's answers."""
+    context = build_fix_context(inp.script, inp.traceback, script_path="train.py", max_tokens=CONTEXT_TOKENS)
+    failing = list(context.failing_lines)
+    notes: list[str] = []
+    found = _deterministic(inp, failing, notes)
+    if found is not None:
+        return Proposal("ok", found, notes=notes)
+    if llm is None:
+        return Proposal("no_llm", reason="no LLM is available to write a patch", notes=notes)
+    nonce = prompts.new_nonce()
+    proposal = Proposal("unusable", notes=notes)
+    feedback = ""
+    kinds: list[str] = []
+    last_refused: Candidate | None = None
+    for _ in range(rounds):
+        messages = build_messages(inp, context.text, nonce, feedback)
+        proposal.prompt_tokens.append(sum(estimate_tokens(str(m.content)) for m in messages))
+        try:
+            answer = ask_plan(llm, messages)
+        except Exception as exc:  # unreachable, timeout, server error: not the model's answer
+            proposal.outcome = "unreachable"
+            proposal.reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+            return proposal
+        proposal.llm_calls += 1
+        proposal.rounds += 1
+        try:
+            new_script, summary = apply_answer(inp.script, answer)
+        except PatchError as exc:
+            candidate, why, kind = None, str(exc), "unusable"
+        else:
+            candidate, why, kind = check_candidate(inp, new_script, summary, "llm", failing)
+        if not kind and candidate is not None:
+            proposal.outcome, proposal.candidate, proposal.reason = "ok", candidate, ""
+            return proposal
+        kinds.append(kind)
+        if kind == "refused":
+            last_refused = candidate
+        proposal.reason = why
+        feedback = prompts.FEEDBACK.format(
+            why=why, answer=prompts.untrusted(_quote_answer(answer), "your previous answer", nonce)
+        )
+        log.info("fix round %d for %s not usable: %s", proposal.rounds, inp.run_id, why)
+    if kinds and all(kind == "repeat" for kind in kinds):
+        proposal.outcome = "repeat"
+    elif last_refused is not None:
+        proposal.outcome, proposal.candidate = "refused", last_refused
+        proposal.reason = "refused by the guards: " + "; ".join(last_refused.review.messages[:3])
+    return proposal
