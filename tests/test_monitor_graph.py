@@ -240,7 +240,7 @@ def test_ask_policy_interrupts_with_the_diff_and_respects_the_answer(home: Path,
     config = monitor_thread("asked")
     out = graph.invoke({"run_id": "asked"}, config)
     question = out["__interrupt__"][0].value
-    assert question["kind"] == "fix_approval" and f'+        err = sum' in question["patch"]
+    assert question["kind"] == "fix_approval" and "+        err = sum" in question["patch"]
     assert question["source"] == "llm" and question["warnings"] == [] and question["unsafe"] is False
     assert (folder / "train.py").read_text() == BUGGY_TINY  # nothing happens before the answer
     out = graph.invoke(Command(resume=False), config)
