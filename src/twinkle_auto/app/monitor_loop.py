@@ -129,7 +129,8 @@ class MonitorLoop:
         state = await asyncio.to_thread(self.graph.invoke, {"run_id": run_id}, config)
         while state.get("__interrupt__"):
             payload = state["__interrupt__"][0].value
-            answer = await self.ask(run_id, payload) if self.ask is not None else False
+            # No one to ask is "unanswered", not "declined": nothing is counted and the patch is offered again.
+            answer = await self.ask(run_id, payload) if self.ask is not None else {"approved": None}
             state = await asyncio.to_thread(self.graph.invoke, Command(resume=answer), config)
         self.ticks += 1
         # Continuity between ticks lives in the run folder; drop the thread so memory stays flat.
