@@ -1,4 +1,5 @@
-"""The chat graph with a fake tool-calling model: round cap, trimming, approvals, persistence, pruning."""
+"""The chat graph with a fake tool-calling model: round cap, trimming, approvals (approve, reject, edit,
+unsafe scripts), session state through Command(update=…), repair of dangling calls, persistence, pruning."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 from fakes import ScriptedChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
@@ -14,10 +16,9 @@ from langgraph.types import Command
 
 from twinkle_auto.app.sessions import KEEP_CHECKPOINTS, open_checkpointer, prune, thread_id
 from twinkle_auto.connection import Connection
-from twinkle_auto.graphs.chat.graph import DECLINED, build_chat_graph, compile_chat_graph, window
+from twinkle_auto.graphs.chat.graph import CANCELLED, DECLINED, build_chat_graph, compile_chat_graph, window
+from twinkle_auto.tools import get_tools
 from twinkle_auto.tools.base import ToolContext
-from twinkle_auto.tools.charts import make_chart_tools
-from twinkle_auto.tools.runs import make_run_tools
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "chat_graph.mmd"
 
@@ -38,7 +39,7 @@ def _seed(home: Path, run_id: str, status: str = "finished") -> None:
 
 def _tools(home: Path) -> tuple[ToolContext, list]:
     ctx = ToolContext(Connection.open(home))
-    return ctx, make_run_tools(ctx) + make_chart_tools(ctx)
+    return ctx, get_tools(ctx, search=False)
 
 
 def config(name: str = "t") -> dict:
@@ -62,7 +63,7 @@ def test_a_tool_round_trip_answers_with_real_data(home: Path) -> None:
     tool_msg = next(m for m in out["messages"] if isinstance(m, ToolMessage))
     assert '"run_id":"alpha"' in tool_msg.content
     assert out["messages"][-1].content == "You have one run: alpha."
-    assert {t.name for t in llm.bound_tools} >= {"list_training_runs", "pause_training", "zoom_metrics"}
+    assert {t.name for t in llm.bound_tools} >= {"list_training_runs", "pause_training", "zoom_chart"}
 
 
 def test_tool_rounds_are_capped_then_the_agent_answers_without_tools(home: Path) -> None:
@@ -81,6 +82,7 @@ def test_tool_rounds_are_capped_then_the_agent_answers_without_tools(home: Path)
     llm.responses = [call("list_training_runs", i=99), "done"]
     out = graph.invoke({"messages": [HumanMessage("once more")]}, config())
     assert out["messages"][-1].content == "done" and out["tool_rounds"] == 1
+    assert len([m for m in out["messages"] if isinstance(m, ToolMessage)]) == 11
 
 
 def test_window_never_separates_a_tool_call_from_its_result() -> None:
@@ -124,8 +126,9 @@ def test_approval_interrupt_then_refusal_goes_back_to_the_model(home: Path) -> N
     out = graph.invoke({"messages": [HumanMessage("change the script")]}, config())
     question = out["__interrupt__"][0].value
     assert question["kind"] == "tool_approval"
-    text = question["calls"][0]["text"]
-    assert "-print('v1')" in text and "+print('v2')" in text  # the diff is shown
+    ask = question["calls"][0]
+    assert "-print('v1')" in ask["diff"] and "+print('v2')" in ask["diff"]  # the diff is shown
+    assert ask["script"] == new_script and ask["editable"] == "script"
     assert (home / "alpha" / "train.py").read_text() == "print('v1')\n"  # nothing ran yet
     out = graph.invoke(Command(resume=False), config())
     refusal = next(m for m in out["messages"] if isinstance(m, ToolMessage))
@@ -178,7 +181,7 @@ def test_tool_errors_and_bad_arguments_reach_the_model_and_the_loop_goes_on(home
     llm = ScriptedChatModel(
         responses=[
             call("pause_training", {"run_id": "../etc"}),
-            call("select_metrics", {"keys": "not-a-list"}),
+            call("zoom_chart", {"start_step": "soon"}),
             call("no_such_tool"),
             bad_json,
             "I could not do it.",
@@ -188,7 +191,7 @@ def test_tool_errors_and_bad_arguments_reach_the_model_and_the_loop_goes_on(home
     out = graph.invoke({"messages": [HumanMessage("pause")]}, config())
     errors = [m.content for m in out["messages"] if isinstance(m, ToolMessage)]
     assert "invalid run id" in errors[0]
-    assert "keys" in errors[1]
+    assert "start_step" in errors[1] and "integer" in errors[1]
     assert "no_such_tool" in errors[2]
     assert "not valid JSON" in errors[3]
     assert out["messages"][-1].content == "I could not do it."
@@ -231,8 +234,174 @@ def test_pruning_keeps_the_file_bounded_and_the_history_whole(home: Path) -> Non
 
 
 @pytest.mark.parametrize("bad", [[], ["a", "b", "c", "d", "e"]])
-def test_select_metrics_validates(home: Path, bad: list) -> None:
+def test_plot_metrics_validates(home: Path, bad: list) -> None:
     ctx, tools = _tools(home)
-    tool = next(t for t in tools if t.name == "select_metrics")
+    tool = next(t for t in tools if t.name == "plot_metrics")
     with pytest.raises(Exception, match="metric"):
         tool.invoke({"keys": bad})
+
+
+def test_tools_change_the_session_through_graph_state(home: Path) -> None:
+    """select_run, plot_metrics ('reward' → every reward metric), zoom_chart and reset_chart write the
+    session into the checkpointed state; the next turn's prompt names the selected run."""
+    _seed(home, "alpha")
+    _seed(home, "beta")
+    ctx, tools = _tools(home)
+    llm = ScriptedChatModel(
+        responses=[
+            call("select_run", {"run": "alpha"}),
+            call("plot_metrics", {"keys": "reward"}, i=1),
+            call("zoom_chart", {"start_step": "20", "end_step": 10}, i=2),
+            "shown",
+            call("get_training_status", i=3),
+            "alpha is finished",
+            call("reset_chart", i=4),
+            "reset",
+        ]
+    )
+    graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver())
+    out = graph.invoke(
+        {"messages": [HumanMessage("chart the reward of alpha, steps 10-20")]}, config(), context=ctx
+    )
+    assert out["selected_run"] == "alpha"
+    assert out["chart"] == {"keys": ["reward"], "step_range": [10, 20]}
+    out = graph.invoke({"messages": [HumanMessage("how is it?")]}, config(), context=ctx)
+    status = [m for m in out["messages"] if isinstance(m, ToolMessage)][-1]
+    assert '"run_id":"alpha"' in status.content  # defaults to the selected run, read from state
+    assert "'alpha'" in llm.calls[-1][0].content  # the system prompt names it
+    out = graph.invoke({"messages": [HumanMessage("reset")]}, config(), context=ctx)
+    assert out["chart"] == {"keys": [], "step_range": None} and out["selected_run"] == "alpha"
+    # another thread of the same graph and context has its own session
+    other = graph.invoke({"messages": [HumanMessage("hi")]}, config("other"), context=ctx)
+    assert other.get("selected_run") is None
+
+
+def test_dangling_tool_calls_are_repaired_inside_the_graph(home: Path) -> None:
+    """A turn cut off after the model asked for a tool (Ctrl-C) leaves a call without a result; the next
+    turn answers it right after its message, so the model's API accepts the history."""
+    _seed(home, "alpha")
+    _, tools = _tools(home)
+    llm = ScriptedChatModel(responses=[call("pause_training", {"run_id": "alpha"}), "after"])
+    graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver())
+    graph.invoke({"messages": [HumanMessage("pause alpha")]}, config(), interrupt_before=["tools"])
+    assert graph.get_state(config()).next  # cut off before the tool ran
+    out = graph.invoke({"messages": [HumanMessage("never mind")]}, config())
+    kinds = [type(m).__name__ for m in out["messages"]]
+    assert kinds == ["HumanMessage", "AIMessage", "ToolMessage", "HumanMessage", "AIMessage"]
+    assert (
+        out["messages"][2].content == CANCELLED and out["messages"][2].tool_call_id == "call_pause_training_0"
+    )
+    assert json.loads((home / "alpha" / "meta.json").read_text())["status"] == "finished"  # never ran
+    sent = llm.calls[-1]
+    assert [type(m).__name__ for m in sent[1:]] == kinds[:-1]
+
+
+def test_an_abandoned_question_is_repaired_when_the_person_moves_on(home: Path) -> None:
+    _seed(home, "alpha")
+    _, tools = _tools(home)
+    llm = ScriptedChatModel(responses=[call("stop_training", {"run_id": "alpha"}), "ok then"])
+    graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver())
+    out = graph.invoke({"messages": [HumanMessage("stop alpha")]}, config())
+    assert "for good" in out["__interrupt__"][0].value["calls"][0]["text"]
+    out = graph.invoke({"messages": [HumanMessage("something else")]}, config())
+    answered = [m for m in out["messages"] if isinstance(m, ToolMessage)]
+    assert [m.content for m in answered] == [CANCELLED]
+    assert not graph.get_state(config()).next
+
+
+def test_every_describer_follows_one_contract_through_the_graph(home: Path) -> None:
+    """Each tool that asks first is described by the graph with (args, scope): no TypeError, real text."""
+    _seed(home, "alpha")
+    ctx, tools = _tools(home)
+    asking = {t.name: t for t in tools if t.metadata and t.metadata.get("approval")}
+    assert set(asking) == {"stop_training", "update_script", "start_training", "shutdown_server"}
+    args = {
+        "stop_training": {"run_id": "alpha"},
+        "update_script": {"run_id": "alpha", "script": "print('v2')\n"},
+        "start_training": {"run_id": "new", "script": "print('train')\n"},
+        "shutdown_server": {},
+    }
+    for i, (name, a) in enumerate(args.items()):
+        llm = ScriptedChatModel(responses=[call(name, a, i=i), "declined"])
+        graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver())
+        out = graph.invoke({"messages": [HumanMessage(name)]}, config(name), context=ctx)
+        ask = out["__interrupt__"][0].value["calls"][0]
+        assert "while describing" not in ask["text"] and len(ask["text"]) > 20, ask
+        out = graph.invoke(Command(resume=False), config(name), context=ctx)
+        assert out["messages"][-2].content == DECLINED
+    assert not (home / "new").exists()
+
+
+def test_start_training_shows_the_whole_script_and_edit_replaces_it(home: Path) -> None:
+    ctx, tools = _tools(home)
+    script = "".join(f"x{i} = {i}\n" for i in range(300)) + "print('done')\n"
+    llm = ScriptedChatModel(
+        responses=[call("start_training", {"run_id": "fresh", "script": script}), "started"]
+    )
+    graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver())
+    out = graph.invoke({"messages": [HumanMessage("train")]}, config(), context=ctx)
+    ask = out["__interrupt__"][0].value["calls"][0]
+    assert ask["script"] == script and "301 lines" in ask["text"]  # whole, not 60 characters
+    edited = "print('edited by the person')\n"
+    out = graph.invoke(
+        Command(resume={ask["id"]: {"action": "edit", "args": {"run_id": "fresh", "script": edited}}}),
+        config(),
+        context=ctx,
+    )
+    again = out["__interrupt__"][0].value["calls"][0]  # the edited call is asked about again
+    assert again["script"] == edited and again["id"] == ask["id"]
+    out = graph.invoke(Command(resume=True), config(), context=ctx)
+    assert (home / "fresh" / "train.py").read_text() == edited
+    assert out["selected_run"] == "fresh"
+    wait_for(lambda: "edited by the person" in (home / "fresh" / "output.log").read_text())
+
+
+def test_an_unsafe_update_runs_only_with_the_persons_explicit_approval(home: Path) -> None:
+    """The guards flag a patch that guts the training; under --yes (auto-approve) the tool refuses it,
+    after an explicit yes it runs."""
+    _seed(home, "alpha")
+    old = (
+        "for step in range(1000):\n    loss = model.train_step(batch)\n    rt.log_metrics(step, loss=loss)\n"
+    )
+    (home / "alpha" / "train.py").write_text(old)
+    gutted = "print('nothing to train')\n"
+    ctx, tools = _tools(home)
+    llm = ScriptedChatModel(
+        responses=[call("update_script", {"run_id": "alpha", "script": gutted}), "refused"]
+    )
+    graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver(), auto_approve=True)
+    out = graph.invoke({"messages": [HumanMessage("simplify")]}, config("auto"), context=ctx)
+    refusal = [m for m in out["messages"] if isinstance(m, ToolMessage)][-1]
+    assert "refused" in refusal.content and (home / "alpha" / "train.py").read_text() == old
+
+    llm = ScriptedChatModel(
+        responses=[call("update_script", {"run_id": "alpha", "script": gutted}, i=1), "ok"]
+    )
+    graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver())
+    out = graph.invoke({"messages": [HumanMessage("simplify")]}, config("ask"), context=ctx)
+    ask = out["__interrupt__"][0].value["calls"][0]
+    assert ask["unsafe"] and ask["findings"] and all(f["message"] for f in ask["findings"])
+    graph.invoke(Command(resume={ask["id"]: "yes"}), config("ask"), context=ctx)
+    assert (home / "alpha" / "train.py").read_text() == gutted
+
+
+def test_resume_keeps_the_selected_run_and_chart_view_in_a_sqlite_file(home: Path) -> None:
+    _seed(home, "alpha")
+    ctx, tools = _tools(home)
+    saver = open_checkpointer(home)
+    llm = ScriptedChatModel(
+        responses=[
+            call("select_run", {"run_id": "alpha"}),
+            call("zoom_chart", {"start_step": 5, "end_step": 9}, i=1),
+            "ok",
+        ]
+    )
+    compile_chat_graph(llm, tools, checkpointer=saver).invoke(
+        {"messages": [HumanMessage("zoom alpha")]}, config("kept"), context=ctx
+    )
+    saver.conn.close()
+    saver2 = open_checkpointer(home)
+    graph = compile_chat_graph(ScriptedChatModel(default="x"), tools, checkpointer=saver2)
+    values = graph.get_state(config("kept")).values
+    assert values["selected_run"] == "alpha" and values["chart"]["step_range"] == [5, 9]
+    saver2.conn.close()

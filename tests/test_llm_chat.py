@@ -13,7 +13,6 @@ from langgraph.checkpoint.memory import InMemorySaver
 from twinkle_auto.app.llm import make_chat_model
 from twinkle_auto.connection import Connection
 from twinkle_auto.graphs.chat.graph import compile_chat_graph
-from twinkle_auto.graphs.chat.prompts import system_prompt
 from twinkle_auto.tools import get_tools
 from twinkle_auto.tools.base import ToolContext
 
@@ -38,9 +37,9 @@ EXAMPLES = [
     ("Resume training", "resume_training", None),
     ("Stop training", "stop_training", None),
     ("How is the training going?", "get_training_status", None),
-    ("Show me the reward-related metrics", "select_metrics", _ok_reward),
-    ("Zoom into steps 100-200", "zoom_metrics", _ok_zoom),
-    ("Reset the chart view", "zoom_metrics", _ok_reset),
+    ("Show me the reward-related metrics", "plot_metrics", _ok_reward),
+    ("Zoom into steps 100-200", "zoom_chart", _ok_zoom),
+    ("Reset the chart view", "reset_chart", None),
 ]
 
 
@@ -60,17 +59,19 @@ def _seed(home: Path) -> None:
 
 def test_documented_requests_pick_the_right_tool(home: Path, local_llm: str) -> None:
     _seed(home)
-    ctx = ToolContext(Connection.open(home), selected_run="grpo-demo")
-    tools = get_tools(ctx, server=False, search=False)
+    ctx = ToolContext(Connection.open(home))
+    tools = get_tools(ctx)
     llm = make_chat_model(local_llm, "local", "x", timeout=120, max_retries=0)
-    graph = compile_chat_graph(
-        llm, tools, checkpointer=InMemorySaver(), prompt=lambda: system_prompt(ctx.selected_run)
-    )
+    graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver(), context=ctx)
     score, lines = 0, []
     for i, (request, want, check) in enumerate(EXAMPLES):
         cfg = {"configurable": {"thread_id": f"ex{i}"}}
         # stop before any tool runs: we judge the model's choice, not the tool's effect
-        graph.invoke({"messages": [HumanMessage(request)]}, cfg, interrupt_before=["tools", "approve"])
+        graph.invoke(
+            {"messages": [HumanMessage(request)], "selected_run": "grpo-demo"},
+            cfg,
+            interrupt_before=["tools", "approve"],
+        )
         ai = next(m for m in reversed(graph.get_state(cfg).values["messages"]) if isinstance(m, AIMessage))
         calls = [(c["name"], c.get("args") or {}) for c in ai.tool_calls]
         good = any(name == want and (check is None or check(args)) for name, args in calls)

@@ -23,8 +23,8 @@ from stubs.server_helpers import FAKE_SERVER, alive, fake_server_cmd, free_port,
 from twinkle_auto.connection import Connection
 from twinkle_auto.server.manager import ServerBusyError, ServerError, ServerManager, StartRequest
 from twinkle_auto.server.plan import PlanError
-from twinkle_auto.tools.base import ToolContext, ToolError, needs_approval
-from twinkle_auto.tools.server import make_server_tools
+from twinkle_auto.tools.base import Scope, ToolContext, ToolError, needs_approval
+from twinkle_auto.tools.server import StartServerArgs, make_server_tools, split_gpus
 
 JOIN = "127.0.0.1:1"  # a 'cluster the user runs': the fake launcher never talks to Ray
 
@@ -202,8 +202,59 @@ def test_tool_schemas_and_approval(tools: dict, manager: ServerManager, home: Pa
     assert needs_approval(tools["start_server"]) is None
     describe = needs_approval(tools["shutdown_server"])
     assert describe is not None
-    text = describe({}, ToolContext(Connection.open(home)))
-    assert "model state held in the server" in text and "destroyed" in text
+    ask = describe({}, Scope(ToolContext(Connection.open(home), server=manager)))
+    assert "model state held in the server" in ask["text"] and "destroyed" in ask["text"]
+
+
+def test_one_gpu_count_is_the_whole_server_and_samplers_as_text_are_read(
+    tools: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'Qwen3.5-4B and a Qwen3.5-72B sampler on 2 GPUs' = 2 GPUs in all (sampler 1, training 1), even
+    when the model writes the sampler as a string instead of an object."""
+    use_stub_smi(monkeypatch, gpus=2)
+    args = StartServerArgs.model_validate(
+        {"model": "Qwen/Qwen3.5-4B", "gpus": "2", "samplers": ["model_id='Qwen/Qwen3.5-72B' tp=1"]}
+    )
+    train, samplers = split_gpus(args.total_gpus, args.train_gpus, args.samplers, args.backend)
+    assert (train, [(s.model_id, s.gpus) for s in samplers]) == (1, [("Qwen/Qwen3.5-72B", 1)])
+    with pytest.raises(ToolError, match="leaving none for the training model; leave the samplers' gpus out"):
+        tools["start_server"].invoke(
+            {"model_id": "m", "total_gpus": 2, "samplers": [{"model_id": "s", "gpus": 2}]}
+        )
+    with pytest.raises(ToolError, match="give either total_gpus or train_gpus"):
+        split_gpus(2, 2, args.samplers, "transformers")
+    assert (
+        StartServerArgs.model_validate({"samplers": '[{"model_id": "a/b", "gpus": 2}]'}).samplers[0].gpus == 2
+    )
+
+
+def test_shutdown_is_asked_about_through_the_chat_graph(manager: ServerManager, home: Path) -> None:
+    """The describer contract as the graph uses it: the person reads what is destroyed, then it stops."""
+    from fakes import ScriptedChatModel
+    from langchain_core.messages import AIMessage, HumanMessage
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.types import Command
+
+    from twinkle_auto.graphs.chat.graph import compile_chat_graph
+    from twinkle_auto.tools import get_tools
+
+    started = manager.start(mock_request(free_port()))
+    pids = [p.pid for p in manager.processes()]
+    ctx = ToolContext(Connection.open(home), server=manager)
+    shut = AIMessage("", tool_calls=[{"name": "shutdown_server", "args": {}, "id": "c1"}])
+    graph = compile_chat_graph(
+        ScriptedChatModel(responses=[shut, "stopped"]),
+        get_tools(ctx, search=False),
+        checkpointer=InMemorySaver(),
+    )
+    cfg = {"configurable": {"thread_id": "s"}}
+    out = graph.invoke({"messages": [HumanMessage("shut it down")]}, cfg, context=ctx)
+    text = out["__interrupt__"][0].value["calls"][0]["text"]
+    assert started["url"] in text and "destroyed" in text and "while describing" not in text
+    assert alive(pids) == pids  # nothing ran before the answer
+    out = graph.invoke(Command(resume=True), cfg, context=ctx)
+    assert '"status":"stopped"' in out["messages"][-2].content
+    assert alive(pids) == [] and manager.processes() == []
 
 
 def test_tool_flow_and_errors(tools: dict, monkeypatch: pytest.MonkeyPatch) -> None:

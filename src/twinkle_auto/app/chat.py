@@ -24,7 +24,7 @@ from rich.syntax import Syntax
 from rich.text import Text
 
 from twinkle_auto.app.chart import CHART_ROWS, render_chart
-from twinkle_auto.app.slash import SlashCommands, SlashResult
+from twinkle_auto.app.slash import SessionView, SlashCommands, SlashResult
 from twinkle_auto.connection import Connection
 
 log = logging.getLogger("twinkle_auto.chat")
@@ -82,9 +82,9 @@ class ChatApp:
         self.console = Console(highlight=False)
         self.connection = Connection.open()
         self.home = self.connection.store.home
-        self.ctx = ToolContext(self.connection)
+        self.view = SessionView(self.connection)
         if args.run_id:
-            self.ctx.selected_run = args.run_id
+            self.view.select(args.run_id)
         self.session = choose_session(
             self.home, getattr(args, "session", None), getattr(args, "resume", False)
         )
@@ -92,8 +92,10 @@ class ChatApp:
         self.config = {"configurable": {"thread_id": thread_id(self.session)}, "recursion_limit": 100}
         self.auto_approve = bool(getattr(args, "yes", False))
         self.skills = self._skills()
+        self.ctx = ToolContext(self.connection, skills=self.skills)
+        """The graph's runtime context: collaborators only; the session is graph state."""
         self.slash = SlashCommands(
-            self.ctx, confirm=self.confirm, auto_approve=self.auto_approve, skills=self.skills
+            self.view, confirm=self.confirm, auto_approve=self.auto_approve, skills=self.skills
         )
         self._llm = llm
         self.llm: Any = None
@@ -108,7 +110,6 @@ class ChatApp:
         self.turn_task: asyncio.Task[None] | None = None
         self.cancel_flag = threading.Event()
         self.chart_dirty = False
-        self.ctx.listeners.append(self._on_ctx_event)
 
     def _build(self) -> None:
         """The heavy part (LLM client, tools, graph, checkpoints), done in a thread after the prompt shows."""
@@ -119,10 +120,9 @@ class ChatApp:
             self._serve_gguf(self.args.llm_gguf)
         self.llm = self._llm if self._llm is not None else self._make_llm()
         self.checkpointer = open_checkpointer(self.home)
-        self.tools = get_tools(
-            self.ctx, skills=self.skills, server=False, search=True
-        )  # TODO(integration): server
+        self.tools = get_tools(self.ctx)
         self.graph = self._build_graph()
+        self._restore_view()
 
     # ----------------------------------------------------------------------------------------- set-up
     def _serve_gguf(self, path: str) -> None:
@@ -146,17 +146,6 @@ class ChatApp:
             return None
         return SkillManager(self.home)
 
-    def _system_prompt(self) -> str:
-        from twinkle_auto.graphs.chat.prompts import system_prompt
-
-        section = ""
-        if self.skills is not None:
-            try:
-                section = self.skills.prompt_section()
-            except Exception:  # skills are optional: never block a turn on them
-                log.exception("skills prompt section failed")
-        return system_prompt(self.ctx.selected_run, section)
-
     def _build_graph(self) -> Any:
         from twinkle_auto.graphs.chat.graph import compile_chat_graph
 
@@ -164,13 +153,43 @@ class ChatApp:
             self.llm,
             self.tools,
             checkpointer=self.checkpointer,
-            prompt=self._system_prompt,
             auto_approve=self.auto_approve,
+            context=self.ctx,
         )
 
-    def _on_ctx_event(self, event: str, payload: Any) -> None:
-        if event in ("chart", "selected"):
+    def _restore_view(self) -> None:
+        """A resumed session shows the run and chart view it had (a --run given now wins)."""
+        state = self.graph.get_state(self.config)
+        values = dict(state.values) if state and state.values else {}
+        if self.view.changes.get("selected_run"):
+            values.pop("selected_run", None)
+            values.pop("chart", None)
+        if self.view.load(values) and self.view.selected_run:
+            steps = (
+                f", steps {self.view.step_range[0]}-{self.view.step_range[1]}" if self.view.step_range else ""
+            )
+            keys = f", metrics {', '.join(self.view.chart_keys)}" if self.view.chart_keys else ""
+            self.say(
+                Text(f"resumed session: run {self.view.selected_run} selected{keys}{steps}", style="dim")
+            )
+            text = self.chart_text() if self.view.connection.store.exists(self.view.selected_run) else None
+            if text is not None:
+                self.say(text)
+
+    def sync_view(self) -> None:
+        """After a turn: take the session the tools left in the graph state."""
+        state = self.graph.get_state(self.config)
+        if state and state.values and self.view.load(dict(state.values)):
             self.chart_dirty = True
+
+    def save_view(self) -> None:
+        """Write slash-command changes into the graph state now (at exit, so --resume keeps them)."""
+        if self.graph is None or not self.view.changes:
+            return
+        state = self.graph.get_state(self.config)
+        if state and state.next:
+            return  # a question is pending; the changes go with the next turn instead
+        self.graph.update_state(self.config, self.view.take_changes(), as_node="repair")
 
     # ---------------------------------------------------------------------------------------- output
     def say(self, renderable: Any) -> None:
@@ -184,17 +203,19 @@ class ChatApp:
         style = "bold red" if " FIX " in message else "yellow"
         self.say(Text(message, style=style))
 
-    def show_chart(self) -> None:
-        run = self.ctx.selected_run
+    def chart_text(self) -> Text | None:
+        run = self.view.selected_run
         if not run:
-            return
+            return None
         entries = self.connection.store.last_metrics(run, CHART_ROWS)
         width = max(40, min(120, self.console.width - 4))
-        self.console.print(
-            Text.from_ansi(
-                render_chart(entries, self.ctx.chart.keys, self.ctx.chart.step_range, width=width, title=run)
-            )
-        )
+        chart = render_chart(entries, self.view.chart_keys, self.view.step_range, width=width, title=run)
+        return Text.from_ansi(chart)
+
+    def show_chart(self) -> None:
+        text = self.chart_text()
+        if text is not None:
+            self.console.print(text)
         self.chart_dirty = False
 
     # --------------------------------------------------------------------------------------- questions
@@ -223,35 +244,14 @@ class ChatApp:
         return answer.strip().lower() in ("y", "yes")
 
     # -------------------------------------------------------------------------------------------- turns
-    def _repair_dangling_tool_calls(self) -> None:
-        """A cancelled turn may leave tool calls without results; answer them so the LLM accepts the history."""
-        from langchain_core.messages import AIMessage, ToolMessage
-
-        state = self.graph.get_state(self.config)
-        messages = state.values.get("messages", []) if state and state.values else []
-        if state and state.next:
-            return  # an interrupt is pending; it gets its answer
-        answered = {m.tool_call_id for m in messages if isinstance(m, ToolMessage)}
-        fixes = [
-            ToolMessage(
-                content="Cancelled by the person before it ran.",
-                tool_call_id=c["id"],
-                name=c["name"],
-                status="error",
-            )
-            for m in messages[-20:]
-            if isinstance(m, AIMessage)
-            for c in m.tool_calls
-            if c.get("id") not in answered
-        ]
-        if fixes:
-            self.graph.update_state(self.config, {"messages": fixes}, as_node="tools")
-
     def _stream(self, graph_input: Any, sink: Any) -> Any:
         """Run the graph in this (worker) thread, streaming tokens and tool events to `sink`."""
         from langchain_core.messages import AIMessage, AIMessageChunk, ToolMessage
 
-        for mode, chunk in self.graph.stream(graph_input, self.config, stream_mode=["messages", "updates"]):
+        stream = self.graph.stream(
+            graph_input, self.config, context=self.ctx, stream_mode=["messages", "updates"]
+        )
+        for mode, chunk in stream:
             if self.cancel_flag.is_set():
                 break
             if mode == "messages":
@@ -281,8 +281,8 @@ class ChatApp:
 
         assert self.ready is not None
         await self.ready
-        self._repair_dangling_tool_calls()
-        graph_input: Any = {"messages": [HumanMessage(text)]}
+        # dangling tool calls of a cancelled turn are answered inside the graph (its repair node)
+        graph_input: Any = {"messages": [HumanMessage(text)], **self.view.take_changes()}
         self.cancel_flag.clear()
         while True:
             with Live(Markdown(""), console=self.console, refresh_per_second=12, transient=False) as live:
@@ -300,6 +300,7 @@ class ChatApp:
             approved = await self._answer_approval(interrupts[-1])
             graph_input = Command(resume=approved)
         self.index.touch(self.session)
+        await asyncio.to_thread(self.sync_view)
         await asyncio.to_thread(self._prune)
         if self.chart_dirty:
             self.show_chart()
@@ -313,14 +314,15 @@ class ChatApp:
             log.exception("pruning checkpoints failed")
 
     async def _answer_approval(self, payload: dict[str, Any]) -> Any:
-        answers: dict[str, bool] = {}
+        from twinkle_auto.app.approvals import ask_approval
+
+        answers: dict[str, Any] = {}
         for call in payload.get("calls", []):
-            text = str(call.get("text", ""))
-            head, _, diff = text.partition("\n")
-            if diff.strip():
-                self.console.print(Syntax(diff, "diff", theme="ansi_dark", background_color="default"))
-            answers[call["id"]] = await self.confirm(head)
+            answers[call["id"]] = await ask_approval(self.console, call, self._ask_line)
         return answers
+
+    async def _ask_line(self, question: str) -> str:
+        return str(await self.prompt_session.prompt_async(question))
 
     # ---------------------------------------------------------------------------------------- main loop
     async def _check_llm(self) -> None:
@@ -372,7 +374,7 @@ class ChatApp:
         return tasks
 
     def _banner(self) -> None:
-        run = f", attached to run [bold]{self.ctx.selected_run}[/]" if self.ctx.selected_run else ""
+        run = f", attached to run [bold]{self.view.selected_run}[/]" if self.view.selected_run else ""
         gguf = getattr(self.args, "llm_gguf", None)
         llm = (
             f"local model {Path(gguf).name} (loading)"
@@ -393,9 +395,9 @@ class ChatApp:
         history.parent.mkdir(parents=True, exist_ok=True)
         self.prompt_session = PromptSession(history=FileHistory(str(history)))
         self._banner()
-        if self.ctx.selected_run and not self.connection.store.exists(self.ctx.selected_run):
-            self.console.print(f"[yellow]run {self.ctx.selected_run!r} does not exist yet[/]")
-        elif self.ctx.selected_run:
+        if self.view.selected_run and not self.connection.store.exists(self.view.selected_run):
+            self.console.print(f"[yellow]run {self.view.selected_run!r} does not exist yet[/]")
+        elif self.view.selected_run:
             self.show_chart()
         background = self._start_background()
         try:
@@ -420,8 +422,13 @@ class ChatApp:
                     if self._show(result):
                         break
                     continue
+
                 await self._guarded_turn(line)
         finally:
+            try:
+                self.save_view()
+            except Exception:  # a failed save loses a slash-command selection, never the session
+                log.exception("saving the session view failed")
             self.monitor_stop.set()
             for task in background:
                 task.cancel()

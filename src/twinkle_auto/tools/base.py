@@ -1,24 +1,35 @@
-"""What every tool family shares: the context tools act on, and the approval convention.
+"""What every tool family shares: the context, the session scope, approvals, argument coercion, results.
 
-Tools are LangChain `StructuredTool`s with pydantic argument schemas, one module per family
-(`runs`, `server`, `search`, `charts`), each exposing `make_<family>_tools(ctx) -> list[BaseTool]`.
+Tools are LangChain `StructuredTool`s with pydantic argument schemas, one module per family (`runs`,
+`charts`, `server`, `search`, `recipes`, `skills`), each exposing `make_<family>_tools(ctx)`.
 
-A tool that destroys or replaces something declares it in its metadata:
-`metadata={"approval": describe}` where `describe(args: dict) -> str` says, in one or two lines (a diff
-may follow), what will happen; it must not change anything (it runs before the person answers). The chat graph asks the person before running such a tool (a
-LangGraph interrupt), so the tool itself never prompts.
+Where things live (the LangGraph way, so `--resume` and the LangGraph server get them right):
+- Collaborators (the run connection, the server manager, skills) are a `ToolContext`, passed to the graph
+  as its runtime context (`context_schema`); a tool reads it from `runtime.context` (`ToolRuntime`). The
+  context given to `get_tools` is only the fallback for a graph invoked without one.
+- The session (selected run, chart view) is chat-graph state. A tool reads it from `runtime.state` and
+  changes it by returning `Command(update=…)` (`Scope.reply`), so the change is checkpointed.
 
-A tool signals a refusal or failure by raising `ToolError` (or any exception): the chat graph's ToolNode
-turns it into a ToolMessage the model reads, and the loop goes on.
+Approvals: a tool that destroys or replaces something declares `metadata={"approval": describe}` where
+`describe(args: dict, scope: Scope) -> Approval | str` says what will happen. It runs before the person
+answers, so it only reads. The chat graph asks the person (a LangGraph interrupt); the tool never
+prompts. `describe_call` is the one place that calls a describer.
+
+A refusal or failure raises `ToolError` with one line the model can act on; the graph turns it into a
+ToolMessage and the loop goes on.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, model_validator
+from typing_extensions import TypedDict
 
 from twinkle_auto.connection import Connection
 
@@ -32,29 +43,77 @@ class ToolError(Exception):
 
 
 @dataclass
-class ChartView:
-    """What the metrics chart of the selected run shows."""
+class ToolContext:
+    """The collaborators tools act through: the graph's runtime context (`context_schema`).
 
-    keys: list[str] = field(default_factory=list)
-    step_range: tuple[int, int] | None = None
+    It holds no session state (that is graph state), so one context may serve many threads.
+    `server` is built on first use: most sessions never touch the Twinkle server.
+    """
+
+    connection: Connection
+    server: Any = None
+    """A `twinkle_auto.server.manager.ServerManager`; default: one over the connection's TWINKLE_HOME."""
+    skills: Any = None
+    """A `twinkle_auto.skills.SkillManager`, or None."""
+
+    def server_manager(self) -> Any:
+        if self.server is None:
+            from twinkle_auto.server.manager import ServerManager
+
+            self.server = ServerManager(self.connection.store.home)
+        return self.server
+
+
+class ChartView(TypedDict, total=False):
+    """The chart of the selected run, as plain data in the graph state."""
+
+    keys: list[str]
+    step_range: list[int] | None
+    """[first, last] step, or None for all steps."""
+
+
+SESSION_KEYS = ("selected_run", "chart")
+"""The graph-state keys tools may change through `Scope.reply`."""
 
 
 @dataclass
-class ToolContext:
-    """Shared, mutable state of one chat session that tools read and change (selection, chart view)."""
+class Scope:
+    """What one tool call sees: the context, the session state and its own call id."""
 
-    connection: Connection
-    selected_run: str | None = None
-    chart: ChartView = field(default_factory=ChartView)
-    listeners: list[Callable[[str, Any], None]] = field(default_factory=list)
-    """Called as listener(event, payload) on `selected`, `chart` changes, so a UI can redraw."""
+    context: ToolContext
+    state: Mapping[str, Any] = field(default_factory=dict)
+    tool_call_id: str | None = None
+    tool_name: str = ""
 
-    def emit(self, event: str, payload: Any = None) -> None:
-        for listener in list(self.listeners):
-            try:
-                listener(event, payload)
-            except Exception:  # a UI callback must not fail a tool
-                pass
+    @classmethod
+    def of(cls, runtime: Any, fallback: ToolContext | None, name: str = "") -> Scope:
+        """From a `ToolRuntime` (None when a tool is invoked directly, outside a graph)."""
+        context = getattr(runtime, "context", None)
+        if not isinstance(context, ToolContext):
+            context = fallback
+        if context is None:
+            context = ToolContext(Connection.open())
+        state = getattr(runtime, "state", None)
+        return cls(
+            context,
+            state if isinstance(state, Mapping) else {},
+            getattr(runtime, "tool_call_id", None),
+            name,
+        )
+
+    @property
+    def connection(self) -> Connection:
+        return self.context.connection
+
+    @property
+    def selected_run(self) -> str | None:
+        run = self.state.get("selected_run")
+        return str(run) if run else None
+
+    @property
+    def chart(self) -> ChartView:
+        chart = self.state.get("chart")
+        return dict(chart) if isinstance(chart, Mapping) else {}  # type: ignore[return-value]
 
     def run_or_selected(self, run_id: str | None) -> str:
         run = run_id or self.selected_run
@@ -62,16 +121,179 @@ class ToolContext:
             raise ToolError("no run given and none selected; call list_training_runs and pass run_id")
         return run
 
+    def reply(self, content: str, **updates: Any) -> Any:
+        """The tool's result; with session updates, a `Command` that writes them into the graph state."""
+        unknown = set(updates) - set(SESSION_KEYS)
+        if unknown:
+            raise ValueError(f"not session keys: {sorted(unknown)}")
+        if not updates or self.tool_call_id is None:
+            return content  # invoked outside a graph: nothing to update
+        from langchain_core.messages import ToolMessage
+        from langgraph.types import Command
 
-ApprovalText = Callable[[dict[str, Any]], str]
+        message = ToolMessage(content=content, tool_call_id=self.tool_call_id, name=self.tool_name)
+        return Command(update={**updates, "messages": [message]})
 
 
-def needs_approval(tool: Any) -> ApprovalText | None:
+# ------------------------------------------------------------------------------------------ approvals
+class Finding(TypedDict, total=False):
+    """One guard finding shown with an approval (same fields as monitor.guards' GuardFinding)."""
+
+    family: str
+    rule: str
+    message: str
+    line: int | None
+
+
+class Approval(TypedDict, total=False):
+    """What the person sees before a tool runs. Plain data: it travels in a LangGraph interrupt."""
+
+    text: str
+    """One or two lines: what will happen."""
+    script: str
+    """The whole script that will run (shown highlighted, paged when long)."""
+    diff: str
+    """A unified diff against what it replaces."""
+    findings: list[Finding]
+    """What the guards found in the script or patch."""
+    unsafe: bool
+    """The findings block the tool unless the person approves this very call."""
+    editable: str
+    """Name of the argument holding the script, when the person may edit it before it runs."""
+
+
+Describer = Callable[[dict[str, Any], Scope], "Approval | str"]
+
+
+def needs_approval(tool: Any) -> Describer | None:
     meta = getattr(tool, "metadata", None) or {}
     describe = meta.get("approval")
     return describe if callable(describe) else None
 
 
+def describe_call(tool: Any, args: dict[str, Any], scope: Scope) -> Approval:
+    """The approval of one call, never raising: a describer bug must not block the question."""
+    describe = needs_approval(tool)
+    name = getattr(tool, "name", "tool")
+    if describe is None:
+        return {"text": f"Run {name}?"}
+    try:
+        result = describe(dict(args), scope)
+    except ToolError as exc:
+        return {"text": f"Run {name}? (it will fail: {exc})"}
+    except Exception as exc:
+        return {"text": f"Run {name} with {compact(args, 300)}? ({type(exc).__name__} while describing)"}
+    return {"text": result} if isinstance(result, str) else result
+
+
+def approved_calls(scope: Scope) -> set[str]:
+    """Call ids the person approved explicitly (after seeing the findings), recorded by the graph."""
+    return {str(c) for c in scope.state.get("approved_calls") or []}
+
+
+# ------------------------------------------------------------------------------------------ arguments
+_NONE_WORDS = {"", "none", "null", "nil", "default"}
+
+
+def _wants(annotation: Any, kinds: tuple[type, ...]) -> bool:
+    if annotation in kinds or get_origin(annotation) in kinds:
+        return True
+    return any(_wants(a, kinds) for a in get_args(annotation) if a is not type(None))
+
+
+def _optional(annotation: Any) -> bool:
+    return type(None) in get_args(annotation)
+
+
+class ToolArgs(BaseModel):
+    """Argument schemas of our tools: common slips of small models are repaired before validation.
+
+    - an object or list sent as a JSON string (`"[{\\"model_id\\": …}]"`) is parsed;
+    - a single item where a list is expected becomes a one-item list; "a, b" becomes ["a", "b"];
+    - "null"/"none" for an optional field means the field is left out;
+    - unknown keys are ignored (pydantic's default), so a stray extra argument costs nothing.
+    What cannot be repaired fails with pydantic's message, which names the field and what it expects.
+    """
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _coerce(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except ValueError:
+                return data
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, info in cls.model_fields.items():
+            key = name if name in out else next((a for a in _aliases(info) if a in out), None)
+            if key is None:
+                continue
+            value = out[key]
+            annotation = info.annotation
+            if isinstance(value, str) and value.strip().lower() in _NONE_WORDS and _optional(annotation):
+                out.pop(key)
+                continue
+            wants_list = _wants(annotation, (list,))
+            wants_dict = _wants(annotation, (dict,)) or _wants_model(annotation)
+            if isinstance(value, str) and (wants_list or wants_dict):
+                text = value.strip()
+                if text[:1] in "[{":
+                    try:
+                        value = json.loads(text)
+                    except ValueError:
+                        pass
+            if wants_list and not isinstance(value, list):
+                if isinstance(value, str) and not _wants_model_list(annotation):
+                    value = [v.strip() for v in re.split(r"[,;]", value) if v.strip()]
+                elif value is not None:
+                    value = [value]
+            out[key] = value
+        return out
+
+
+def _aliases(info: Any) -> list[str]:
+    alias = info.validation_alias
+    choices = getattr(alias, "choices", None)
+    if choices:
+        return [c for c in choices if isinstance(c, str)]
+    return [alias] if isinstance(alias, str) else []
+
+
+def _wants_model(annotation: Any) -> bool:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_wants_model(a) for a in get_args(annotation))
+
+
+def _wants_model_list(annotation: Any) -> bool:
+    if get_origin(annotation) is list:
+        return any(_wants_model(a) for a in get_args(annotation))
+    return any(_wants_model_list(a) for a in get_args(annotation))
+
+
+def validation_message(exc: Exception, tool: str) -> str:
+    """A pydantic ValidationError as one line per field: what was wrong and what is expected."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return f"invalid arguments for {tool}: {exc}"
+    return _format_errors(errors(), tool)
+
+
+def _format_errors(errors: Any, tool: str) -> str:
+    parts = []
+    for err in errors:
+        where = ".".join(str(p) for p in err.get("loc", ())) or "arguments"
+        got = err.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {json.dumps(got, default=str)[:60]})"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}{shown}")
+    return f"invalid arguments for {tool}: " + "; ".join(parts) + ". Fix them and call the tool again."
+
+
+# ------------------------------------------------------------------------------------------- results
 def _finite(value: Any) -> Any:
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -90,3 +312,28 @@ def compact(data: Any, budget: int = RESULT_BUDGET) -> str:
     if len(text) > budget:
         text = text[: budget - 20] + "…[truncated]"
     return text
+
+
+def tool_error_message(exc: Exception, tool: str = "") -> str:
+    """What the model reads when a tool fails: one line, and for bad arguments what to change."""
+    from pydantic import ValidationError
+
+    from twinkle_auto.connection.errors import RunError
+    from twinkle_auto.runtime.format import RunIdError
+
+    tool = tool or getattr(exc, "tool_name", "") or "the tool"
+    cause = exc
+    filtered = getattr(exc, "filtered_errors", None)  # ToolNode's, without injected arguments
+    if filtered:
+        return "Error: " + _format_errors(filtered, tool)
+    # ToolNode wraps argument validation failures; the pydantic error is what says what to fix
+    for _ in range(3):
+        if isinstance(cause, ValidationError):
+            return "Error: " + validation_message(cause, tool)
+        inner = getattr(cause, "source", None) or cause.__cause__
+        if inner is None:
+            break
+        cause = inner
+    if isinstance(exc, (ToolError, RunError, RunIdError)):
+        return "Error: " + " ".join(str(exc).split())
+    return f"Error: {tool} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"

@@ -1,71 +1,139 @@
-"""Tools that steer the metrics chart of the selected run: which keys (at most 4) and which steps."""
+"""Tools that steer the metrics chart of the selected run: which metrics (at most 4), which steps.
+
+The chart view is chat-graph state (`chart`: keys and step_range), changed through `Command(update=…)`
+so a resumed session shows what it showed. Three verbs that do not overlap: plot_metrics chooses what is
+drawn, zoom_chart narrows the steps, reset_chart shows every step again.
+"""
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from langchain_core.tools import BaseTool, StructuredTool
-from pydantic import BaseModel, Field
+from langgraph.prebuilt import ToolRuntime
+from pydantic import AliasChoices, Field
 
 from twinkle_auto.connection.metrics import metric_keys
-from twinkle_auto.tools.base import MAX_CHART_KEYS, ToolContext, ToolError, compact
+from twinkle_auto.tools.base import MAX_CHART_KEYS, Scope, ToolArgs, ToolContext, ToolError, compact
+
+STEP_UNBOUNDED = 10**12
 
 
-class ZoomArgs(BaseModel):
-    start_step: int | None = Field(default=None, description="first step to show")
-    end_step: int | None = Field(default=None, description="last step to show")
-    reset: bool = Field(default=False, description="true to show all steps again")
+class ZoomArgs(ToolArgs):
+    start_step: int | None = Field(
+        default=None,
+        ge=0,
+        validation_alias=AliasChoices("start_step", "start", "from_step", "first_step", "min_step"),
+        description="First training step to show (inclusive); leave out to start at the beginning",
+    )
+    end_step: int | None = Field(
+        default=None,
+        ge=0,
+        validation_alias=AliasChoices("end_step", "end", "to_step", "last_step", "max_step"),
+        description="Last training step to show (inclusive); leave out to show up to the latest step",
+    )
 
 
-class SelectMetricsArgs(BaseModel):
-    keys: list[str] = Field(description=f"metric names to chart, at most {MAX_CHART_KEYS}")
+class PlotArgs(ToolArgs):
+    keys: list[str] = Field(
+        validation_alias=AliasChoices("keys", "metrics", "metric", "names"),
+        description=f"Metric names (or parts of names, e.g. 'reward') to chart, at most {MAX_CHART_KEYS}",
+    )
+    run_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("run_id", "run"),
+        description="Run to chart (it becomes the selected run); leave out for the selected run",
+    )
 
 
-def make_chart_tools(ctx: ToolContext) -> list[BaseTool]:
-    def zoom_metrics(start_step: int | None = None, end_step: int | None = None, reset: bool = False) -> str:
-        """Zoom the chart to a step range (e.g. steps 100-200), or reset=true to show the whole run."""
-        if reset or (start_step is None and end_step is None):
-            ctx.chart.step_range = None
-            ctx.emit("chart", ctx.chart)
-            return compact({"chart_range": "all steps"})
-        lo = 0 if start_step is None else start_step
-        hi = 10**12 if end_step is None else end_step
-        if lo > hi:
-            lo, hi = hi, lo
-        if lo < 0:
-            raise ToolError("steps are non-negative")
-        ctx.chart.step_range = (lo, hi)
-        ctx.emit("chart", ctx.chart)
-        return compact({"chart_range": [lo, None if end_step is None else hi]})
+def _match(wanted: list[str], available: list[str]) -> tuple[list[str], list[str]]:
+    """Exact names first, then every available metric containing a wanted word ('reward' → reward_std)."""
+    chosen: list[str] = []
+    unknown: list[str] = []
+    for word in wanted:
+        if word in available:
+            hits = [word]
+        else:
+            low = re.sub(r"[^a-z0-9_/.]+", "_", word.lower()).strip("_")
+            low = re.sub(r"_(related|metrics?|values?|curves?)$", "", low)
+            hits = [k for k in available if low and low in k.lower()]
+        if not hits:
+            unknown.append(word)
+        chosen += [h for h in hits if h not in chosen]
+    return chosen, unknown
 
-    def select_metrics(keys: list[str]) -> str:
-        """Choose the metrics the chart shows (at most 4), e.g. ['reward', 'reward_std']."""
+
+def make_chart_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
+    def plot_metrics(
+        keys: list[str], run_id: str | None = None, runtime: ToolRuntime[Any, Any] = None
+    ) -> Any:  # type: ignore[assignment]
+        s = Scope.of(runtime, ctx, "plot_metrics")
         wanted = [k.strip() for k in keys if k and k.strip()]
         if not wanted:
             raise ToolError("give at least one metric name")
+        run = run_id or s.selected_run
+        chosen = wanted
+        if run:
+            available = metric_keys(s.connection.store.last_metrics(run, 200))
+            if available:
+                chosen, unknown = _match(wanted, available)
+                if unknown or not chosen:
+                    raise ToolError(
+                        f"run {run} has no metric like {', '.join(unknown or wanted)}; "
+                        f"available: {', '.join(available[:20])}"
+                    )
         if len(wanted) > MAX_CHART_KEYS:
-            raise ToolError(f"at most {MAX_CHART_KEYS} metrics; got {len(wanted)}")
-        available: list[str] = []
-        if ctx.selected_run:
-            available = metric_keys(ctx.connection.store.last_metrics(ctx.selected_run, 200))
-            unknown = [k for k in wanted if k not in available]
-            if available and unknown:
-                raise ToolError(
-                    f"unknown metric(s) {', '.join(unknown)}; available: {', '.join(available[:20])}"
-                )
-        ctx.chart.keys = wanted
-        ctx.emit("chart", ctx.chart)
-        return compact({"chart_keys": wanted})
+            raise ToolError(f"at most {MAX_CHART_KEYS} metrics per chart; got {len(wanted)}: pick fewer")
+        answer: dict[str, Any] = {"run": run, "chart_keys": chosen[:MAX_CHART_KEYS]}
+        if len(chosen) > MAX_CHART_KEYS:  # a word matched many: chart the first ones, say which were left
+            answer["not_shown"] = chosen[MAX_CHART_KEYS:]
+            chosen = chosen[:MAX_CHART_KEYS]
+        chart = {**s.chart, "keys": chosen}
+        updates: dict[str, Any] = {"chart": chart}
+        if run and run != s.selected_run:
+            updates["selected_run"] = run
+        return s.reply(compact(answer), **updates)
+
+    def zoom_chart(
+        start_step: int | None = None,
+        end_step: int | None = None,
+        runtime: ToolRuntime[Any, Any] = None,  # type: ignore[assignment]
+    ) -> Any:
+        s = Scope.of(runtime, ctx, "zoom_chart")
+        if start_step is None and end_step is None:
+            raise ToolError("give start_step and/or end_step; reset_chart shows all steps")
+        lo = 0 if start_step is None else start_step
+        hi = STEP_UNBOUNDED if end_step is None else end_step
+        lo, hi = min(lo, hi), max(lo, hi)
+        chart = {**s.chart, "step_range": [lo, hi]}
+        return s.reply(compact({"chart_steps": [lo, None if end_step is None else hi]}), chart=chart)
+
+    def reset_chart(runtime: ToolRuntime[Any, Any] = None) -> Any:  # type: ignore[assignment]
+        s = Scope.of(runtime, ctx, "reset_chart")
+        return s.reply(
+            compact({"chart_steps": "all", "chart_keys": "default"}), chart={"keys": [], "step_range": None}
+        )
 
     return [
         StructuredTool.from_function(
-            func=zoom_metrics,
-            name="zoom_metrics",
-            description=zoom_metrics.__doc__ or "",
+            func=plot_metrics,
+            name="plot_metrics",
+            description=f"Show (plot, chart, graph) chosen metrics of a run, up to {MAX_CHART_KEYS}; a word "
+            "such as 'reward' picks every metric whose name contains it.",
+            args_schema=PlotArgs,
+        ),
+        StructuredTool.from_function(
+            func=zoom_chart,
+            name="zoom_chart",
+            description="Narrow the chart to a range of training steps (e.g. from step 100 to 200). Only "
+            "changes which steps are shown, not which metrics.",
             args_schema=ZoomArgs,
         ),
         StructuredTool.from_function(
-            func=select_metrics,
-            name="select_metrics",
-            description=select_metrics.__doc__ or "",
-            args_schema=SelectMetricsArgs,
+            func=reset_chart,
+            name="reset_chart",
+            description="Reset the chart: every step again and the default metrics (undoes zoom_chart and "
+            "plot_metrics).",
         ),
     ]

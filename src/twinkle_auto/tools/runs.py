@@ -1,53 +1,62 @@
-"""Tools for training runs: list, status, start, select, pause, resume, stop, update the script.
+"""Tools for training runs: list, status, select, pause, resume, stop, update the script.
 
 Results are compact JSON sized for an LLM. Refusals raise ToolError with one line the model can act on.
-start_training, stop_training and update_script replace or destroy something: they carry an approval
-text (see tools/base.py), and the chat graph asks the person before they run.
+`stop_training` and `update_script` destroy or replace something: they carry a describer (see
+tools/base.py) and the chat graph asks the person first. `select_run` changes the session (graph state)
+through `Command(update=…)`. Starting a run lives in tools/training.py.
+
+The verbs are distinct on purpose, and the descriptions say how: pause keeps the run to be resumed, stop
+ends it for good; resume continues a paused run, start creates a new one.
 """
 
 from __future__ import annotations
 
 import difflib
-from pathlib import Path
 from typing import Any
 
 from langchain_core.tools import BaseTool, StructuredTool
-from pydantic import BaseModel, Field
+from langgraph.prebuilt import ToolRuntime
+from pydantic import AliasChoices, Field
 
-from twinkle_auto.connection.errors import RunError
 from twinkle_auto.connection.store import RunStatus
 from twinkle_auto.monitor.snapshot import trends
-from twinkle_auto.runtime.format import RunIdError
-from twinkle_auto.tools.base import ToolContext, ToolError, compact
+from twinkle_auto.tools.base import (
+    Approval,
+    Scope,
+    ToolArgs,
+    ToolContext,
+    ToolError,
+    approved_calls,
+    compact,
+)
+from twinkle_auto.tools.scripts import MAX_SCRIPT_CHARS, check_source, review_update
 
-MAX_SCRIPT_CHARS = 200_000
-
-
-class RunArg(BaseModel):
-    run_id: str | None = Field(default=None, description="the run id; omit to use the selected run")
-
-
-class NoArgs(BaseModel):
-    pass
-
-
-class StartArgs(BaseModel):
-    run_id: str = Field(description="new run id: letters, digits, '.', '_' and '-'")
-    script: str | None = Field(default=None, description="the full training script (Python source)")
-    script_path: str | None = Field(default=None, description="path of an existing training script")
-    model_id: str | None = Field(default=None, description="model being trained, e.g. Qwen/Qwen3.5-4B")
+RUN_ID = AliasChoices("run_id", "run", "id", "name", "run_name")
 
 
-class SelectArgs(BaseModel):
-    run_id: str = Field(description="the run to select for status, charts and commands")
+class RunArg(ToolArgs):
+    run_id: str | None = Field(
+        default=None,
+        validation_alias=RUN_ID,
+        description="Run id as listed by list_training_runs; leave out to use the selected run",
+    )
 
 
-class UpdateScriptArgs(BaseModel):
-    run_id: str | None = Field(default=None, description="the run id; omit to use the selected run")
-    script: str = Field(description="the complete new train.py")
+class SelectArgs(ToolArgs):
+    run_id: str = Field(validation_alias=RUN_ID, description="Run id as listed by list_training_runs")
 
 
-def _status_brief(s: RunStatus) -> dict[str, Any]:
+class UpdateScriptArgs(ToolArgs):
+    run_id: str | None = Field(
+        default=None, validation_alias=RUN_ID, description="Run id; leave out to use the selected run"
+    )
+    script: str = Field(
+        description=f"The complete new train.py (Python source, at most {MAX_SCRIPT_CHARS} characters), "
+        "not a diff"
+    )
+
+
+def status_brief(s: RunStatus) -> dict[str, Any]:
     return {
         "run_id": s.run_id,
         "status": s.effective_status,
@@ -57,63 +66,30 @@ def _status_brief(s: RunStatus) -> dict[str, Any]:
     }
 
 
-def _guard(fn: Any) -> Any:
-    """Turn the connection's refusals into ToolErrors with their one-line text."""
+def make_run_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
+    """The run tools; `ctx` is the fallback context when a graph is invoked without one."""
 
-    def wrapped(**kwargs: Any) -> Any:
-        try:
-            return fn(**kwargs)
-        except (RunError, RunIdError) as exc:
-            raise ToolError(str(exc)) from None
+    def scope(runtime: Any, name: str) -> Scope:
+        return Scope.of(runtime, ctx, name)
 
-    wrapped.__name__ = fn.__name__
-    wrapped.__doc__ = fn.__doc__
-    return wrapped
+    def list_training_runs(runtime: ToolRuntime[Any, Any] = None) -> Any:  # type: ignore[assignment]
+        s = scope(runtime, "list_training_runs")
+        runs = [status_brief(r) for r in s.connection.store.list_runs()]
+        return compact({"selected": s.selected_run, "runs": runs[:30], "total": len(runs)})
 
-
-def _read_script(script: str | None, script_path: str | None) -> str:
-    if bool(script) == bool(script_path):
-        raise ToolError("give exactly one of `script` (the source) or `script_path`")
-    if script_path:
-        path = Path(script_path).expanduser()
-        try:
-            script = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ToolError(f"script_path {script_path} does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ToolError(f"cannot read {script_path}: {exc}") from None
-    assert script is not None
-    if len(script) > MAX_SCRIPT_CHARS:
-        raise ToolError(f"script is {len(script)} characters; the limit is {MAX_SCRIPT_CHARS}")
-    try:
-        compile(script, "train.py", "exec")
-    except SyntaxError as exc:
-        raise ToolError(f"the script does not parse: {exc.msg} at line {exc.lineno}") from None
-    return script
-
-
-def make_run_tools(ctx: ToolContext) -> list[BaseTool]:
-    store = ctx.connection.store
-    controller = ctx.connection.controller
-
-    def list_training_runs() -> str:
-        """List all training runs with their status, step and model (newest first)."""
-        runs = [_status_brief(s) for s in store.list_runs()]
-        return compact({"selected": ctx.selected_run, "runs": runs[:30], "total": len(runs)})
-
-    def get_training_status(run_id: str | None = None) -> str:
-        """Status of one run: process, progress, latest metrics, recent trends and the monitor's last verdict.
-        Use it to answer 'how is the training going?'."""
-        run = ctx.run_or_selected(run_id)
-        s = store.status(run)
+    def get_training_status(run_id: str | None = None, runtime: ToolRuntime[Any, Any] = None) -> Any:  # type: ignore[assignment]
+        s = scope(runtime, "get_training_status")
+        store = s.connection.store
+        run = s.run_or_selected(run_id)
+        st = store.status(run)
         rows = store.last_metrics(run, 200)
         auto = store.auto_state(run)
         data: dict[str, Any] = {
-            **_status_brief(s),
-            "process": s.process,
-            "script_version": s.script_version,
-            "error": s.error,
-            "last": {k: v for k, v in (s.last_metrics or {}).items() if k != "ts"},
+            **status_brief(st),
+            "process": st.process,
+            "script_version": st.script_version,
+            "error": st.error,
+            "last": {k: v for k, v in (st.last_metrics or {}).items() if k != "ts"},
             "trends": trends(rows, keys=6),
         }
         if auto.get("decision"):
@@ -122,40 +98,29 @@ def make_run_tools(ctx: ToolContext) -> list[BaseTool]:
             data["fix_attempts"] = auto["fix_attempts"]
         return compact(data, budget=2500)
 
-    def start_training(
-        run_id: str, script: str | None = None, script_path: str | None = None, model_id: str | None = None
-    ) -> str:
-        """Start a new training run from a script (its source or a path); it becomes the selected run."""
-        text = _read_script(script, script_path)
-        result = controller.start(run_id, text, model_id=model_id)
-        ctx.selected_run = run_id
-        ctx.emit("selected", run_id)
-        return compact({"started": run_id, "pid": result.pid, "script_version": result.script_version})
+    def select_run(run_id: str, runtime: ToolRuntime[Any, Any] = None) -> Any:  # type: ignore[assignment]
+        s = scope(runtime, "select_run")
+        st = s.connection.store.status(run_id)
+        chart = {**s.chart, "step_range": None}
+        return s.reply(compact({"selected": run_id, **status_brief(st)}), selected_run=run_id, chart=chart)
 
-    def select_run(run_id: str) -> str:
-        """Select a run: later commands, status and the chart default to it."""
-        s = store.status(run_id)
-        ctx.selected_run = run_id
-        ctx.chart.step_range = None
-        ctx.emit("selected", run_id)
-        return compact({"selected": run_id, **_status_brief(s)})
+    def pause_training(run_id: str | None = None, runtime: ToolRuntime[Any, Any] = None) -> Any:  # type: ignore[assignment]
+        s = scope(runtime, "pause_training")
+        run = s.run_or_selected(run_id)
+        s.connection.controller.pause(run)
+        step = s.connection.store.status(run).last_step
+        return compact({"paused": run, "step": step, "note": "resume_training continues it"})
 
-    def pause_training(run_id: str | None = None) -> str:
-        """Pause a running run (its process is killed; the Twinkle server keeps model state). Resume continues it."""
-        run = ctx.run_or_selected(run_id)
-        controller.pause(run)
-        return compact({"paused": run, "step": store.status(run).last_step})
-
-    def resume_training(run_id: str | None = None) -> str:
-        """Resume a paused or stopped run: relaunch its current train.py, which continues from its last step."""
-        run = ctx.run_or_selected(run_id)
-        result = controller.resume(run)
+    def resume_training(run_id: str | None = None, runtime: ToolRuntime[Any, Any] = None) -> Any:  # type: ignore[assignment]
+        s = scope(runtime, "resume_training")
+        run = s.run_or_selected(run_id)
+        result = s.connection.controller.resume(run)
         return compact({"resumed": run, "pid": result.pid, "launch": result.launch_count})
 
-    def stop_training(run_id: str | None = None) -> str:
-        """Stop a run for good: SIGTERM so it saves a checkpoint, then it exits."""
-        run = ctx.run_or_selected(run_id)
-        result = controller.stop(run)
+    def stop_training(run_id: str | None = None, runtime: ToolRuntime[Any, Any] = None) -> Any:  # type: ignore[assignment]
+        s = scope(runtime, "stop_training")
+        run = s.run_or_selected(run_id)
+        result = s.connection.controller.stop(run)
         return compact(
             {
                 "stopped": run,
@@ -165,59 +130,109 @@ def make_run_tools(ctx: ToolContext) -> list[BaseTool]:
             }
         )
 
-    def update_script(script: str, run_id: str | None = None) -> str:
-        """Replace a run's train.py (the old one is archived as train_v{N}.py). Does not relaunch."""
-        run = ctx.run_or_selected(run_id)
-        text = _read_script(script, None)
-        update = controller.update_script(run, text)
+    def update_script(script: str, run_id: str | None = None, runtime: ToolRuntime[Any, Any] = None) -> Any:  # type: ignore[assignment]
+        s = scope(runtime, "update_script")
+        run = s.run_or_selected(run_id)
+        text = check_source(script)
+        old = s.connection.store.script(run)
+        findings = review_update(old, text, s.connection.store.path(run))
+        if findings and s.tool_call_id not in approved_calls(s):
+            listed = "; ".join(f"{f.get('rule')}: {f.get('message')}" for f in findings[:4])
+            raise ToolError(
+                f"refused: the guards flag this script ({listed}). It runs only if the person approves it "
+                "after seeing these findings; tell them, or change the script so it passes."
+            )
+        update = s.connection.controller.update_script(run, text)
         diff = update.diff if len(update.diff) < 1500 else update.diff[:1500] + "\n…"
         return compact(
             {"updated": run, "archived_as": update.archived_as, "version": update.version, "diff": diff}
         )
 
-    def _describe_start(args: dict[str, Any]) -> str:
-        source = f"script {args.get('script_path')}" if args.get("script_path") else "the script shown"
-        lines = len(str(args.get("script") or "").splitlines())
-        extra = f" ({lines} lines)" if lines else ""
-        return f"Start training run {args.get('run_id')!r} from {source}{extra}?"
+    def _describe_stop(args: dict[str, Any], s: Scope) -> Approval:
+        run = args.get("run_id") or s.selected_run
+        return {"text": f"Stop run {run!r} for good? It saves a checkpoint and exits (pause would keep it)."}
 
-    def _describe_stop(args: dict[str, Any]) -> str:
-        run = args.get("run_id") or ctx.selected_run
-        return f"Stop run {run!r}? It saves a checkpoint and exits; resume relaunches it."
-
-    def _describe_update(args: dict[str, Any]) -> str:
-        run = args.get("run_id") or ctx.selected_run
-        try:
-            old = store.script(run) if run else ""
-        except (RunError, RunIdError):
-            old = ""
+    def _describe_update(args: dict[str, Any], s: Scope) -> Approval:
+        run = s.run_or_selected(args.get("run_id"))
+        store = s.connection.store
+        old = store.script(run)
+        new = str(args.get("script") or "")
         diff = "".join(
             difflib.unified_diff(
                 old.splitlines(keepends=True),
-                str(args.get("script") or "").splitlines(keepends=True),
+                new.splitlines(keepends=True),
                 fromfile="train.py (current)",
                 tofile="train.py (new)",
             )
         )
-        return f"Replace train.py of run {run!r} (the current one is archived)?\n{diff}"
+        findings = review_update(old, new, store.path(run))
+        text = f"Replace train.py of run {run!r} (the current one is archived; it is not relaunched)?"
+        return {
+            "text": text,
+            "diff": diff,
+            "script": new,
+            "findings": findings,
+            "unsafe": bool(findings),
+            "editable": "script",
+        }
 
-    specs = [
-        (list_training_runs, NoArgs, None),
-        (get_training_status, RunArg, None),
-        (start_training, StartArgs, _describe_start),
-        (select_run, SelectArgs, None),
-        (pause_training, RunArg, None),
-        (resume_training, RunArg, None),
-        (stop_training, RunArg, _describe_stop),
-        (update_script, UpdateScriptArgs, _describe_update),
+    specs: list[tuple[Any, type, str, Any]] = [
+        (
+            list_training_runs,
+            None,
+            "List every training run with its status (running, paused, failed, finished…), step and model. "
+            "Use it to see what runs exist or to find a run's id.",
+            None,
+        ),
+        (
+            get_training_status,
+            RunArg,
+            "Detailed status of one run: process, progress, latest metric values, recent trends and the "
+            "monitor's verdict. Use it for questions about how a run is doing.",
+            None,
+        ),
+        (
+            select_run,
+            SelectArgs,
+            "Make a run the selected one: status, charts and commands then default to it.",
+            None,
+        ),
+        (
+            pause_training,
+            RunArg,
+            "Pause a running run (hold it, reversible): its process exits and the run keeps everything; "
+            "resume_training continues it later from its last step.",
+            None,
+        ),
+        (
+            resume_training,
+            RunArg,
+            "Resume (continue) a paused, stopped or crashed run: relaunches its current train.py, which "
+            "carries on from its last saved step.",
+            None,
+        ),
+        (
+            stop_training,
+            RunArg,
+            "Stop a run for good (end, terminate it): it saves a checkpoint and exits. Not for a "
+            "temporary hold: that is pause_training.",
+            _describe_stop,
+        ),
+        (
+            update_script,
+            UpdateScriptArgs,
+            "Replace a run's train.py with a complete new version (the old one is archived as "
+            "train_v{N}.py). Does not relaunch: call resume_training after.",
+            _describe_update,
+        ),
     ]
     return [
         StructuredTool.from_function(
-            func=_guard(fn),
+            func=fn,
             name=fn.__name__,
-            description=(fn.__doc__ or "").strip(),
-            args_schema=schema,
+            description=description,
+            args_schema=schema,  # None: inferred (keeps the injected runtime)
             metadata={"approval": approval} if approval else {},
         )
-        for fn, schema, approval in specs
+        for fn, schema, description, approval in specs
     ]

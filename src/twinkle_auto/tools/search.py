@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from langchain_core.tools import BaseTool, StructuredTool
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from twinkle_auto.skills.hub import (
     HUB_TIMEOUT,
@@ -32,7 +32,7 @@ from twinkle_auto.skills.hub import (
     hub_api,
     is_unreachable,
 )
-from twinkle_auto.tools.base import RESULT_BUDGET, ToolContext, ToolError, compact
+from twinkle_auto.tools.base import RESULT_BUDGET, ToolArgs, ToolContext, ToolError, compact
 
 DEFAULT_LIMIT = 5
 MAX_LIMIT = 20
@@ -43,7 +43,7 @@ _TIME_KEYS = ("last_modified", "LastModified", "last_updated", "LastUpdatedTime"
 _TOTAL_KEYS = ("total_count", "TotalCount", "total", "Total")
 
 
-class SearchArgs(BaseModel):
+class SearchArgs(ToolArgs):
     query: str = Field(description="Name or keywords, e.g. 'Qwen2.5 7B instruct', 'gsm8k', 'math'.")
     limit: int = Field(
         DEFAULT_LIMIT, description=f"How many results, 1-{MAX_LIMIT} (default {DEFAULT_LIMIT})."

@@ -8,58 +8,115 @@ act on. `shutdown_server` asks the person first: it destroys the model state the
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from langchain_core.tools import BaseTool, StructuredTool
-from pydantic import BaseModel, Field
+from langgraph.prebuilt import ToolRuntime
+from pydantic import AliasChoices, Field, model_validator
 
+from twinkle_auto.connection import Connection
 from twinkle_auto.server.config import ConfigError
 from twinkle_auto.server.manager import ServerError, ServerManager, StartRequest
 from twinkle_auto.server.plan import BACKENDS, ENGINES, PlanError, SamplerRequest
-from twinkle_auto.tools.base import ToolContext, ToolError, compact
+from twinkle_auto.tools.base import Approval, Scope, ToolArgs, ToolContext, ToolError, compact
+
+_PAIR = re.compile(r"([A-Za-z_]+)\s*[=:]\s*(\"[^\"]*\"|'[^']*'|[^\s,;]+)")
 
 
-class SamplerArg(BaseModel):
-    """One sampler (rollout) or teacher model served beside the training model."""
+class SamplerArg(ToolArgs):
+    """One sampler (rollout) or teacher model served beside the training model, on its own GPUs."""
 
-    model_id: str = Field(description="Model id on ModelScope, e.g. 'Qwen/Qwen3.5-72B'")
-    gpus: int | None = Field(default=None, description="GPUs in total for this sampler; must equal tp × dp")
-    tp: int = Field(
-        default=1, description="Tensor parallel size (GPUs per engine); >1 for models too big for one GPU"
+    model_id: str = Field(
+        validation_alias=AliasChoices("model_id", "model", "id", "name"),
+        description="Model id on ModelScope, e.g. 'Qwen/Qwen3.5-72B'",
     )
-    dp: int | None = Field(default=None, description="Data parallel replicas; default gpus // tp")
+    gpus: int | None = Field(
+        default=None, ge=1, description="GPUs for this sampler in total (= tp × dp); default tp × dp"
+    )
+    tp: int = Field(
+        default=1,
+        ge=1,
+        description="Tensor parallel size: GPUs per engine, >1 for models too big for one GPU",
+    )
+    dp: int | None = Field(default=None, ge=1, description="Data parallel replicas; default gpus // tp")
     engine: str = Field(default="vllm", description=f"Sampler engine: {', '.join(ENGINES)}")
-    max_model_len: int = Field(default=16000, description="Context length of the engine")
+    max_model_len: int = Field(default=16000, ge=256, description="Context length of the engine, in tokens")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, data: Any) -> Any:
+        """A sampler written as text ("model_id='Qwen/X' gpus=2 tp=1", or just the id) is read as fields."""
+        if not isinstance(data, str):
+            return data
+        pairs = {k.lower(): v.strip("'\"") for k, v in _PAIR.findall(data)}
+        if pairs:
+            return pairs
+        return {"model_id": data.strip().strip("'\"")}
 
 
-class StartServerArgs(BaseModel):
+class StartServerArgs(ToolArgs):
     model_id: str | None = Field(
         default=None,
+        validation_alias=AliasChoices("model_id", "model", "train_model"),
         description="Model to train, e.g. 'Qwen/Qwen3.5-4B'; may be left out with backend 'mock' (mock-model)",
     )
+    total_gpus: int | None = Field(
+        default=None,
+        ge=1,
+        validation_alias=AliasChoices("total_gpus", "gpus", "num_gpus", "gpu_count"),
+        description="GPUs for the whole server (training model plus samplers) when the person gives one "
+        "number, e.g. 'on 2 GPUs' = 2; the samplers' share is taken out of it",
+    )
     train_gpus: int | None = Field(
-        default=None, description="GPUs for the training model; default: every free GPU the samplers leave"
+        default=None,
+        ge=1,
+        description="GPUs for the training model alone, only when the person says so; default: what the "
+        "samplers leave",
     )
     backend: str = Field(
         default="transformers",
-        description=f"One of {', '.join(BACKENDS)}; 'mock' runs on CPU without GPUs (to try the flow)",
+        description=f"One of {', '.join(BACKENDS)}; 'mock' runs on CPU without GPUs or weights (to try the flow)",
     )
     samplers: list[SamplerArg] = Field(
-        default_factory=list, description="Sampler/teacher models, each on its own GPUs"
+        default_factory=list,
+        description='Sampler/teacher models as objects, e.g. [{"model_id": "Qwen/Qwen3.5-72B", "tp": 1}]',
     )
-    port: int = Field(default=8000, description="HTTP port of the server on 127.0.0.1")
+    port: int = Field(default=8000, ge=1, le=65535, description="HTTP port of the server on 127.0.0.1")
     ray_address: str | None = Field(
         default=None,
         description="host:port of a Ray cluster the user already runs (multi-node); default: start our own",
     )
 
 
-class NoArgs(BaseModel):
-    pass
-
-
-class ListModelsArgs(BaseModel):
+class ListModelsArgs(ToolArgs):
     url: str | None = Field(default=None, description="Server URL; default: the server we started")
+
+
+def split_gpus(
+    total: int | None, train: int | None, samplers: list[SamplerArg], backend: str
+) -> tuple[int | None, list[SamplerArg]]:
+    """Place a total GPU count: samplers keep what they ask (tp × dp, at least one each), training gets
+    the rest. "On 2 GPUs" is the whole server, not the training model alone."""
+    if total is None or backend == "mock":
+        return train, samplers
+    placed = []
+    for s in samplers:
+        need = s.gpus or s.tp * (s.dp or 1)
+        placed.append(s.model_copy(update={"gpus": need}))
+    used = sum(p.gpus or 0 for p in placed)
+    rest = total - used
+    if train is not None and train + used != total:
+        raise ToolError(
+            f"total_gpus={total} but train_gpus={train} plus samplers' {used} is {train + used}; "
+            "give either total_gpus or train_gpus"
+        )
+    if rest < 1:
+        raise ToolError(
+            f"the samplers take {used} of total_gpus={total}, leaving none for the training model; leave "
+            "the samplers' gpus out to split the total (tp GPUs each), or raise total_gpus"
+        )
+    return rest, placed
 
 
 def _fail(exc: Exception, manager: ServerManager) -> ToolError:
@@ -69,53 +126,69 @@ def _fail(exc: Exception, manager: ServerManager) -> ToolError:
     return ToolError(message)
 
 
-def _shutdown_approval(manager: ServerManager) -> Any:
-    def describe(args: dict[str, Any], ctx: ToolContext) -> str:
-        state = manager.load_state() or {}
-        where = state.get("url") or "the Twinkle server"
-        model = f" (model {state['model_id']})" if state.get("model_id") else ""
-        return (
-            f"Shut down {where}{model} and the Ray nodes twinkle-auto started. All model state held in the "
+def _describe_shutdown(args: dict[str, Any], scope: Scope) -> Approval:
+    state = scope.context.server_manager().load_state() or {}
+    where = state.get("url") or "the Twinkle server"
+    model = f" (model {state['model_id']})" if state.get("model_id") else ""
+    return {
+        "text": (
+            f"Shut down {where}{model} and the Ray nodes twinkle-auto started? All model state held in the "
             "server — weights, LoRA adapters, optimizer state not saved to a checkpoint — is destroyed, "
             "and training runs using the server will fail."
         )
+    }
 
-    return describe
 
+def make_server_tools(ctx: ToolContext | None = None, manager: ServerManager | None = None) -> list[BaseTool]:
+    """The four server tools; the manager comes from the graph's context (`ToolContext.server`).
 
-def make_server_tools(ctx: ToolContext, manager: ServerManager | None = None) -> list[BaseTool]:
-    """The four server tools over one ServerManager for the context's TWINKLE_HOME."""
-    mgr = manager or ServerManager(ctx.connection.store.home)
+    `manager`, when given, is put into the fallback context (tests and direct use outside a graph).
+    """
+    if manager is not None:
+        connection = ctx.connection if ctx is not None else Connection.open(manager.home)
+        ctx = ToolContext(connection, server=manager, skills=ctx.skills if ctx is not None else None)
 
-    def start_server(
-        model_id: str | None = None,
-        train_gpus: int | None = None,
-        backend: str = "transformers",
-        samplers: list[SamplerArg] | None = None,
-        port: int = 8000,
-        ray_address: str | None = None,
-    ) -> str:
-        requests = [
-            SamplerRequest(s.model_id, s.gpus, s.tp, s.dp, s.engine, s.max_model_len)
-            for s in (SamplerArg.model_validate(x) if isinstance(x, dict) else x for x in samplers or [])
+    def mgr_of(runtime: Any) -> ServerManager:
+        return Scope.of(runtime, ctx).context.server_manager()
+
+    def start_server(runtime: ToolRuntime[Any, Any] = None, **args: Any) -> str:  # type: ignore[assignment]
+        mgr = mgr_of(runtime)
+        samplers = [
+            a if isinstance(a, SamplerArg) else SamplerArg.model_validate(a)
+            for a in args.get("samplers") or []
         ]
-        request = StartRequest(model_id, backend, train_gpus, requests, port, "127.0.0.1", ray_address)
+        backend = args.get("backend") or "transformers"
+        train, samplers = split_gpus(args.get("total_gpus"), args.get("train_gpus"), samplers, backend)
+        requests = [
+            SamplerRequest(s.model_id, s.gpus, s.tp, s.dp, s.engine, s.max_model_len) for s in samplers
+        ]
+        request = StartRequest(
+            args.get("model_id"),
+            backend,
+            train,
+            requests,
+            int(args.get("port") or 8000),
+            "127.0.0.1",
+            args.get("ray_address"),
+        )
         try:
             result = mgr.start(request)
         except (ServerError, PlanError, ConfigError) as exc:
             raise _fail(exc, mgr) from None
         return compact(result)
 
-    def shutdown_server() -> str:
+    def shutdown_server(runtime: ToolRuntime[Any, Any] = None) -> str:  # type: ignore[assignment]
+        mgr = mgr_of(runtime)
         try:
             return compact(mgr.shutdown())
         except ServerError as exc:
             raise _fail(exc, mgr) from None
 
-    def get_cluster_info() -> str:
-        return compact(mgr.cluster_info())
+    def get_cluster_info(runtime: ToolRuntime[Any, Any] = None) -> str:  # type: ignore[assignment]
+        return compact(mgr_of(runtime).cluster_info())
 
-    def list_supported_models(url: str | None = None) -> str:
+    def list_supported_models(url: str | None = None, runtime: ToolRuntime[Any, Any] = None) -> str:  # type: ignore[assignment]
+        mgr = mgr_of(runtime)
         try:
             return compact(mgr.list_models(url))
         except ServerError as exc:
@@ -126,10 +199,9 @@ def make_server_tools(ctx: ToolContext, manager: ServerManager | None = None) ->
             start_server,
             name="start_server",
             description=(
-                "Start the Twinkle training server (Ray + Twinkle) with a training model and optional "
-                "sampler/teacher models, each on its own GPUs. Idempotent: a healthy server we started "
-                "with the same settings is reused. Takes ~1 min on CPU (mock), longer with real weights. "
-                "Without GPUs use backend='mock'."
+                "Start the Twinkle training server (Ray + Twinkle) with a model to train and optional "
+                "sampler/teacher models, each on its own GPUs. Reuses a healthy server we started with the "
+                "same settings. Takes about a minute; without GPUs use backend='mock'."
             ),
             args_schema=StartServerArgs,
         ),
@@ -137,22 +209,22 @@ def make_server_tools(ctx: ToolContext, manager: ServerManager | None = None) ->
             shutdown_server,
             name="shutdown_server",
             description=(
-                "Stop the Twinkle server and the Ray nodes twinkle-auto started (never other Ray "
-                "processes). Destroys all model state held in the server."
+                "Shut down (stop) the Twinkle server and the Ray nodes twinkle-auto started, never other "
+                "Ray processes. Destroys all model state held in the server."
             ),
-            args_schema=NoArgs,
-            metadata={"approval": _shutdown_approval(mgr)},
+            metadata={"approval": _describe_shutdown},
         ),
         StructuredTool.from_function(
             get_cluster_info,
             name="get_cluster_info",
-            description="GPUs on this machine (free/busy), the Ray cluster in use and the server's state.",
-            args_schema=NoArgs,
+            description="Hardware of this machine: how many GPUs there are, which are free or busy and "
+            "their memory; the Ray cluster in use and whether the Twinkle server is up.",
         ),
         StructuredTool.from_function(
             list_supported_models,
             name="list_supported_models",
-            description="Models the running Twinkle server serves; check before writing a training script.",
+            description="Models the running Twinkle server can train; check before starting a Twinkle "
+            "training run.",
             args_schema=ListModelsArgs,
         ),
     ]

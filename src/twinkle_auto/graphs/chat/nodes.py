@@ -1,0 +1,293 @@
+"""The chat graph's nodes and routers, as top-level functions (graph.py binds their collaborators).
+
+    repair   answer tool calls left dangling by a cancelled turn or an abandoned question
+    agent    call the model on a window of the history; answer malformed tool calls at once
+    approve  ask the person (interrupt) about calls that destroy or replace something
+    tools    LangGraph's ToolNode, one Send per pending call, with the full state and the context
+
+A tool call whose arguments are not JSON, a tool that raises, a declined call, a cancelled call: each
+gets a ToolMessage, so no tool call is ever left unanswered (OpenAI-compatible servers answer 400).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import (
+    AIMessage,
+    AnyMessage,
+    HumanMessage,
+    RemoveMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from langgraph.graph import END
+from langgraph.graph.message import REMOVE_ALL_MESSAGES
+from langgraph.prebuilt.tool_node import ToolCallWithContext
+from langgraph.types import Send, interrupt
+
+from twinkle_auto.graphs.chat.context import context_of
+from twinkle_auto.graphs.chat.prompts import BUDGET_SPENT, system_prompt
+from twinkle_auto.graphs.chat.state import ChatState
+from twinkle_auto.tools.base import Scope, describe_call, needs_approval
+
+DECLINED = "The person declined this action; it was not run. Ask what they want instead."
+CANCELLED = "Cancelled: the person interrupted before this call finished; it may not have run."
+MALFORMED = "Error: the arguments of {name} were not valid JSON ({error}); call it again with a JSON object."
+
+Prompt = str | Callable[..., str] | None
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def window(messages: Sequence[AnyMessage], size: int = 50) -> list[AnyMessage]:
+    """The last `size` messages, moved forward to start on a person's message.
+
+    Starting on a HumanMessage guarantees no ToolMessage arrives without the AI message that called it.
+    If the current turn alone is longer than `size`, the whole turn is kept (correctness over size).
+    """
+    msgs = list(messages)
+    start = max(0, len(msgs) - size)
+    human = [i for i, m in enumerate(msgs) if isinstance(m, HumanMessage)]
+    later = [i for i in human if i >= start]
+    if later:
+        start = later[0]
+    elif human:
+        start = human[-1]
+    return msgs[start:]
+
+
+def _answered(messages: Sequence[AnyMessage]) -> set[str]:
+    return {m.tool_call_id for m in messages if isinstance(m, ToolMessage)}
+
+
+def last_ai(messages: Sequence[AnyMessage]) -> AIMessage | None:
+    """The AI message of the current step (None once a person has spoken after it)."""
+    for msg in reversed(messages):
+        if isinstance(msg, AIMessage):
+            return msg
+        if isinstance(msg, HumanMessage):
+            return None
+    return None
+
+
+def pending_calls(messages: Sequence[AnyMessage]) -> list[dict[str, Any]]:
+    """Tool calls of the current AI message that have no ToolMessage yet."""
+    ai = last_ai(messages)
+    if ai is None:
+        return []
+    answered = _answered(messages)
+    return [dict(c) for c in ai.tool_calls if c.get("id") not in answered]
+
+
+def tool_rounds(messages: Sequence[AnyMessage]) -> int:
+    """AI messages with tool calls since the person last spoke: the turn's tool budget used so far."""
+    rounds = 0
+    for msg in reversed(messages):
+        if isinstance(msg, HumanMessage):
+            break
+        if isinstance(msg, AIMessage) and (msg.tool_calls or msg.invalid_tool_calls):
+            rounds += 1
+    return rounds
+
+
+def scope_of(state: Mapping[str, Any], runtime: Any, fallback: Any, name: str = "") -> Scope:
+    return Scope(context_of(runtime, fallback), state, None, name)
+
+
+# ----------------------------------------------------------------------------------------------- nodes
+def repair(state: ChatState) -> dict[str, Any]:
+    """Answer every tool call that has no result, right after the message that made it.
+
+    A turn cancelled with Ctrl-C, or a question left unanswered when the person typed something else,
+    leaves such calls; the model's API refuses a history with them (as deepagents'
+    `PatchToolCallsMiddleware` does, but here inside the graph, so every embedding app gets it).
+    """
+    messages = list(state.get("messages") or [])
+    answered = _answered(messages)
+    dangling = any(
+        c.get("id") and c.get("id") not in answered
+        for m in messages
+        if isinstance(m, AIMessage)
+        for c in (*m.tool_calls, *m.invalid_tool_calls)
+    )
+    if not dangling:
+        return {}
+    patched: list[AnyMessage] = []
+    for msg in messages:
+        patched.append(msg)
+        if not isinstance(msg, AIMessage):
+            continue
+        for call in (*msg.tool_calls, *msg.invalid_tool_calls):
+            call_id = call.get("id")
+            if not call_id or call_id in answered:
+                continue
+            name = call.get("name") or "unknown"
+            if call.get("type") == "invalid_tool_call":
+                content = MALFORMED.format(name=name, error=call.get("error") or "parse error")
+            else:
+                content = CANCELLED
+            patched.append(ToolMessage(content=content, tool_call_id=call_id, name=name, status="error"))
+    return {"messages": [RemoveMessage(id=REMOVE_ALL_MESSAGES), *patched]}
+
+
+def build_system_prompt(prompt: Prompt, state: Mapping[str, Any], runtime: Any, fallback: Any) -> str:
+    """The system prompt of this step: a fixed text, a callable (of the state, or of nothing), or ours."""
+    if isinstance(prompt, str):
+        return prompt
+    if callable(prompt):
+        takes_state = bool(inspect.signature(prompt).parameters)
+        return prompt(state) if takes_state else prompt()
+    skills = getattr(context_of(runtime, fallback), "skills", None)
+    section = ""
+    if skills is not None:
+        try:
+            section = skills.prompt_section()
+        except Exception:  # skills are optional: never block a turn on them
+            section = ""
+    return system_prompt(state.get("selected_run"), section)
+
+
+def agent(
+    state: ChatState,
+    runtime: Any = None,
+    *,
+    llm: BaseChatModel,
+    model: Runnable[Any, Any],
+    prompt: Prompt = None,
+    fallback: Any = None,
+    max_tool_rounds: int,
+    window_size: int,
+) -> dict[str, Any]:
+    """One model call. At the round cap the model is called without tools and must answer."""
+    messages = list(state.get("messages") or [])
+    rounds = tool_rounds(messages)
+    sent: list[AnyMessage] = [
+        SystemMessage(build_system_prompt(prompt, state, runtime, fallback)),
+        *window(messages, window_size),
+    ]
+    if rounds >= max_tool_rounds:
+        sent.append(SystemMessage(BUDGET_SPENT))
+        answer = llm.invoke(sent)
+        if isinstance(answer, AIMessage) and (answer.tool_calls or answer.invalid_tool_calls):
+            # a model that calls tools anyway: keep its words, drop the calls nobody would answer
+            answer = AIMessage(
+                content=answer.content or "I stopped here: the tool budget for this turn is spent."
+            )
+    else:
+        answer = model.invoke(sent)
+    out: list[AnyMessage] = [answer]
+    if isinstance(answer, AIMessage):
+        rounds += bool(answer.tool_calls or answer.invalid_tool_calls)
+        for bad in answer.invalid_tool_calls:
+            out.append(
+                ToolMessage(
+                    content=MALFORMED.format(name=bad.get("name"), error=bad.get("error") or "parse error"),
+                    tool_call_id=bad.get("id") or "invalid",
+                    name=bad.get("name") or "unknown",
+                    status="error",
+                )
+            )
+    return {"messages": out, "tool_rounds": rounds}
+
+
+def _needs_asking(call: Mapping[str, Any], by_name: Mapping[str, BaseTool], approved: set[str]) -> bool:
+    tool = by_name.get(str(call.get("name")))
+    return tool is not None and needs_approval(tool) is not None and call.get("id") not in approved
+
+
+def _sends(state: ChatState, calls: list[dict[str, Any]]) -> list[Send]:
+    return [
+        Send("tools", ToolCallWithContext(__type="tool_call_with_context", tool_call=call, state=state))  # type: ignore[typeddict-item]
+        for call in calls
+    ]
+
+
+def route_agent(state: ChatState, *, by_name: Mapping[str, BaseTool], auto_approve: bool) -> str | list[Send]:
+    """END when the model answered; approve when a call needs the person; else each call to tools."""
+    messages = state.get("messages") or []
+    ai = last_ai(messages)
+    if ai is None or not (ai.tool_calls or ai.invalid_tool_calls):
+        return END
+    calls = pending_calls(messages)
+    if not calls:
+        return "agent"  # only malformed calls, already answered: let the model try again
+    approved = set(state.get("approved_calls") or [])
+    if not auto_approve and any(_needs_asking(c, by_name, approved) for c in calls):
+        return "approve"
+    return _sends(state, calls)
+
+
+def route_approved(state: ChatState, *, by_name: Mapping[str, BaseTool]) -> str | list[Send]:
+    """After the person answered: ask again about an edited call; run the approved; else the model."""
+    calls = pending_calls(state.get("messages") or [])
+    approved = set(state.get("approved_calls") or [])
+    if any(_needs_asking(c, by_name, approved) for c in calls):
+        return "approve"
+    return _sends(state, calls) if calls else "agent"
+
+
+def approve(
+    state: ChatState, runtime: Any = None, *, by_name: Mapping[str, BaseTool], fallback: Any = None
+) -> dict[str, Any]:
+    """Ask the person about each call that needs it: approve, reject, or edit its arguments.
+
+    interrupt() re-runs this node on resume, so everything before it only reads. The answer is True /
+    False / "y" / "n" for all calls, or {call_id: answer} where an answer is a bool, a word, or
+    {"action": "approve" | "reject" | "edit", "args": {…}, "message": "…"}.
+    """
+    messages = list(state.get("messages") or [])
+    approved = set(state.get("approved_calls") or [])
+    calls = [c for c in pending_calls(messages) if _needs_asking(c, by_name, approved)]
+    if not calls:
+        return {}
+    scope = scope_of(state, runtime, fallback)
+    asks = []
+    for call in calls:
+        scope.tool_name = str(call["name"])
+        ask = describe_call(by_name[call["name"]], dict(call.get("args") or {}), scope)
+        asks.append({"id": call["id"], "name": call["name"], "args": call.get("args") or {}, **ask})
+    answer = interrupt({"kind": "tool_approval", "calls": asks})
+    out: list[AnyMessage] = []
+    yes: list[str] = []
+    edits: dict[str, dict[str, Any]] = {}
+    for ask in asks:
+        action, args, note = decision(answer, ask["id"])
+        if action == "approve":
+            yes.append(ask["id"])
+        elif action == "edit" and isinstance(args, dict):
+            edits[ask["id"]] = args
+        else:
+            text = DECLINED if not note else f"{DECLINED} They said: {note}"
+            out.append(ToolMessage(content=text, tool_call_id=ask["id"], name=ask["name"], status="error"))
+    update: dict[str, Any] = {"approved_calls": yes}
+    ai = last_ai(messages)
+    if edits and ai is not None:
+        calls_now = [{**c, "args": edits[c["id"]]} if c.get("id") in edits else c for c in ai.tool_calls]
+        out.insert(0, ai.model_copy(update={"tool_calls": calls_now}))  # same id: replaces the message
+    if out:
+        update["messages"] = out
+    return update
+
+
+def decision(answer: Any, call_id: str) -> tuple[str, Any, str]:
+    """(action, edited args, note) of the person's answer for one call; unclear answers reject."""
+    if isinstance(answer, Mapping):
+        if call_id in answer:
+            return decision(answer[call_id], call_id)
+        if "action" in answer:
+            action = str(answer.get("action")).lower()
+            if action in ("approve", "reject", "edit"):
+                return action, answer.get("args"), str(answer.get("message") or "")
+            return "reject", None, ""
+        if "approved" in answer:
+            return decision(answer["approved"], call_id)
+        return "reject", None, ""
+    if isinstance(answer, str):
+        ok = answer.strip().lower() in ("y", "yes", "true", "approve", "ok")
+        return ("approve" if ok else "reject"), None, ""
+    return ("approve" if answer is True else "reject"), None, ""

@@ -1,0 +1,248 @@
+"""Starting a training run: `start_training` (from a recipe or a script) and `list_recipes`.
+
+Why recipes: a small chat model cannot write a whole GRPO script in one JSON argument, but it can pick
+a recipe by name and fill a few typed fields (model, dataset, steps). `twinkle_auto.recipes` renders a
+complete, tested train.py from them; the model may still pass its own script (source or path).
+
+Before the run starts the person sees the whole script and what the guards find in it; they may
+approve, reject or edit it. The run goes through the RunController, with the launch options (env,
+launcher, argv, cwd) the controller accepts, and becomes the selected run (graph state).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import time
+from typing import Any
+
+from langchain_core.tools import BaseTool, StructuredTool
+from langgraph.prebuilt import ToolRuntime
+from pydantic import AliasChoices, Field
+
+from twinkle_auto.tools.base import Approval, Scope, ToolArgs, ToolContext, ToolError, compact
+from twinkle_auto.tools.scripts import check_source, read_script_file, script_findings
+
+LAUNCH_OPTIONS = ("argv", "cwd", "launcher")
+"""Launch settings passed to `RunController.start` when its signature has them (env always is)."""
+RENDER_CACHE = 8
+"""Rendered recipes kept per tool set: the describer and the tool render the same call once."""
+
+
+def _recipes() -> Any:
+    try:
+        import twinkle_auto.recipes as recipes
+    except ImportError as exc:
+        raise ToolError(f"recipes are not available here ({exc}); pass script or script_path") from None
+    if not hasattr(recipes, "render_recipe"):
+        raise ToolError("recipes are not available here; pass script or script_path")
+    return recipes
+
+
+def recipe_catalogue() -> list[dict[str, Any]]:
+    """Name, description, whether it needs the server, and its parameters (name: description)."""
+    out = []
+    for info in _recipes().list_recipes():
+        props = (info.params_schema or {}).get("properties", {})
+        required = set((info.params_schema or {}).get("required", []))
+        params = {
+            name: ("required: " if name in required else "") + str(p.get("description", ""))[:90]
+            for name, p in props.items()
+        }
+        out.append(
+            {
+                "name": info.name,
+                "description": info.description,
+                "needs_server": bool(getattr(info, "needs_server", False)),
+                "params": params,
+            }
+        )
+    return out
+
+
+def _recipe_names() -> list[str]:
+    try:
+        return [r["name"] for r in recipe_catalogue()]
+    except Exception:  # no recipes here: the description says to pass a script
+        return []
+
+
+class StartArgs(ToolArgs):
+    recipe: str | None = Field(
+        default=None,
+        description="Recipe to render the training script from (list_recipes shows them and their "
+        "parameters); leave out only when passing script or script_path",
+    )
+    model: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("model", "model_id", "base_model"),
+        description="Model to train, ModelScope id (owner/name) or local folder; for a recipe",
+    )
+    dataset: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("dataset", "dataset_id", "data"),
+        description="Training data, ModelScope dataset id (owner/name) or local file; for a recipe",
+    )
+    max_steps: int | None = Field(
+        default=None,
+        ge=1,
+        validation_alias=AliasChoices("max_steps", "steps", "total_steps"),
+        description="Optimizer steps to train; for a recipe (default: the recipe's)",
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Other recipe parameters by name (see list_recipes), e.g. {"lr": 0.0001}',
+    )
+    run_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("run_id", "run", "name"),
+        description="Id for the new run (letters, digits, '.', '_', '-'); default: made from recipe and model",
+    )
+    script: str | None = Field(default=None, description="A complete training script (Python source)")
+    script_path: str | None = Field(default=None, description="Path of an existing training script")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Environment variables for the training process"
+    )
+    launcher: str | None = Field(
+        default=None, description="How to launch: python (default), torchrun, accelerate or ray"
+    )
+
+
+def _short(model: str) -> str:
+    tail = model.rstrip("/").split("/")[-1] if model else ""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", tail).strip("-.")[:40]
+
+
+def make_training_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
+    """start_training and list_recipes; `ctx` is the fallback context outside a graph."""
+    cache: dict[str, Any] = {}
+
+    def _render(recipe: str, params: dict[str, Any]) -> Any:
+        key = json.dumps([recipe, params], sort_keys=True, default=str)
+        if key in cache:
+            return cache[key]
+        recipes = _recipes()
+        try:
+            rendered = recipes.render_recipe(recipe, params)
+        except recipes.RecipeError as exc:
+            raise ToolError(" ".join(str(exc).split())) from None
+        while len(cache) >= RENDER_CACHE:
+            cache.pop(next(iter(cache)))
+        cache[key] = rendered
+        return rendered
+
+    def _recipe_params(args: dict[str, Any], s: Scope) -> dict[str, Any]:
+        params = dict(args.get("params") or {})
+        for name in ("model", "dataset", "max_steps"):
+            if args.get(name) not in (None, ""):
+                params.setdefault(name, args[name])
+        info = next((r for r in _recipes().list_recipes() if r.name == args.get("recipe")), None)
+        props = (info.params_schema or {}).get("properties", {}) if info else {}
+        if "server_url" in props and not any(k in params for k in ("server_url", "server", "url")):
+            state = s.context.server_manager().load_state() or {}
+            if state.get("url"):
+                params["server_url"] = state["url"]  # the server start_server reported
+        return params
+
+    def _prepare(args: dict[str, Any], s: Scope) -> tuple[str, str, str | None, dict[str, Any], list[str]]:
+        """(run_id, script, model_id, config, notes) of a call, without side effects."""
+        recipe, script, path = args.get("recipe"), args.get("script"), args.get("script_path")
+        given = [n for n, v in (("recipe", recipe), ("script", script), ("script_path", path)) if v]
+        if len(given) != 1:
+            names = ", ".join(_recipe_names()) or "none installed"
+            raise ToolError(
+                "give exactly one of recipe (available: "
+                + names
+                + "), script or script_path"
+                + (f"; got {' and '.join(given)}" if given else "")
+            )
+        notes: list[str] = []
+        model_id = args.get("model")
+        config: dict[str, Any] = {}
+        if recipe:
+            rendered = _render(str(recipe), _recipe_params(args, s))
+            text, model_id = rendered.script, rendered.model_id or model_id
+            config = {"recipe": rendered.name, "params": rendered.params}
+            notes = list(rendered.notes)
+        else:
+            text = script if script else read_script_file(str(path))
+        text = check_source(str(text))
+        run_id = args.get("run_id") or _new_run_id(s, str(recipe or "run"), str(model_id or ""))
+        return str(run_id), text, model_id, config, notes
+
+    def _new_run_id(s: Scope, prefix: str, model: str) -> str:
+        base = "-".join(p for p in (prefix, _short(model), time.strftime("%m%d-%H%M")) if p)
+        run_id, n = base, 1
+        while s.connection.store.exists(run_id):
+            n += 1
+            run_id = f"{base}-{n}"
+        return run_id
+
+    def _launch_kwargs(args: dict[str, Any], s: Scope) -> dict[str, Any]:
+        params = inspect.signature(s.connection.controller.start).parameters
+        kwargs: dict[str, Any] = {}
+        if args.get("env"):
+            kwargs["env"] = {str(k): str(v) for k, v in args["env"].items()}
+        if args.get("launcher") and args["launcher"] != "python":
+            if "launcher" not in params:
+                raise ToolError(
+                    f"launcher {args['launcher']!r} is not supported here; leave it out to use python"
+                )
+            kwargs["launcher"] = args["launcher"]
+        for name in LAUNCH_OPTIONS:
+            if name != "launcher" and args.get(name) and name in params:
+                kwargs[name] = args[name]
+        return kwargs
+
+    def start_training(runtime: ToolRuntime[Any, Any] = None, **args: Any) -> Any:  # type: ignore[assignment]
+        s = Scope.of(runtime, ctx, "start_training")
+        run_id, text, model_id, config, notes = _prepare(args, s)
+        result = s.connection.controller.start(
+            run_id, text, model_id=model_id, config=config or None, **_launch_kwargs(args, s)
+        )
+        answer = {"started": run_id, "pid": result.pid, "script_version": result.script_version}
+        if notes:
+            answer["notes"] = notes
+        return s.reply(compact(answer), selected_run=run_id, chart={"keys": [], "step_range": None})
+
+    def _describe_start(args: dict[str, Any], s: Scope) -> Approval:
+        run_id, text, model_id, config, notes = _prepare(args, s)
+        source = f"recipe {config['recipe']}" if config else (args.get("script_path") or "the script below")
+        lines = len(text.splitlines())
+        head = f"Start training run {run_id!r} from {source} ({lines} lines)"
+        head += f", model {model_id}" if model_id else ""
+        if args.get("env"):
+            head += f", env {', '.join(sorted(args['env']))}"
+        if notes:
+            head += ". " + " ".join(notes)
+        return {
+            "text": head + "?",
+            "script": text,
+            "findings": script_findings(text, s.connection.store.path(run_id)),
+            "editable": "script",
+        }
+
+    def list_recipes(runtime: ToolRuntime[Any, Any] = None) -> Any:  # type: ignore[assignment]
+        return compact({"recipes": recipe_catalogue()}, budget=4000)
+
+    names = _recipe_names()
+    listed = f" Recipes: {', '.join(names)}." if names else ""
+    return [
+        StructuredTool.from_function(
+            func=start_training,
+            name="start_training",
+            description=(
+                "Create and launch a NEW training run, from a recipe with its parameters (preferred) or "
+                f"from a complete script.{listed} The new run becomes the selected run."
+            ),
+            args_schema=StartArgs,
+            metadata={"approval": _describe_start},
+        ),
+        StructuredTool.from_function(
+            func=list_recipes,
+            name="list_recipes",
+            description="The training recipes start_training can use, with what each trains and its "
+            "parameters.",
+        ),
+    ]
