@@ -7,11 +7,12 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import EXAMPLES, metric_steps, read_meta, wait_for
+from conftest import EXAMPLES, metric_steps, read_meta, run_cli, wait_for
 
 from twinkle_auto.connection import process as proc
 from twinkle_auto.connection.errors import NotOurProcessError, RunStateError, UnknownRunError
@@ -203,3 +204,111 @@ def test_launch_env_marks_output_as_captured(home: Path, controller) -> None:
     assert "started by hand" not in log  # not teed twice
     assert log.count("Training started") == 1
     assert os.environ.get("TWINKLE_RUN_ID") is None
+
+
+# ------------------------------------------------------------------ issue 11: never doubles, never strays
+def _write_meta(home: Path, run_id: str, meta: dict) -> None:
+    (home / run_id / "meta.json").write_text(json.dumps(meta))
+
+
+def _procs_running(folder: Path) -> list[int]:
+    script = str(folder / "train.py")
+    pids = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        if p.info["status"] != psutil.STATUS_ZOMBIE and script in (p.info["cmdline"] or []):
+            pids.append(p.pid)
+    return pids
+
+
+SLEEPY = "import time\ntime.sleep(120)\n"
+
+
+def test_a_live_run_with_a_corrupt_meta_json_refuses_resume(home: Path, controller) -> None:
+    first = controller.start("torn", SLEEPY)
+    (home / "torn" / "meta.json").write_text('{"status": "running", "pid": ')  # cut by a crash
+    result = run_cli("resume", "torn")
+    assert result.returncode == 1
+    assert "still running" in result.stderr and "corrupt" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert _procs_running(home / "torn") == [first.pid]
+    os.killpg(first.pid, 9)
+
+
+def test_a_resume_whose_meta_json_write_fails_stops_what_it_spawned(home: Path, controller) -> None:
+    import resource
+
+    controller.create("full", SLEEPY)
+    folder = home / "full"
+    (folder / "output.log").write_text("")
+    big = {"status": "paused", "run_id": "full", "pad": "x" * 4096}
+    _write_meta(home, "full", big)
+    limit = 2048  # meta.json no longer fits (EFBIG), the launch marker in output.log still does
+
+    def _limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "twinkle_auto", "resume", "full"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_limit,
+    )
+    assert result.returncode == 1, result.stdout
+    assert "could not record the launch" in result.stderr and "was stopped" in result.stderr
+    assert "launch #1 (resume)" in (folder / "output.log").read_text(), "nothing was spawned"
+    assert _procs_running(folder) == []
+    assert json.loads((folder / "meta.json").read_text())["status"] == "paused"
+
+
+TWINKLE_KIT_META = {"run_id": "kit", "status": "running", "model_id": "m", "config": {}, "script_version": 1}
+
+
+def test_a_foreign_process_named_in_a_twinkle_kit_meta_survives_pause_and_stop(
+    home: Path, controller
+) -> None:
+    foreign = subprocess.Popen(["sleep", "300"])
+    try:
+        controller.create("kit", SLEEPY)
+        # twinkle-kit's format: pid and start_time, no pid_create_time; the pid is someone else's sleep
+        _write_meta(home, "kit", {**TWINKLE_KIT_META, "pid": foreign.pid, "start_time": time.time() + 5})
+        for verb in ("pause", "stop"):
+            result = run_cli(verb, "kit")
+            assert result.returncode == 1, result.stdout
+            assert "not provably this run's process" in result.stderr
+            assert len(result.stderr.strip().splitlines()) == 1
+            assert foreign.poll() is None, f"{verb} signalled a process that is not ours"
+        status = json.loads(run_cli("status", "kit", "--json").stdout)
+        assert status["effective_status"] == "crashed"  # not ours, so the run's own process is gone
+    finally:
+        foreign.kill()
+        foreign.wait()
+
+
+def test_a_twinkle_kit_run_that_runs_its_script_is_provably_ours(home: Path, tmp_path: Path) -> None:
+    """The positive side of the rule: the run's own train.py, in its folder, is ours without a create time."""
+    folder = home / "kit2"
+    folder.mkdir()
+    (folder / "train.py").write_text(SLEEPY)
+    child = subprocess.Popen([sys.executable, "train.py"], cwd=folder, start_new_session=True)
+    try:
+        _write_meta(
+            home,
+            "kit2",
+            {
+                **TWINKLE_KIT_META,
+                "run_id": "kit2",
+                "pid": child.pid,
+                "start_time": time.time() + 1,
+                "script_path": str(folder / "train.py"),
+            },
+        )
+        status = json.loads(run_cli("status", "kit2", "--json").stdout)
+        assert status["process"] == "alive"
+        result = run_cli("pause", "kit2")
+        assert result.returncode == 0, result.stderr
+        child.wait(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
