@@ -54,7 +54,7 @@ def _params(name: str, data: dict[str, str], **extra: object) -> dict[str, objec
 
 def test_list_recipes_describes_every_recipe() -> None:
     infos = list_recipes()
-    assert [i.name for i in infos] == [r.name for r in RECIPES] and "torch-sft" in [i.name for i in infos]
+    assert [i.name for i in infos] == ["twinkle-grpo", "twinkle-sft", "trl-sft", "trl-grpo", "torch-sft"]
     for info in infos:
         assert info.description and "\n" not in info.description and len(info.description) < 240
         props = info.params_schema["properties"]
@@ -115,6 +115,22 @@ def test_bad_params_give_one_line_errors(params: dict, needle: str, data: dict[s
     with pytest.raises(RecipeError) as info:
         render_recipe("torch-sft", full)
     assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_recipe_specific_rules(data: dict[str, str]) -> None:
+    with pytest.raises(RecipeError, match="unknown recipe 'dpo'.*twinkle-grpo"):
+        render_recipe("dpo", {})
+    with pytest.raises(RecipeError, match="params must be an object"):
+        render_recipe("torch-sft", ["model"])  # type: ignore[arg-type]
+    with pytest.raises(RecipeError, match="num_generations"):
+        render_recipe("trl-grpo", _params("trl-grpo", data, num_generations=1))
+    with pytest.raises(RecipeError, match="max_new_tokens .* must be below max_length"):
+        render_recipe("trl-grpo", _params("trl-grpo", data, max_new_tokens=600, max_length=512))
+    with pytest.raises(RecipeError, match="lora_rank"):
+        render_recipe("twinkle-sft", _params("twinkle-sft", data, lora_rank=0))  # the server trains LoRA
+    with pytest.raises(RecipeError, match="server_url"):
+        render_recipe("twinkle-sft", _params("twinkle-sft", data, server_url="file:///etc/passwd"))
+    assert render_recipe("TRL_SFT", _params("trl-sft", data)).name == "trl-sft"
 
 
 def test_local_paths(data: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,9 +24,10 @@ GRPO_ROWS = [
         "question": f"Tom has {a} apples and buys {b} more. How many apples?",
         "answer": f"{a} + {b}\n#### {a + b}",
     }
-    for a in range(1, 6)
-    for b in range(1, 4)
+    for a in range(16)
+    for b in range(16)
 ]
+"""gsm8k-shaped rows; answers span 0-30 like the mock sampler's token ids, so its completions sometimes hit."""
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -73,3 +74,26 @@ def tiny_causal_lm(folder: Path, vocab_size: int = 400) -> Path:
     model.save_pretrained(folder)
     fast.save_pretrained(folder)
     return folder
+
+
+def start_mock_server(home: Path, port: int, *, sampler: bool = True):
+    """The real Twinkle server in mock mode serving mock-model (and a mock-model sampler for GRPO).
+
+    Returns (manager, url); the caller stops it with `manager.shutdown()`. ~35 s and ~5 GB: share one.
+    """
+    from twinkle_auto.server.manager import ServerManager, StartRequest
+    from twinkle_auto.server.plan import SamplerRequest
+
+    manager = ServerManager(home, object_store_mb=500)
+    samplers = [SamplerRequest("mock-model")] if sampler else []
+    started = manager.start(StartRequest(backend="mock", samplers=samplers, port=port))
+    return manager, started["url"]
+
+
+def start_recipe_run(controller, run_id: str, recipe: str, params: dict):
+    """Render `recipe` and start it as run `run_id` (what start_training with a recipe does); the rendering."""
+    from twinkle_auto.recipes import render_recipe
+
+    rendered = render_recipe(recipe, params)
+    controller.start(run_id, rendered.script, model_id=rendered.model_id, config=rendered.params)
+    return rendered

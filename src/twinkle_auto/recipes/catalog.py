@@ -30,7 +30,8 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe(
         "twinkle-grpo",
         "GRPO reinforcement learning through the running Twinkle server (it samples and trains a LoRA "
-        "adapter; this script scores completions with math accuracy/format rewards). Start the server first.",
+        "adapter; this script scores completions with math accuracy/format rewards). Start the server "
+        "first, with a sampler for the model.",
         p.TwinkleGRPOParams,
         "twinkle_grpo",
         needs_server=True,
@@ -65,8 +66,6 @@ RECIPES: tuple[Recipe, ...] = (
         "torch_sft",
     ),
 )
-_AVAILABLE = ("torch-sft",)  # the others land with their templates and run tests
-RECIPES = tuple(r for r in RECIPES if r.name in _AVAILABLE)
 _BY_NAME = {r.name: r for r in RECIPES}
 
 

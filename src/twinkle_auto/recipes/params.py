@@ -184,3 +184,9 @@ class TwinkleGRPOParams(GenerationParams, TwinkleSFTParams):
         le=4096,
         description="Prompts per optimizer step; each gets num_generations completions",
     )
+    sync_every: int = Field(
+        1,
+        ge=1,
+        le=10_000,
+        description="Steps between handing the trained adapter to the sampler (1 = always sample on-policy)",
+    )

@@ -214,7 +214,9 @@ def resolve_dataset(ref: str, *, timeout: float = HUB_CHECK_TIMEOUT) -> Resolved
 
 def served_models(server_url: str, timeout: float = SERVER_CHECK_TIMEOUT) -> list[str] | None:
     """The model names a Twinkle server says it serves, or None when it does not answer in time."""
-    url = server_url.rstrip("/") + "/api/v1/get_server_capabilities"
+    base = server_url.rstrip("/")
+    base = base.removesuffix("/api/v1")
+    url = base + "/api/v1/get_server_capabilities"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - a URL the person gave
             payload = json.loads(resp.read(1_000_000).decode("utf-8", "replace"))

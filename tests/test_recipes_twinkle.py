@@ -1,0 +1,124 @@
+"""Twinkle-client recipes against the real Twinkle server in mock mode (marker twinkle_server, CPU).
+
+One server for the module (mock-model plus a mock-model sampler): twinkle-grpo runs, is stopped
+mid-way (SIGTERM saves a server-side checkpoint) and relaunched, and must continue after the step it
+stopped at with reward metrics on every step; twinkle-sft runs to the end.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import metric_steps, read_meta, wait_for
+from recipe_data.helpers import GRPO_ROWS, SFT_ROWS, start_mock_server, start_recipe_run, write_jsonl
+from stubs.server_helpers import alive, free_port
+
+from twinkle_auto.connection.control import RunController
+from twinkle_auto.connection.store import RunStore
+from twinkle_auto.runtime import format as fmt
+
+pytestmark = [
+    pytest.mark.twinkle_server,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("twinkle") is None or importlib.util.find_spec("ray") is None,
+        reason="needs the server extra: twinkle-kit[server,client]==0.5.1 and ray[serve]",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def mock_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    manager, url = start_mock_server(tmp_path_factory.mktemp("server-home"), free_port())
+    pids = [p.pid for p in manager.processes()]
+    try:
+        yield url
+    finally:
+        manager.shutdown()
+        assert alive(pids) == []
+
+
+def rows(home: Path, run_id: str) -> list[dict]:
+    text = (home / run_id / "metrics.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def wait_exit(home: Path, run_id: str, launch: int, timeout: float = 180) -> dict:
+    def ended() -> bool:
+        meta = read_meta(home, run_id)
+        return meta.get("launch_count") == launch and meta.get("exit_code") is not None
+
+    wait_for(ended, timeout=timeout)
+    return read_meta(home, run_id)
+
+
+def test_twinkle_grpo_rewards_stop_and_relaunch(mock_server: str, home: Path, tmp_path: Path) -> None:
+    ctl = RunController(RunStore(home), stop_grace=20)
+    data = write_jsonl(tmp_path / "math.jsonl", GRPO_ROWS)
+    rendered = start_recipe_run(
+        ctl,
+        "grpo",
+        "twinkle-grpo",
+        {
+            "model": "mock-model",
+            "dataset": str(data),
+            "server_url": mock_server,
+            "max_steps": 16,
+            "save_every": 4,
+            "max_new_tokens": 8,
+            "step_sleep": 0.2,
+        },
+    )
+    assert rendered.notes == [f"model mock-model is served at {mock_server}"]
+    try:
+        wait_for(lambda: len(metric_steps(home, "grpo")) >= 5, timeout=180)
+        stopped = ctl.stop("grpo")
+        assert stopped.status == "stopped" and not stopped.killed
+        meta = read_meta(home, "grpo")
+        stop_step = meta["shutdown"]["step"]
+        assert meta["shutdown"]["checkpoint"].startswith("twinkle://") and stop_step < 16
+        ctl.resume("grpo")
+        meta = wait_exit(home, "grpo", launch=2)
+    finally:
+        for _pid, child in list(ctl._children.items()):
+            if child.poll() is None:
+                ctl.stop("grpo")
+    log = (home / "grpo" / "output.log").read_text()
+    assert meta["status"] in fmt.FINISHED_STATUSES and meta["exit_code"] == 0, log[-3000:]
+    assert f"Resumed from step {stop_step}" in log
+    assert metric_steps(home, "grpo") == list(range(1, 17))
+    lines = rows(home, "grpo")
+    for row in lines:
+        assert {"reward", "reward_accuracy", "reward_format", "reward_std", "completion_length"} <= row.keys()
+        assert 0.0 <= row["reward"] <= 2.0 and row["completion_length"] == 8
+    # the mock samples token ids; some final numbers hit the answers, so some steps train
+    assert any(r["reward"] > 0 for r in lines) and any("loss" in r for r in lines)
+    assert (home / "grpo" / "checkpoint.txt").read_text().split()[0] == "16"
+
+
+def test_twinkle_sft_runs_to_the_end(mock_server: str, home: Path, tmp_path: Path) -> None:
+    ctl = RunController(RunStore(home), stop_grace=20)
+    data = write_jsonl(tmp_path / "sft.jsonl", SFT_ROWS)
+    start_recipe_run(
+        ctl,
+        "sft",
+        "twinkle-sft",
+        {
+            "model": "mock-model",
+            "dataset": str(data),
+            "server_url": mock_server,
+            "max_steps": 6,
+            "save_every": 3,
+        },
+    )
+    meta = wait_exit(home, "sft", launch=1)
+    log = (home / "sft" / "output.log").read_text()
+    assert meta["status"] in fmt.FINISHED_STATUSES and meta["exit_code"] == 0, log[-3000:]
+    lines = rows(home, "sft")
+    assert [r["step"] for r in lines] == [1, 2, 3, 4, 5, 6]
+    assert all(isinstance(r["loss"], float) and 0 <= r["loss"] <= 1 for r in lines)
+    assert meta["config"]["lora_rank"] == 8 and meta["model_id"] == "mock-model"
