@@ -156,35 +156,91 @@ def is_training_call(call: ast.Call) -> bool:
     return isinstance(call.func, ast.Name) and call.func.id in TRAINING_FUNCTIONS
 
 
+LOOP_TYPES = (ast.For, ast.AsyncFor, ast.While)
+FUNCTION_TYPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+TRY_TYPES: tuple[type, ...] = (ast.Try, getattr(ast, "TryStar", ast.Try))
+INDEX_CACHE_SIZE = 16
+"""Trees whose index is kept: a review parses two scripts, a benchmark a few more."""
+
+
+class TreeIndex:
+    """One walk over a tree, shared by every rule: its nodes (in `ast.walk` order), each node's parent,
+    and what trains. Rules ask the index instead of walking the tree again, so a review stays a few
+    times the cost of parsing however many rules there are."""
+
+    def __init__(self, tree: ast.AST) -> None:
+        self.tree = tree
+        self.nodes: list[ast.AST] = [tree]
+        self.parent_of: dict[ast.AST, ast.AST] = {}
+        i = 0
+        while i < len(self.nodes):
+            node = self.nodes[i]
+            i += 1
+            for child in ast.iter_child_nodes(node):
+                self.parent_of[child] = node
+                self.nodes.append(child)
+        self.by_type: dict[type, list[ast.AST]] = {}
+        for node in self.nodes:
+            self.by_type.setdefault(type(node), []).append(node)
+        self.trains: set[ast.AST] = set()
+        """Every node that is, or contains, a training call."""
+        for call in self.of_type(ast.Call):
+            if is_training_call(call):  # type: ignore[arg-type]
+                self.trains.add(call)
+                self.trains.update(ancestors(call, self.parent_of))
+        self.training_loops = [n for n in self.of_type(*LOOP_TYPES) if n in self.trains]
+
+    def of_type(self, *types: type) -> list[ast.AST]:
+        if len(types) == 1:
+            return self.by_type.get(types[0], [])
+        wanted = set(types)
+        return [node for node in self.nodes if type(node) in wanted]
+
+    def contains(self, outer: ast.AST, inner: ast.AST) -> bool:
+        return inner is outer or any(a is outer for a in ancestors(inner, self.parent_of))
+
+    def trains_in(self, statements: Iterable[ast.AST]) -> bool:
+        return any(statement in self.trains for statement in statements)
+
+
+_INDEXES: dict[int, TreeIndex] = {}
+
+
+def index(tree: ast.AST) -> TreeIndex:
+    """The index of `tree`, built once (the cache holds the tree, so an id is never reused)."""
+    cached = _INDEXES.get(id(tree))
+    if cached is not None and cached.tree is tree:
+        return cached
+    if len(_INDEXES) >= INDEX_CACHE_SIZE:
+        _INDEXES.pop(next(iter(_INDEXES)))
+    built = _INDEXES[id(tree)] = TreeIndex(tree)
+    return built
+
+
 def has_training_call(nodes: Iterable[ast.AST]) -> bool:
     return any(is_training_call(call) for node in nodes for call in calls(node))
 
 
-LOOP_TYPES = (ast.For, ast.AsyncFor, ast.While)
-FUNCTION_TYPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
-TRY_TYPES: tuple[type, ...] = (ast.Try, getattr(ast, "TryStar", ast.Try))
-
-
 def training_loops(tree: ast.AST) -> list[ast.For | ast.AsyncFor | ast.While]:
-    return [node for node in ast.walk(tree) if isinstance(node, LOOP_TYPES) and has_training_call([node])]
+    return index(tree).training_loops  # type: ignore[return-value]
 
 
 def trainer_train_calls(tree: ast.AST) -> list[ast.Call]:
     """HF-style `trainer.train(...)`: the training loop lives in a library, so the call is the loop."""
     return [
         call
-        for call in calls(tree)
-        if call_name(call) == "train"
-        and isinstance(call.func, ast.Attribute)
+        for call in index(tree).of_type(ast.Call)
+        if call_name(call) == "train"  # type: ignore[arg-type]
+        and isinstance(call.func, ast.Attribute)  # type: ignore[attr-defined]
         and (
-            "trainer" in receiver(call).rsplit(".", 1)[-1].lower()
-            or any(kw.arg in RESUME_KEYWORDS for kw in call.keywords)
+            "trainer" in receiver(call).rsplit(".", 1)[-1].lower()  # type: ignore[arg-type]
+            or any(kw.arg in RESUME_KEYWORDS for kw in call.keywords)  # type: ignore[attr-defined]
         )
-    ]
+    ]  # type: ignore[misc]
 
 
 def parents(tree: ast.AST) -> dict[ast.AST, ast.AST]:
-    return {child: parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
+    return index(tree).parent_of
 
 
 def ancestors(node: ast.AST, parent_of: dict[ast.AST, ast.AST]) -> Iterator[ast.AST]:
@@ -296,6 +352,9 @@ def _fold(node: ast.AST, names: dict[str, ast.expr], depth: int) -> str | bytes 
         return node.value
     if isinstance(node, ast.Name) and node.id in names:
         return sub(names[node.id])
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        operand = sub(node.operand)
+        return -operand if isinstance(operand, int) else None
     if isinstance(node, ast.JoinedStr):
         parts = []
         for part in node.values:
@@ -318,11 +377,10 @@ def _fold(node: ast.AST, names: dict[str, ast.expr], depth: int) -> str | bytes 
         if not isinstance(base, (str, bytes)):
             return None
         if isinstance(node.slice, ast.Slice):
-            bounds = [
-                None if b is None else sub(b) for b in (node.slice.lower, node.slice.upper, node.slice.step)
-            ]
-            if any(b is not None and not isinstance(b, int) for b in bounds):
-                return None
+            given = (node.slice.lower, node.slice.upper, node.slice.step)
+            bounds = [None if b is None else sub(b) for b in given]
+            if any(g is not None and not isinstance(b, int) for g, b in zip(given, bounds)):
+                return None  # a bound that does not fold: the result is unknown, never the whole string
             try:
                 return base[slice(*bounds)]  # type: ignore[misc]
             except ValueError:
@@ -405,7 +463,7 @@ def single_assignments(tree: ast.AST) -> dict[str, ast.expr]:
     """Module-level names assigned exactly once in the whole script, with the value they get."""
     counts: Counter[str] = Counter()
     values: dict[str, ast.expr] = {}
-    for node in ast.walk(tree):
+    for node in index(tree).of_type(ast.Name):
         if isinstance(node, (ast.Name)) and isinstance(node.ctx, (ast.Store, ast.Del)):
             counts[node.id] += 1
     if isinstance(tree, ast.Module):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import re
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from twinkle_auto.monitor.guards.ast_util import (
@@ -26,7 +25,7 @@ from twinkle_auto.monitor.guards.ast_util import (
     effective,
     fmt,
     found,
-    has_training_call,
+    index,
     number,
     parents,
     snippet,
@@ -125,12 +124,13 @@ def _raises(body: list[ast.stmt]) -> bool:
     return any(isinstance(node, ast.Raise) for statement in body for node in ast.walk(statement))
 
 
-def _trys(tree: ast.AST) -> Iterator[ast.Try]:
-    return (node for node in ast.walk(tree) if isinstance(node, TRY_TYPES))  # type: ignore[misc]
+def _trys(tree: ast.AST) -> list[ast.Try]:
+    return index(tree).of_type(*TRY_TYPES)  # type: ignore[return-value]
 
 
-def _wraps_training_loop(node: ast.Try) -> bool:
-    return any(training_loops(statement) for statement in node.body)
+def _wraps_training_loop(tree: ast.AST, node: ast.Try) -> bool:
+    idx = index(tree)
+    return any(idx.contains(statement, loop) for loop in idx.training_loops for statement in node.body)
 
 
 def _handler_text(handler: ast.ExceptHandler) -> str:
@@ -146,17 +146,18 @@ def _swallowing_handlers(tree: ast.AST) -> list[Found]:
     A broad handler on a `try` around a whole training loop is left to `rule_no_try_around_loop`,
     so one construct gets one message.
     """
+    idx = index(tree)
     result: list[Found] = []
     for node in _trys(tree):
-        trains = has_training_call(node.body)
+        trains = idx.trains_in(node.body)
         for handler in node.handlers:
             broad = _is_broad(handler)
             quiet = all(_is_quiet(statement) for statement in handler.body)
-            if quiet and (broad or trains) and not (broad and _wraps_training_loop(node)):
+            if quiet and (broad or trains) and not (broad and _wraps_training_loop(tree, node)):
                 result.append(found(handler, text=_handler_text(handler)))
-    for node in ast.walk(tree):
+    for node in idx.nodes:
         if isinstance(node, (ast.With, ast.AsyncWith)):
-            trains = has_training_call(node.body)
+            trains = idx.trains_in(node.body)
             for item in node.items:
                 expr = item.context_expr
                 if isinstance(expr, ast.Call) and call_name(expr) == "suppress":
@@ -184,7 +185,7 @@ def _loop_wrapping_trys(tree: ast.AST) -> list[Found]:
     return [
         found(handler, line=node.lineno, text=_handler_text(handler))
         for node in _trys(tree)
-        if _wraps_training_loop(node)
+        if _wraps_training_loop(tree, node)
         for handler in node.handlers
         if _is_broad(handler) and not _raises(handler.body)
     ]
@@ -228,7 +229,7 @@ def _success_exits(tree: ast.AST) -> list[Found]:
     ends = [node.end_lineno or node.lineno for node in [*loops, *trainer_train_calls(tree)]]
     last_training_line = max(ends, default=0)
     result = []
-    for node in ast.walk(tree):
+    for node in index(tree).nodes:
         if not _is_success_exit(node):
             continue
         chain = list(ancestors(node, parent_of))
@@ -292,7 +293,7 @@ def _settings(tree: ast.AST) -> list[_Setting]:
         if key is not None and value is not None:
             result.append(_Setting(key, number(value, allow_str=allow_str), value, line))
 
-    for node in ast.walk(tree):
+    for node in index(tree).nodes:
         if isinstance(node, ast.Assign):
             for target in node.targets:
                 if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple):
@@ -338,7 +339,7 @@ def _is_cap(node: ast.AST) -> bool:
 def _shrinking_updates(tree: ast.AST) -> list[Found]:
     """`max_steps //= 100` and friends."""
     result = []
-    for node in ast.walk(tree):
+    for node in index(tree).of_type(ast.AugAssign):
         if not isinstance(node, ast.AugAssign):
             continue
         name = _target_name(node.target)
@@ -436,7 +437,7 @@ def _is_partial_range(node: ast.AST) -> bool:
 def _data_cuts(tree: ast.AST) -> list[Found]:
     """Places that train on a fixed part of the data: `ds[:100]`, `.select(range(100))`, `.take(8)`..."""
     result = []
-    for node in ast.walk(tree):
+    for node in index(tree).nodes:
         if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Slice):
             upper = number(node.slice.upper) if node.slice.upper is not None else None
             lower_ok = node.slice.lower is None or number(node.slice.lower) is not None

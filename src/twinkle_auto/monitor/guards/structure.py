@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from twinkle_auto.monitor.guards.ast_util import (
     RESUME_KEYWORDS,
     call_name,
-    calls,
+    index,
     receiver,
     trainer_train_calls,
     training_loops,
@@ -85,8 +85,8 @@ def rule_trainer_train_kept(s: Scripts) -> list[GuardFinding]:
 
 def _runtime_counts(tree: ast.AST) -> Counter[str]:
     counts: Counter[str] = Counter()
-    for call in calls(tree):
-        name = call_name(call)
+    for call in index(tree).of_type(ast.Call):
+        name = call_name(call)  # type: ignore[arg-type]
         if name == RUNTIME_CONSTRUCTOR:
             counts[f"{RUNTIME_CONSTRUCTOR}("] += 1
         elif isinstance(call.func, ast.Attribute) and name in RUNTIME_METHODS:
@@ -96,7 +96,7 @@ def _runtime_counts(tree: ast.AST) -> Counter[str]:
 
 def _resume_counts(tree: ast.AST) -> Counter[str]:
     counts: Counter[str] = Counter()
-    for node in ast.walk(tree):
+    for node in index(tree).nodes:
         if isinstance(node, ast.Call):
             name, base = call_name(node), receiver(node)
             if name in RESUME_CALLS:
