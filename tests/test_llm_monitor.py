@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from caseload import list_case_dirs
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
 
 from twinkle_auto.connection import Connection
 from twinkle_auto.graphs.monitor.graph import Verdict, compile_monitor_graph, monitor_thread
-from twinkle_auto.monitor.caseload import list_case_dirs
 from twinkle_auto.monitor.guards import check_patch
 
 # `slow` too: minutes of CPU inference must stay out of `make test-fast` (-m "not slow and not torch").

@@ -234,8 +234,12 @@ def test_metrics_guide_states_the_monitor_thresholds() -> None:
         f"more than {TH.spike_mean_patience} rows in a row",
         f"> {_num(TH.spike_max_factor)}× the largest earlier loss",
         f"Needs {TH.spike_min_history} rows of history",
-        f"last ≤ {TH.plateau_window} rows (at least {TH.plateau_min_rows})",
-        f"less than {_num(TH.plateau_min_rel_drop * 100)}% below",
+        f"at least {TH.plateau_min_rows} rows, and the recent loss less than",
+        f"{_num(TH.plateau_min_rel_drop * 100)}% below the loss at the start",
+        f"last {TH.frozen_min_rows} or more rows",
+        f"within {TH.chance_rel_tol:.1%} of ln(K)",
+        f"last ≤ {TH.trend_window} rows (at least {TH.trend_min_rows}): Mann-Kendall z ≥ {_num(TH.trend_z)}",
+        f"≥ {_num(TH.divergence_factor)}× the distance from the start",
         f"`kl` > {_num(TH.kl_max)} or `kl` < {_num(TH.kl_min)}",
         f"each of the last {TH.signal_window} rows",
         f"`reward_std` < {_num(TH.zero_eps)}",
@@ -263,6 +267,12 @@ def test_metrics_guide_states_the_monitor_thresholds() -> None:
         "CODE_ERROR",
         "ENV",
         "DIED",
+        "FROZEN",
+        "CHANCE",
+        "DIVERGENCE",
+        "LOSS_RUNAWAY",
+        "DISK_FULL",
+        "LOG_ERROR",
     ):
         assert f"| {kind} |" in text, kind
 

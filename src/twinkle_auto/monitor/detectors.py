@@ -6,9 +6,12 @@ Every detector returns a list of findings (plain dicts, so they checkpoint and s
 
     {"kind": str, "severity": "info"|"warning"|"critical", "message": one line, "evidence": {numbers}}
 
-The snapshot is a plain dict: process_state, status, metrics (recent metrics.jsonl rows, oldest first),
-log_tail, stall_seconds. Rows are logged points, not optimizer steps; eval rows (`eval_*`), prediction rows
-and the trainer's final summary row (`train_runtime`, ...) are not training steps and are set aside first.
+The snapshot is a plain dict: process_state, status, metrics (the last metrics.jsonl rows, oldest first),
+head_metrics (the run's first rows, when `metrics` does not reach back to them), log_tail, stall_seconds,
+exit_code, script (the training script's text, optional), disk_free/disk_total (bytes, optional). Rows are
+logged points, not optimizer steps; eval rows, prediction rows and the trainer's final summary row are not
+training steps and are set aside first. Metric keys are read through `metric_names`, so `training_loss`,
+`train/loss` and `loss/train` are the same loss. The rules and their sources are in thresholds.py.
 """
 
 from __future__ import annotations
@@ -20,30 +23,42 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from twinkle_auto.monitor.metric_names import (
+    RL_METRICS,
+    canonical,
+    is_eval_row,
+    is_summary_row,
+    keys_for,
+    number,
+    value_of,
+)
 from twinkle_auto.monitor.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from twinkle_auto.monitor.tracebacks import classify_error, last_traceback
 
 Row = tuple[int, dict[str, Any]]
 """(step, row): the row's `step`, or its index in the metrics list when it has none."""
 
-LOSS_KEYS = ("loss", "train/loss", "train_loss", "lm_loss")
-GRAD_NORM_KEYS = ("grad_norm", "train/grad_norm", "grad-norm", "optim/total_grad_norm")
-KL_KEYS = ("kl", "objective/kl", "train/kl")
-REWARD_KEYS = ("reward", "rewards/total_reward", "objective/rlhf_reward", "objective/scores")
-RL_MARKER_KEYS = frozenset({"reward", "reward_std", "frac_reward_zero_std", "objective/rlhf_reward"})
-"""Any of these in a row means an RL run (GRPO/PPO): its `loss` is not a measure of progress (TRL: the
-GRPO loss is ~0 by construction when beta = 0), so loss spike and plateau rules do not apply."""
-CLIPPED_RATIO_KEY = "completions/clipped_ratio"
-EVAL_PREFIXES = ("eval_", "eval/", "predict_", "predict/", "test_", "test/")
-SUMMARY_KEYS = frozenset(
-    {"train_runtime", "total_flos", "train_samples_per_second", "train_steps_per_second"}
+LOSS_KEYS = ("loss", "train/loss", "train_loss", "training_loss", "train loss", "loss/train", "lm_loss")
+"""Documented spellings of the training loss (all normalized by metric_names.canonical)."""
+GRAD_NORM_KEYS = ("grad_norm", "train/grad_norm", "grad-norm", "optim/total_grad_norm", "actor/grad_norm")
+KL_KEYS = ("kl", "objective/kl", "train/kl", "actor/kl_loss")
+REWARD_KEYS = (
+    "reward",
+    "rewards/total_reward",
+    "objective/rlhf_reward",
+    "objective/scores",
+    "critic/rewards/mean",
 )
+RL_MARKER_KEYS = frozenset({"reward", "reward_std", "frac_reward_zero_std", "objective/rlhf_reward"})
+"""Documented spellings of the RL markers (metric_names.RL_METRICS): an RL run's loss is not progress."""
+CLIPPED_RATIO_KEY = "completions/clipped_ratio"
 FINISHED_STATUSES = frozenset({"finished", "completed"})
 USER_STOPPED_STATUSES = frozenset({"stopped", "stopping", "paused"})
 DEAD_STATES = frozenset({"dead", "zombie"})
 _TRL_NEGATIVE_KL_RE = re.compile(
     r"KL divergence is starting to become negative:\s*(-?\d+(?:\.\d+)?(?:e-?\d+)?)"
 )
+_ENOSPC_LINE_RE = re.compile(r"cannot write .*(?:\[Errno 28\]|No space left on device)")
 _SEVERITY_RANK = {"critical": 2, "warning": 1, "info": 0}
 _MAX_TRACEBACK_CHARS = 4000
 
@@ -54,19 +69,7 @@ def finding(kind: str, severity: str, message: str, /, **evidence: Any) -> dict[
     return {"kind": kind, "severity": severity, "message": " ".join(message.split()), "evidence": evidence}
 
 
-def _number(value: Any) -> float | None:
-    """A metric value as float (NaN and inf kept), or None for strings, bools and missing values."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
-
-
-def _first_number(row: dict[str, Any], keys: Iterable[str]) -> float | None:
-    for key in keys:
-        value = _number(row.get(key))
-        if value is not None:
-            return value
-    return None
+_number = number
 
 
 def _fmt(value: float) -> str:
@@ -77,32 +80,45 @@ def _steps(first: int, last: int) -> str:
     return f"step {first}" if first == last else f"steps {first}-{last}"
 
 
-def _is_eval_row(row: dict[str, Any]) -> bool:
-    has_eval = any(str(key).startswith(EVAL_PREFIXES) for key in row)
-    return has_eval and _first_number(row, LOSS_KEYS + GRAD_NORM_KEYS) is None
-
-
-def _is_summary_row(row: dict[str, Any]) -> bool:
-    return any(key in SUMMARY_KEYS for key in row)
-
-
 def training_rows(metrics: Iterable[Any]) -> list[Row]:
     """The training-step rows of a metrics list as (step, row), eval and summary rows left out."""
     rows: list[Row] = []
     for index, row in enumerate(metrics or []):
-        if not isinstance(row, dict) or _is_eval_row(row) or _is_summary_row(row):
+        if not isinstance(row, dict) or is_eval_row(row) or is_summary_row(row):
             continue
-        step = _number(row.get("step"))
+        step = number(row.get("step"))
         rows.append((int(step) if step is not None and math.isfinite(step) else index, row))
     return rows
 
 
+def all_rows(metrics: Iterable[Any]) -> list[Row]:
+    """Every object row as (step, row), eval rows included (eval series are read from these)."""
+    rows: list[Row] = []
+    for index, row in enumerate(metrics or []):
+        if isinstance(row, dict) and not is_summary_row(row):
+            step = number(row.get("step"))
+            rows.append((int(step) if step is not None and math.isfinite(step) else index, row))
+    return rows
+
+
 def series(rows: list[Row], keys: Iterable[str]) -> list[tuple[int, float]]:
-    """(step, value) for every row that has a number under one of `keys` (first key found wins)."""
+    """(step, value) for every row that has a number under one of the exact `keys` (first key wins)."""
     keys = tuple(keys)
     out = []
     for step, row in rows:
-        value = _first_number(row, keys)
+        for key in keys:
+            value = number(row.get(key))
+            if value is not None:
+                out.append((step, value))
+                break
+    return out
+
+
+def metric_series(rows: list[Row], metric: str) -> list[tuple[int, float]]:
+    """(step, value) of a canonical metric (`loss`, `grad_norm`, `kl`, ...) whatever its spelling."""
+    out = []
+    for step, row in rows:
+        value = value_of(row, metric)
         if value is not None:
             out.append((step, value))
     return out
@@ -110,7 +126,7 @@ def series(rows: list[Row], keys: Iterable[str]) -> list[tuple[int, float]]:
 
 def is_rl_run(rows: list[Row]) -> bool:
     """Whether the rows come from an RL trainer (GRPO/PPO), whose loss is not a progress measure."""
-    return any(RL_MARKER_KEYS.intersection(row) for _, row in rows)
+    return any(canonical(str(key)) in RL_METRICS for _, row in rows for key in row)
 
 
 def _tail_all(values: list[tuple[int, float]], k: int, predicate: Callable[[float], bool]) -> bool:
@@ -119,18 +135,106 @@ def _tail_all(values: list[tuple[int, float]], k: int, predicate: Callable[[floa
     return bool(tail) and all(predicate(v) for _, v in tail)
 
 
+# --- robust statistics -----------------------------------------------------------------------------------
+def mann_kendall_z(values: list[float]) -> float:
+    """Mann-Kendall trend statistic z (normal approximation, continuity corrected; ties reduce variance).
+
+    Rank-based: no noise model, and one outlier changes S by at most n - 1.
+    """
+    n = len(values)
+    if n < 3:
+        return 0.0
+    s = 0
+    for i in range(n - 1):
+        vi = values[i]
+        for j in range(i + 1, n):
+            d = values[j] - vi
+            s += (d > 0) - (d < 0)
+    counts: dict[float, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    ties = sum(t * (t - 1) * (2 * t + 5) for t in counts.values() if t > 1)
+    var = (n * (n - 1) * (2 * n + 5) - ties) / 18
+    if var <= 0:
+        return 0.0
+    if s > 0:
+        return (s - 1) / math.sqrt(var)
+    if s < 0:
+        return (s + 1) / math.sqrt(var)
+    return 0.0
+
+
+def theil_sen_slope(values: list[float]) -> float:
+    """Median of the pairwise slopes (per row): a slope one bad point cannot drag."""
+    slopes = [
+        (values[j] - values[i]) / (j - i) for i in range(len(values) - 1) for j in range(i + 1, len(values))
+    ]
+    return statistics.median(slopes) if slopes else 0.0
+
+
+def robust_noise(values: list[float]) -> float:
+    """Step-to-step noise: 1.4826 x MAD of first differences / sqrt(2) (sigma for Gaussian noise)."""
+    diffs = [b - a for a, b in zip(values, values[1:], strict=False)]
+    if len(diffs) < 2:
+        return 0.0
+    med = statistics.median(diffs)
+    return 1.4826 * statistics.median(abs(d - med) for d in diffs) / math.sqrt(2)
+
+
+def _rolling_medians(values: list[float], k: int) -> list[float]:
+    if len(values) <= k:
+        return [statistics.median(values)] if values else []
+    return [statistics.median(values[i : i + k]) for i in range(len(values) - k + 1)]
+
+
+def _warming_up(rows: list[Row], th: Thresholds) -> bool:
+    """The LR is still rising over the recent rows: the run has not started learning in earnest."""
+    lrs = [v for _, v in metric_series(rows, "lr") if math.isfinite(v)][-th.trend_min_rows :]
+    return len(lrs) >= 2 and lrs[-1] > lrs[0] * (1 + th.warmup_rel_rise) and lrs[-1] > 0
+
+
 # --- process state and log -------------------------------------------------------------------------------
+def _error_what(error: dict[str, Any]) -> str:
+    what = f"{error['exception']}: {error['message']}" if error["exception"] else error["message"]
+    return what if len(what) <= 200 else what[:197] + "..."
+
+
 def detect_process(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
-    """FINISHED / CODE_ERROR / ENV / DIED from the process state, the meta status and the log tail."""
+    """FINISHED / CODE_ERROR / ENV / DIED / LOG_ERROR from the process state, meta status and log tail.
+
+    A process whose state is unknown (status 'running' but no pid to ask) and whose log ends in an error
+    is a WARNING: it may be dead, it may be a log of an earlier run; it is not 'no problems' and it is not
+    a FIX either (auto-fix must never rewrite a script that may still be running).
+    """
     status = str(snapshot.get("status") or "").lower()
     state = str(snapshot.get("process_state") or "unknown").lower()
     if status in FINISHED_STATUSES:
         return [finding("FINISHED", "info", f"run finished normally (status {status})", status=status)]
-    if state not in DEAD_STATES or status in USER_STOPPED_STATUSES:
+    if status in USER_STOPPED_STATUSES:
         return []
     log_tail = snapshot.get("log_tail") or ""
-    error = classify_error(log_tail)
+    exit_code = snapshot.get("exit_code")
+    exit_code = exit_code if isinstance(exit_code, int) and not isinstance(exit_code, bool) else None
+    script = snapshot.get("script") if isinstance(snapshot.get("script"), str) else None
+    if script is None and isinstance(snapshot.get("script_mentions"), dict):
+        script = snapshot["script_mentions"]
+    if state == "unknown":
+        if status not in ("running", "unknown", ""):
+            return []
+        error = classify_error(log_tail, script=script, exit_code=exit_code)
+        if error is None:
+            return []
+        message = (
+            f"process state unknown (status {status or 'unknown'}, no live pid) and the log ends in an "
+            f"error ({error['kind']} {error['category']}): {_error_what(error)}"
+        )
+        return [finding("LOG_ERROR", "warning", message, process_state=state, status=status, **error)]
+    if state not in DEAD_STATES:
+        return []
+    error = classify_error(log_tail, script=script, exit_code=exit_code)
     if error is None:
+        if exit_code == 0:
+            return []
         return [
             finding(
                 "DIED",
@@ -138,16 +242,17 @@ def detect_process(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
                 f"process is {state} while status is {status or 'unknown'}, and the log shows no traceback",
                 process_state=state,
                 status=status,
+                exit_code=exit_code,
             )
         ]
-    what = f"{error['exception']}: {error['message']}" if error["exception"] else error["message"]
-    what = what if len(what) <= 200 else what[:197] + "..."
+    what = _error_what(error)
     traceback = (last_traceback(log_tail) or "")[-_MAX_TRACEBACK_CHARS:]
     evidence = {**error, "process_state": state, "status": status, "traceback": traceback}
+    where = f"; {error['origin']}" if error.get("origin") else ""
     if error["kind"] == "ENV":
-        message = f"process died of an environment error ({error['category']}): {what}"
+        message = f"process died of an environment error ({error['category']}): {what}{where}"
         return [finding("ENV", "warning", message, **evidence)]
-    return [finding("CODE_ERROR", "critical", f"process died with a code error: {what}", **evidence)]
+    return [finding("CODE_ERROR", "critical", f"process died with a code error: {what}{where}", **evidence)]
 
 
 def detect_stall(
@@ -166,9 +271,44 @@ def detect_stall(
     return [finding("STALL", "warning", message, stall_seconds=stall, limit=thresholds.stall_seconds)]
 
 
+def detect_disk(
+    snapshot: dict[str, Any], thresholds: Thresholds = DEFAULT_THRESHOLDS
+) -> list[dict[str, Any]]:
+    """DISK_FULL: the run folder's filesystem is (nearly) full, or the runtime said it cannot write (ENOSPC).
+
+    Both come before the crash: checkpoints and metrics stop being saved while the process still runs.
+    """
+    free, total = snapshot.get("disk_free"), snapshot.get("disk_total")
+    evidence: dict[str, Any] = {}
+    small = (
+        isinstance(free, int)
+        and isinstance(total, int)
+        and total > 0
+        and free < thresholds.disk_min_free_bytes
+    )
+    if small and free / total < thresholds.disk_min_free_fraction:
+        evidence |= {"disk_free": free, "disk_total": total}
+    lines = [ln for ln in (snapshot.get("log_tail") or "").splitlines() if _ENOSPC_LINE_RE.search(ln)]
+    if lines:
+        evidence |= {"log_line": lines[-1].strip()[:300], "log_lines": len(lines)}
+    if not evidence:
+        return []
+    parts = []
+    if "disk_free" in evidence:
+        parts.append(f"{free / 2**20:.0f} MiB free of {total / 2**30:.1f} GiB on the run folder's filesystem")
+    if lines:
+        parts.append(
+            f"the runtime could not write ({len(lines)} line(s), last: {evidence['log_line'][:120]})"
+        )
+    return [
+        finding("DISK_FULL", "warning", "disk full: " + "; ".join(parts), category="disk_full", **evidence)
+    ]
+
+
 # --- NaN / Inf -------------------------------------------------------------------------------------------
 def detect_nan(rows: list[Row]) -> list[dict[str, Any]]:
-    """NAN: a non-finite loss or grad_norm; also loss exactly 0 with a NaN grad_norm.
+    """NAN: a non-finite loss or grad_norm (any spelling, any run length); also loss exactly 0 with a NaN
+    grad_norm.
 
     HF Trainer can log loss 0.0 while the gradients are NaN (its NaN-loss filtering hides the loss), so the
     pair is reported as NaN, not as a zero loss. A non-finite grad_norm that has since recovered is only
@@ -178,7 +318,7 @@ def detect_nan(rows: list[Row]) -> list[dict[str, Any]]:
         return []
     bad: list[tuple[int, float | None, float | None]] = []
     for step, row in rows:
-        loss, grad = _first_number(row, LOSS_KEYS), _first_number(row, GRAD_NORM_KEYS)
+        loss, grad = value_of(row, "loss"), value_of(row, "grad_norm")
         loss_bad = loss is not None and not math.isfinite(loss)
         grad_bad = grad is not None and not math.isfinite(grad)
         if loss_bad or grad_bad:
@@ -215,6 +355,21 @@ def detect_nan(rows: list[Row]) -> list[dict[str, Any]]:
     ]
 
 
+def detect_eval_nan(rows: list[Row]) -> list[dict[str, Any]]:
+    """NAN in an eval loss (any group): the model's predictions are broken even if training rows look fine."""
+    findings = []
+    for key in keys_for([r for _, r in rows], "eval_loss"):
+        values = series(rows, (key,))
+        bad = [(s, v) for s, v in values if not math.isfinite(v)]
+        if bad and values and bad[-1][0] == values[-1][0]:
+            message = (
+                f"{key} is non-finite ({bad[-1][1]}) at step {bad[-1][0]}, {len(bad)} of {len(values)} evals"
+            )
+            findings.append(finding("NAN", "warning", message, key=key, count=len(bad), last_step=bad[-1][0]))
+            break
+    return findings
+
+
 # --- loss spikes -----------------------------------------------------------------------------------------
 def _sigma_spikes(values: list[tuple[int, float]], th: Thresholds) -> list[dict[str, Any]]:
     """OLMo rule: a loss above mean + k sigma of the previous window."""
@@ -225,7 +380,9 @@ def _sigma_spikes(values: list[tuple[int, float]], th: Thresholds) -> list[dict[
         step, value = values[i]
         limit = mean + th.spike_sigma * sigma
         if mean > th.loss_floor and value > limit and value > mean * (1 + th.spike_sigma_min_rel_jump):
-            hits.append({"rule": "sigma", "step": step, "value": value, "mean": mean, "sigma": sigma})
+            hits.append(
+                {"rule": "sigma", "step": step, "value": value, "mean": mean, "sigma": sigma, "index": i}
+            )
     return hits
 
 
@@ -236,13 +393,20 @@ def _running_mean_spikes(values: list[tuple[int, float]], th: Thresholds) -> lis
     """
     window: deque[float] = deque(maxlen=th.spike_mean_window)
     hits, streak = [], 0
-    for step, value in values:
+    for i, (step, value) in enumerate(values):
         mean = statistics.fmean(window) if len(window) >= th.spike_min_history else None
         if mean is not None and mean > th.loss_floor and value >= th.spike_mean_multiplier * mean:
             streak += 1
             if streak > th.spike_mean_patience:
                 hits.append(
-                    {"rule": "running_mean", "step": step, "value": value, "mean": mean, "streak": streak}
+                    {
+                        "rule": "running_mean",
+                        "step": step,
+                        "value": value,
+                        "mean": mean,
+                        "streak": streak,
+                        "index": i,
+                    }
                 )
             continue
         streak = 0
@@ -253,24 +417,29 @@ def _running_mean_spikes(values: list[tuple[int, float]], th: Thresholds) -> lis
 def _max_factor_spikes(values: list[tuple[int, float]], th: Thresholds) -> list[dict[str, Any]]:
     """Megatron rule: a loss more than `factor` x the largest loss seen before it."""
     hits, largest = [], None
-    for step, value in values:
+    for i, (step, value) in enumerate(values):
         if largest is not None and largest > th.loss_floor and value > th.spike_max_factor * largest:
-            hits.append({"rule": "max_factor", "step": step, "value": value, "largest": largest})
+            hits.append({"rule": "max_factor", "step": step, "value": value, "largest": largest, "index": i})
         largest = value if largest is None else max(largest, value)
     return hits
 
 
 def detect_loss_spike(rows: list[Row], thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[dict[str, Any]]:
-    """LOSS_SPIKE by any of three published rules (OLMo sigma, llm-foundry running mean, Megatron max)."""
+    """LOSS_SPIKE by any of three published rules (OLMo sigma, llm-foundry running mean, Megatron max).
+
+    A warning while the spike lasts (its latest hit among the last `spike_recent_rows` rows); info once
+    the loss has come back (principle 4 in thresholds.py).
+    """
     if is_rl_run(rows):
         return []
-    values = [(s, v) for s, v in series(rows, LOSS_KEYS) if math.isfinite(v)]
+    values = [(s, v) for s, v in metric_series(rows, "loss") if math.isfinite(v)]
     hits = _sigma_spikes(values, thresholds)
     hits += _running_mean_spikes(values, thresholds)
     hits += _max_factor_spikes(values, thresholds)
     if not hits:
         return []
-    latest = max(hits, key=lambda h: h["step"])
+    latest = max(hits, key=lambda h: h["index"])
+    ongoing = latest["index"] >= len(values) - thresholds.spike_recent_rows
     explain = {
         "sigma": lambda h: (
             f"> mean+{thresholds.spike_sigma:g}σ ({_fmt(h['mean'])}+{thresholds.spike_sigma:g}"
@@ -285,30 +454,242 @@ def detect_loss_spike(rows: list[Row], thresholds: Thresholds = DEFAULT_THRESHOL
         ),
     }[latest["rule"]](latest)
     rules = sorted({h["rule"] for h in hits})
-    message = f"loss spike at step {latest['step']}: {_fmt(latest['value'])} {explain}; {len(hits)} hit(s)"
-    return [finding("LOSS_SPIKE", "warning", message, latest=latest, rules=rules, hits=len(hits))]
+    later = (
+        ""
+        if ongoing
+        else f"; the loss has since come back (last {_fmt(values[-1][1])} at step {values[-1][0]})"
+    )
+    message = (
+        f"loss spike at step {latest['step']}: {_fmt(latest['value'])} {explain}; {len(hits)} hit(s){later}"
+    )
+    latest = {k: v for k, v in latest.items() if k != "index"}
+    return [
+        finding(
+            "LOSS_SPIKE",
+            "warning" if ongoing else "info",
+            message,
+            latest=latest,
+            rules=rules,
+            hits=len(hits),
+            ongoing=ongoing,
+        )
+    ]
 
 
-# --- plateau ---------------------------------------------------------------------------------------------
-def detect_plateau(rows: list[Row], thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[dict[str, Any]]:
-    """PLATEAU: the loss barely moved between the first and last fifth of a long enough window."""
+# --- trend, divergence, frozen, chance level, no progress (principles 2 and 3) ---------------------------
+def _finite_values(rows: list[Row], metric_or_key: str, *, exact: bool = False) -> list[tuple[int, float]]:
+    values = series(rows, (metric_or_key,)) if exact else metric_series(rows, metric_or_key)
+    return [(s, v) for s, v in values if math.isfinite(v)]
+
+
+def _loss_series(rows: list[Row], head: list[Row]) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """(head values, tail values) of the finite training loss; head is empty when the tail holds the start."""
+    return _finite_values(head, "loss"), _finite_values(rows, "loss")
+
+
+def _eval_series(eval_rows: list[Row]) -> dict[str, list[tuple[int, float]]]:
+    keys = keys_for([r for _, r in eval_rows], "eval_loss")
+    return {key: _finite_values(eval_rows, key, exact=True) for key in keys}
+
+
+def _trend(values: list[float], th: Thresholds) -> tuple[float, float, float]:
+    """(Mann-Kendall z, Theil-Sen change over the window, level) of the last `trend_window` values."""
+    window = values[-th.trend_window :]
+    z = mann_kendall_z(window)
+    change = theil_sen_slope(window) * (len(window) - 1)
+    level = max(abs(statistics.median(window)), th.loss_floor)
+    return z, change, level
+
+
+def _rising_finding(
+    name: str, kind: str, values: list[tuple[int, float]], th: Thresholds, extra: str = ""
+) -> list[dict[str, Any]]:
+    if len(values) < th.trend_min_rows:
+        return []
+    window = values[-th.trend_window :]
+    z, change, level = _trend([v for _, v in window], th)
+    if z < th.trend_z or change / level < th.trend_min_rel_change:
+        return []
+    low_step, low = min(window, key=lambda sv: sv[1])
+    message = (
+        f"{name} rising: +{change / level * 100:.0f}% over the last {len(window)} logged rows "
+        f"({_steps(window[0][0], window[-1][0])}; lowest {_fmt(low)} at step {low_step}, now {_fmt(window[-1][1])}; "
+        f"Mann-Kendall z = {z:.1f} ≥ {th.trend_z:g}){extra}"
+    )
+    return [
+        finding(
+            kind,
+            "warning",
+            message,
+            key=name,
+            z=round(z, 2),
+            rel_change=round(change / level, 4),
+            rows=len(window),
+            from_step=window[0][0],
+            to_step=window[-1][0],
+        )
+    ]
+
+
+def detect_trend(
+    rows: list[Row], thresholds: Thresholds = DEFAULT_THRESHOLDS, *, eval_rows: list[Row] | None = None
+) -> list[dict[str, Any]]:
+    """LOSS_RISING / EVAL_RISING / LOSS_RUNAWAY: a significant, material trend over the last rows.
+
+    Rising training loss (any length from `trend_min_rows`); an eval loss rising (overfitting when the
+    training loss falls meanwhile); a negative loss still falling significantly (an objective without a
+    floor: a sign error, or a loss that rewards something unbounded).
+    """
+    th = thresholds
+    findings: list[dict[str, Any]] = []
+    train = _finite_values(rows, "loss") if not is_rl_run(rows) else []
+    findings += _rising_finding("loss", "LOSS_RISING", train, th)
+    if len(train) >= th.trend_min_rows:
+        window = [v for _, v in train[-th.trend_window :]]
+        z, change, level = _trend(window, th)
+        recent = window[-th.chance_min_rows :]
+        if all(v < 0 for v in recent) and z <= -th.trend_z and -change / level >= th.trend_min_rel_change:
+            message = (
+                f"negative loss running away: {_fmt(window[0])} → {_fmt(window[-1])} over the last {len(window)} "
+                f"logged rows (Mann-Kendall z = {z:.1f}); a loss with no floor usually means a sign error or an "
+                "objective the model can game"
+            )
+            findings.append(
+                finding("LOSS_RUNAWAY", "warning", message, z=round(z, 2), last=window[-1], rows=len(window))
+            )
+    train_z = _trend([v for _, v in train], th)[0] if len(train) >= th.trend_min_rows else 0.0
+    for key, values in _eval_series(eval_rows or []).items():
+        extra = " while the training loss falls (overfitting)" if train_z <= -th.trend_z else ""
+        found = _rising_finding(key, "EVAL_RISING", values, th, extra)
+        if found:
+            findings += found
+            break  # one eval group is enough to say it; the others usually move together
+    return findings
+
+
+def detect_divergence(
+    rows: list[Row], thresholds: Thresholds = DEFAULT_THRESHOLDS, *, head: list[Row] | None = None
+) -> list[dict[str, Any]]:
+    """DIVERGENCE: the loss has climbed back from the run's best by a large part of what it had gained."""
+    th = thresholds
     if is_rl_run(rows):
         return []
-    values = [(s, v) for s, v in series(rows, LOSS_KEYS) if math.isfinite(v)][-thresholds.plateau_window :]
-    if len(values) < thresholds.plateau_min_rows:
+    head_vals, tail_vals = _loss_series(rows, head or [])
+    hist = [v for _, v in head_vals] + [v for _, v in tail_vals]
+    if len(hist) < th.trend_min_rows or len(tail_vals) < th.smooth_rows:
         return []
-    k = max(1, int(len(values) * thresholds.plateau_edge_fraction))
-    first = statistics.fmean(v for _, v in values[:k])
-    last = statistics.fmean(v for _, v in values[-k:])
-    if first <= thresholds.loss_floor:
+    k = th.smooth_rows
+    start = statistics.median(hist[:k])
+    smoothed = _rolling_medians([v for _, v in head_vals], k) + _rolling_medians([v for _, v in tail_vals], k)
+    best = min(smoothed)
+    current = statistics.median(v for _, v in tail_vals[-k:])
+    noise = robust_noise([v for _, v in tail_vals[-th.trend_window :]])
+    rise, progress = current - best, start - best
+    if progress <= 0 or rise < th.divergence_factor * progress:
         return []
-    drop = (first - last) / first
-    if drop >= thresholds.plateau_min_rel_drop:
+    if rise < th.divergence_min_rel * max(abs(best), th.loss_floor) or rise < th.divergence_noise_k * noise:
         return []
     message = (
-        f"loss plateau: mean {_fmt(first)} over the first {k} of {len(values)} logged steps "
-        f"(from step {values[0][0]}) vs {_fmt(last)} over the last {k} (to step {values[-1][0]}), "
-        f"a {drop * 100:.1f}% drop < {thresholds.plateau_min_rel_drop * 100:g}%"
+        f"loss diverging: now {_fmt(current)} (median of the last {k} rows, to step {tail_vals[-1][0]}), up from "
+        f"the run's best {_fmt(best)}, i.e. {rise / progress:.0%} of the way back to where it started ({_fmt(start)})"
+    )
+    return [
+        finding(
+            "DIVERGENCE",
+            "warning",
+            message,
+            start=start,
+            best=best,
+            current=current,
+            noise=noise,
+            factor=round(rise / progress, 3),
+        )
+    ]
+
+
+def detect_frozen(
+    rows: list[Row], thresholds: Thresholds = DEFAULT_THRESHOLDS, *, head: list[Row] | None = None
+) -> list[dict[str, Any]]:
+    """FROZEN: the loss repeats the same value (within float noise) on the last `frozen_min_rows` rows."""
+    th = thresholds
+    if is_rl_run(rows):
+        return []
+    head_vals, values = _loss_series(rows, head or [])
+    if len(values) < th.frozen_min_rows:
+        return []
+    last = values[-1][1]
+    tol = th.frozen_rel_tol * max(abs(last), 1e-6)
+    same = 0
+    for _, v in reversed(values):
+        if abs(v - last) > tol:
+            break
+        same += 1
+    if same < th.frozen_min_rows:
+        return []
+    since_start = same == len(values) and all(abs(v - last) <= tol for _, v in head_vals)
+    where = "since the first logged row" if since_start else f"since step {values[-same][0]}"
+    message = (
+        f"loss frozen at {_fmt(last)} on the last {same} logged rows ({where}): nothing is being learned"
+    )
+    return [finding("FROZEN", "warning", message, value=last, rows=same, since_start=since_start)]
+
+
+def detect_chance(rows: list[Row], thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[dict[str, Any]]:
+    """CHANCE: the loss sits at ln(K) on the last rows: a uniform prediction over K classes, not moving."""
+    th = thresholds
+    if is_rl_run(rows) or _warming_up(rows, th):
+        return []
+    values = _finite_values(rows, "loss")
+    if len(values) < th.chance_min_rows:
+        return []
+    last = values[-1][1]
+    if last <= math.log(2) * (1 - th.chance_rel_tol):
+        return []
+    classes = round(math.exp(last))
+    if not 2 <= classes <= th.chance_max_classes:
+        return []
+    level = math.log(classes)
+    count = 0
+    for _, v in reversed(values):
+        if abs(v - level) > th.chance_rel_tol * level:
+            break
+        count += 1
+    if count < th.chance_min_rows:
+        return []
+    message = (
+        f"loss stuck at chance level: {_fmt(last)} ≈ ln({classes}) = {level:.5g} on the last {count} logged rows "
+        f"(within {th.chance_rel_tol:.1%}): the model predicts a uniform distribution over {classes} classes"
+    )
+    return [finding("CHANCE", "warning", message, classes=classes, level=level, rows=count, last=last)]
+
+
+def detect_plateau(
+    rows: list[Row], thresholds: Thresholds = DEFAULT_THRESHOLDS, *, head: list[Row] | None = None
+) -> list[dict[str, Any]]:
+    """PLATEAU: no progress since the run started (the recent loss < 3% below its start).
+
+    Measured from the run's start, not across the recent window: a flat tail after real progress is
+    convergence (whatever the LR schedule), and is never reported. A run still warming up waits.
+    """
+    th = thresholds
+    if is_rl_run(rows) or _warming_up(rows, th):
+        return []
+    head_vals, tail_vals = _loss_series(rows, head or [])
+    hist = [v for _, v in head_vals] + [v for _, v in tail_vals]
+    if len(hist) < th.plateau_min_rows:
+        return []
+    k = max(th.smooth_rows, min(len(hist) // 5, th.trend_window))  # a fifth of what is seen, as before
+    first, last = statistics.median(hist[:k]), statistics.median(hist[-k:])
+    if first <= th.loss_floor:
+        return []
+    drop = (first - last) / first
+    if drop >= th.plateau_min_rel_drop:
+        return []
+    start_step = (head_vals or tail_vals)[0][0]
+    message = (
+        f"no progress: the loss is {_fmt(last)} (median of the last {k} rows, to step {tail_vals[-1][0]}) vs "
+        f"{_fmt(first)} at the start (from step {start_step}), a {drop * 100:.1f}% drop < "
+        f"{th.plateau_min_rel_drop * 100:g}% after {len(hist)} logged rows"
     )
     return [
         finding(
@@ -318,11 +699,10 @@ def detect_plateau(rows: list[Row], thresholds: Thresholds = DEFAULT_THRESHOLDS)
             first_mean=first,
             last_mean=last,
             rel_drop=drop,
-            rows=len(values),
-            edge_rows=k,
-            from_step=values[0][0],
-            to_step=values[-1][0],
-            min_rel_drop=thresholds.plateau_min_rel_drop,
+            rows=len(hist),
+            from_step=start_step,
+            to_step=tail_vals[-1][0],
+            min_rel_drop=th.plateau_min_rel_drop,
         )
     ]
 
@@ -335,7 +715,7 @@ def detect_kl(
 
     A missing `kl` key is normal (GRPO with beta = 0 does not compute it).
     """
-    values = [(s, v) for s, v in series(rows, KL_KEYS) if math.isfinite(v)]
+    values = [(s, v) for s, v in metric_series(rows, "kl") if math.isfinite(v)]
     high = [(s, v) for s, v in values if v > thresholds.kl_max]
     low = [(s, v) for s, v in values if v < thresholds.kl_min]
     findings = []
@@ -367,9 +747,9 @@ def detect_no_signal(rows: list[Row], thresholds: Thresholds = DEFAULT_THRESHOLD
     """
     k, eps = thresholds.signal_window, thresholds.zero_eps
     checks = {
-        "reward_std": (series(rows, ("reward_std",)), lambda v: abs(v) < eps, "→ 0"),
-        "frac_reward_zero_std": (series(rows, ("frac_reward_zero_std",)), lambda v: v > 1 - eps, "→ 1"),
-        "grad_norm": (series(rows, GRAD_NORM_KEYS), lambda v: abs(v) < eps, "→ 0"),
+        "reward_std": (metric_series(rows, "reward_std"), lambda v: abs(v) < eps, "→ 0"),
+        "frac_reward_zero_std": (metric_series(rows, "frac_reward_zero_std"), lambda v: v > 1 - eps, "→ 1"),
+        "grad_norm": (metric_series(rows, "grad_norm"), lambda v: abs(v) < eps, "→ 0"),
     }
     hit = {name: vals[-k:] for name, (vals, pred, _) in checks.items() if _tail_all(vals, k, pred)}
     if not hit:
@@ -391,7 +771,7 @@ def detect_no_signal(rows: list[Row], thresholds: Thresholds = DEFAULT_THRESHOLD
 # --- length hacking (GRPO) -------------------------------------------------------------------------------
 def _reward_trend(rows: list[Row], k: int, sigma: float) -> tuple[str, float | None, float | None]:
     """('rising'|'flat'|'falling'|'unknown', previous mean, recent mean) over the last 2k reward rows."""
-    rewards = [v for _, v in series(rows, REWARD_KEYS) if math.isfinite(v)][-2 * k :]
+    rewards = [v for _, v in metric_series(rows, "reward") if math.isfinite(v)][-2 * k :]
     if len(rewards) < 4:
         return "unknown", None, None
     half = len(rewards) // 2
@@ -411,7 +791,7 @@ def detect_length_hacking(
     for (or at least not penalised for) running out of tokens.
     """
     k = thresholds.signal_window
-    clipped = series(rows, (CLIPPED_RATIO_KEY,))
+    clipped = metric_series(rows, "length_clip_ratio")
     if not _tail_all(clipped, k, lambda v: v >= thresholds.clipped_ratio_high):
         return []
     trend, previous, recent = _reward_trend(rows, k, thresholds.reward_fall_sigma)
@@ -431,16 +811,46 @@ def detect_length_hacking(
 
 
 # --- entry points ----------------------------------------------------------------------------------------
+def split_metrics(snapshot: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    """(head, tail) metric rows of a snapshot: `metrics` starts with `head_rows` rows from the run's start
+    when the tail does not reach back to them (snapshot.collect), or `head_metrics` holds them."""
+    metrics = list(snapshot.get("metrics") or [])
+    n = snapshot.get("head_rows")
+    if isinstance(n, int) and 0 < n <= len(metrics):
+        return metrics[:n], metrics[n:]
+    return list(snapshot.get("head_metrics") or []), metrics
+
+
 def triage(snapshot: dict[str, Any], thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[dict[str, Any]]:
     """Run every detector on a snapshot; process findings first, then metric findings."""
-    rows = training_rows(snapshot.get("metrics") or [])
+    head_metrics, metrics = split_metrics(snapshot)
+    rows = training_rows(metrics)
+    head = training_rows(head_metrics)
+    evals = all_rows(metrics)
     log_tail = snapshot.get("log_tail") or ""
+    process = detect_process(snapshot)
+    disk = detect_disk(snapshot, thresholds)
+    if any(f["kind"] == "ENV" and f["evidence"].get("category") == "disk_full" for f in process):
+        disk = []
+    elif disk and any(f["kind"] == "DIED" for f in process):  # dead, no traceback, and the disk is full
+        process = [
+            finding(
+                "ENV", "warning", f"process died; {disk[0]['message']}", **disk[0]["evidence"], kind="ENV"
+            )
+        ]
+        disk = []
     return [
-        *detect_process(snapshot),
+        *process,
+        *disk,
         *detect_stall(snapshot, thresholds),
         *detect_nan(rows),
+        *detect_eval_nan(evals),
+        *detect_frozen(rows, thresholds, head=head),
+        *detect_chance(rows, thresholds),
         *detect_loss_spike(rows, thresholds),
-        *detect_plateau(rows, thresholds),
+        *detect_trend(rows, thresholds, eval_rows=evals),
+        *detect_divergence(rows, thresholds, head=head),
+        *detect_plateau(rows, thresholds, head=head),
         *detect_kl(rows, log_tail, thresholds),
         *detect_no_signal(rows, thresholds),
         *detect_length_hacking(rows, thresholds),

@@ -1,7 +1,9 @@
 """Collecting what one monitor tick looks at, and a digest of it.
 
 A tick must cost the same on a 1,000,000-line metrics file as on a 1,000-line one, so it reads only the
-last rows (backwards from the end) and the end of the log. The digest is built from content that moves
+last rows (backwards from the end), the run's first rows (where the loss started: the rules judge
+progress against it, so a long converged run is not a 'plateau' of its last 512 rows) and the end of the
+log. The digest is built from content that moves
 while a run is alive (last step, log bytes, process state) so that "nothing changed" is a fact, not a
 guess from lengths that stop changing.
 """
@@ -10,15 +12,25 @@ from __future__ import annotations
 
 import hashlib
 import math
+import shutil
 import time
 from typing import Any
 
 from twinkle_auto.connection import Connection
 from twinkle_auto.connection.logs import tail_text, traceback_span
+from twinkle_auto.connection.metrics import read_metrics_from
 from twinkle_auto.connection.store import CorruptMetaError
+from twinkle_auto.monitor.metric_names import INDEX_KEYS, canonical
+from twinkle_auto.monitor.tracebacks import script_mentions
+from twinkle_auto.runtime import format as fmt
 
 METRIC_ROWS = 512
-"""Rows read per tick: the spike window (128) and the plateau window fit with room to spare."""
+"""Last rows read per tick: the spike window (128) and the trend window (64) fit with room to spare."""
+HEAD_ROWS = 64
+"""First rows of the run read per tick (from the file's start, bounded by HEAD_BYTES): where it started."""
+HEAD_BYTES = 256 * 1024
+SCRIPT_BYTES = 512 * 1024
+"""A script larger than this is not read for the error's identifiers (the rule then relies on frames)."""
 LOG_BUDGET = 1500
 """Characters of output.log shown to the LLM; the last traceback goes first and whole when it fits."""
 LOG_READ = 6000
@@ -36,22 +48,49 @@ def _finite(values: list[Any]) -> list[float]:
     ]
 
 
+def window_rows(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(head, tail) of a whole metrics list as a tick sees it: the last METRIC_ROWS rows, and the first
+    HEAD_ROWS rows when the tail does not reach back to them (no overlap)."""
+    tail = rows[-METRIC_ROWS:]
+    head = rows[: max(0, min(HEAD_ROWS, len(rows) - METRIC_ROWS))]
+    return head, tail
+
+
+def _head_rows(path: Any, tail: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if len(tail) < METRIC_ROWS:
+        return []  # the tail is the whole file
+    try:
+        head = read_metrics_from(path, 0, max_bytes=HEAD_BYTES).entries[:HEAD_ROWS]
+    except OSError:
+        return []
+    for i, row in enumerate(head):
+        if row == tail[0]:
+            return head[:i]
+    return head
+
+
 def trends(metrics: list[dict[str, Any]], keys: int = TREND_KEYS) -> dict[str, dict[str, Any]]:
     """Per-key summary of recent rows: last value, mean of the first and last quarter, direction.
 
-    Sized for an LLM prompt: a handful of numbers per key instead of hundreds of rows.
+    Sized for an LLM prompt: a handful of numbers per key instead of hundreds of rows. Known metrics
+    (metric_names) come first, each entry naming its canonical meaning; unknown keys follow and are never
+    dropped silently: those beyond the budget are listed by name under "_other_keys".
     """
     out: dict[str, dict[str, Any]] = {}
     names: list[str] = []
     for row in metrics:
         for key in row:
-            if key not in ("ts", "step", "epoch") and key not in names:
+            if key not in INDEX_KEYS and key not in names:
                 names.append(key)
+    names.sort(key=lambda k: canonical(k) is None)
     for key in names[:keys]:
         series = [row[key] for row in metrics if key in row]
         finite = _finite(series)
         bad = len(series) - len(finite)
         entry: dict[str, Any] = {"n": len(series), "last": series[-1] if series else None}
+        meaning = canonical(key)
+        if meaning is not None and meaning != key:
+            entry["means"] = meaning
         if bad:
             entry["non_finite"] = bad
         if len(finite) >= 4:
@@ -67,6 +106,8 @@ def trends(metrics: list[dict[str, Any]], keys: int = TREND_KEYS) -> dict[str, d
                 max=round(max(finite), 6),
             )
         out[key] = entry
+    if len(names) > keys:
+        out["_other_keys"] = {"names": names[keys : keys + 40], "n": len(names) - keys}
     return out
 
 
@@ -79,6 +120,8 @@ def collect(connection: Connection, run_id: str, *, stall_reset_at: float | None
     except CorruptMetaError:
         meta = {}
     metrics = store.last_metrics(run_id, METRIC_ROWS)
+    folder = store.path(run_id)
+    head = _head_rows(folder / fmt.METRICS_FILE, metrics)
     tail = store.log_tail(run_id, LOG_READ)
     log_text, traceback = tail.text, tail.traceback
     cut = log_text.rfind(LAUNCH_MARKER)
@@ -94,6 +137,12 @@ def collect(connection: Connection, run_id: str, *, stall_reset_at: float | None
     if process_state == "unknown" and status.status not in ("running", "stopping", "unknown"):
         process_state = "dead"  # no pid to ask, but the run itself reported that it ended
     last_step = status.last_step
+    try:
+        usage = shutil.disk_usage(folder)
+        disk_free, disk_total = int(usage.free), int(usage.total)
+    except OSError:
+        disk_free = disk_total = None
+    mentions = script_mentions(log_text, _script_text(folder / fmt.SCRIPT_FILE))
     digest_src = f"{last_step}|{tail.size}|{process_state}|{status.status}|{meta.get('launch_count')}"
     return {
         "run_id": run_id,
@@ -103,7 +152,8 @@ def collect(connection: Connection, run_id: str, *, stall_reset_at: float | None
         "pid": status.pid,
         "last_step": last_step,
         "total_steps": status.total_steps,
-        "metrics": metrics,
+        "metrics": head + metrics,
+        "head_rows": len(head),
         "log_tail": log_text,
         "traceback": traceback,
         "log_size": tail.size,
@@ -111,8 +161,20 @@ def collect(connection: Connection, run_id: str, *, stall_reset_at: float | None
         "error": status.error,
         "exit_code": meta.get("exit_code"),
         "launch_count": meta.get("launch_count"),
+        "disk_free": disk_free,
+        "disk_total": disk_total,
+        "script_mentions": mentions,
         "digest": hashlib.sha1(digest_src.encode()).hexdigest()[:16],
     }
+
+
+def _script_text(path: Any) -> str | None:
+    try:
+        if path.stat().st_size > SCRIPT_BYTES:
+            return None
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
 
 
 def log_excerpt(snapshot: dict[str, Any], budget: int = LOG_BUDGET) -> str:

@@ -182,7 +182,57 @@ def _on_write_path(parsed: ParsedTraceback) -> bool:
     return any(WRITE_FRAME_RE.search(f"{f.function} {f.code}") for f in frames)
 
 
-def _named_by_user(name: str, callee: str, parsed: ParsedTraceback, script: str | None) -> bool:
+def _mismatch_names(parsed: ParsedTraceback) -> tuple[str, str, str] | None:
+    """(offending name, callee, owner) when the deciding exception has an API-mismatch shape."""
+    if parsed.short_name not in API_MISMATCH_EXCEPTIONS:
+        return None
+    match = API_MISMATCH_RE.search(parsed.message)
+    if not match:
+        return None
+    groups = match.groupdict()
+    name = next((groups[k] for k in ("name", "name4", "name5", "name6") if groups[k]), "")
+    callee = groups.get("callee") or ""
+    owner = groups.get("owner") or groups.get("module") or groups.get("module2") or ""
+    return name, callee, owner
+
+
+def _mentions(script: str, name: str, callee: str) -> dict[str, bool]:
+    """Whether the script passes/uses `name` (as `name=`, `.name`, `'name'`) and defines the callee."""
+    out = {}
+    if name:
+        pattern = rf"\b{re.escape(name)}\s*=|\.{re.escape(name)}\b|['\"]{re.escape(name)}['\"]"
+        out[name] = bool(re.search(pattern, script))
+    short = callee.split(".")[-1] if callee else ""
+    if short and not short.startswith("__"):
+        out[f"def {short}"] = bool(
+            re.search(rf"^\s*(?:async\s+)?(?:def|class)\s+{re.escape(short)}\b", script, re.M)
+        )
+    owner = callee.split(".")[0] if callee else ""
+    if owner:
+        out[f"class {owner}"] = bool(re.search(rf"^\s*class\s+{re.escape(owner)}\b", script, re.M))
+    return out
+
+
+def script_mentions(log_tail: str, script: str | None) -> dict[str, bool] | None:
+    """What the training script says about the identifiers of the error in the log, as a tiny dict.
+
+    The monitor keeps it in its state instead of the script's text: for a TypeError about keyword 'k'
+    raised in a library, {'k': True} means the user passes it (a script bug), False a version skew.
+    None when the log has no such error or there is no script.
+    """
+    if not script or not log_tail:
+        return None
+    parsed = parse_traceback(log_tail)
+    names = _mismatch_names(parsed) if parsed is not None else None
+    if names is None:
+        return None
+    name, callee, owner = names
+    return _mentions(script, name, callee or owner)
+
+
+def _named_by_user(
+    name: str, callee: str, parsed: ParsedTraceback, script: str | dict[str, bool] | None
+) -> bool:
     """Whether the user's code passes/defines the offending identifier, or calls the failing callable."""
     if callee.startswith("__main__.") or callee.startswith("<"):
         return True
@@ -194,36 +244,24 @@ def _named_by_user(name: str, callee: str, parsed: ParsedTraceback, script: str 
     for frame in users:
         if name and re.search(rf"\b{re.escape(name)}\b", frame.code):
             return True
-    if script and name:
-        defined = short and re.search(
-            rf"^\s*(?:def|class)\s+{re.escape(callee.split('.')[-1])}\b", script, re.M
-        )
-        if defined or re.search(
-            rf"\b{re.escape(name)}\s*=|\.{re.escape(name)}\b|['\"]{re.escape(name)}['\"]", script
-        ):
-            return True
-    return False
+    mentions = _mentions(script, name, callee) if isinstance(script, str) else (script or {})
+    return any(mentions.values())
 
 
-def _api_mismatch(parsed: ParsedTraceback, script: str | None) -> dict[str, Any] | None:
+def _api_mismatch(parsed: ParsedTraceback, script: str | dict[str, bool] | None) -> dict[str, Any] | None:
     """A TypeError/AttributeError/ImportError raised between installed packages about a name the user's
     code never uses: the installed versions do not fit together (ENV, with a pip hint)."""
-    if parsed.short_name not in API_MISMATCH_EXCEPTIONS or not parsed.frames:
+    if not parsed.frames or parsed.frames[-1].origin != "library":
         return None
-    inner = parsed.frames[-1]
-    if inner.origin != "library":
+    names = _mismatch_names(parsed)
+    if names is None:
         return None
-    match = API_MISMATCH_RE.search(parsed.message)
-    if not match:
-        return None
-    groups = match.groupdict()
-    name = next((groups[k] for k in ("name", "name4", "name5", "name6") if groups[k]), "")
-    callee = groups.get("callee") or ""
-    owner = groups.get("owner") or groups.get("module") or groups.get("module2") or ""
+    name, callee, owner = names
     if owner in VALUE_OWNERS:
         return None
     if _named_by_user(name, callee or owner, parsed, script):
         return None
+    inner = parsed.frames[-1]
     users = user_frames(parsed)
     after = parsed.frames[parsed.frames.index(users[-1]) + 1 :] if users else parsed.frames
     packages = list(dict.fromkeys(f.package for f in after if f.package))
@@ -254,7 +292,7 @@ def classify_parsed(
     parsed: ParsedTraceback | None,
     log_tail: str = "",
     *,
-    script: str | None = None,
+    script: str | dict[str, bool] | None = None,
     exit_code: int | None = None,
 ) -> dict[str, Any] | None:
     """The verdict on an already parsed traceback (see `classify_error`)."""
@@ -317,13 +355,14 @@ def _classify_log_lines(log_tail: str) -> dict[str, Any] | None:
 
 
 def classify_error(
-    log_tail: str, *, script: str | None = None, exit_code: int | None = None
+    log_tail: str, *, script: str | dict[str, bool] | None = None, exit_code: int | None = None
 ) -> dict[str, Any] | None:
     """Classify why a process died from its log tail, or None when the log shows no error that ended it.
 
     {"kind": "CODE"|"ENV", "category", "exception", "message", "origin", "where", "frames", ...}. `origin`
     says where the error was raised (your code, a library called from it, only libraries, a log line).
-    `script` (the training script's text) tells a wrong argument the user passed from a version skew;
+    `script` (the training script's text, or `script_mentions()` of it) tells a wrong argument the user
+    passed from a version skew;
     `exit_code` 0 means a frameless error line was handled, not fatal.
     """
     if not log_tail:

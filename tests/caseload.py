@@ -1,9 +1,12 @@
-"""Load a labelled monitor case (a run folder plus label.json) as a triage snapshot.
+"""Load a labelled monitor case (a run folder plus label.json) as a triage snapshot (test scaffolding).
 
-Why here and not in the tests: the unit tests and the benchmark (benchmarks/monitor_cases.py) must build
-snapshots the same way, or their numbers would not be comparable. A case folder holds meta.json,
-metrics.jsonl, output.log and label.json (see monitor-cases/README.md); the real pid is never known, so
-the process state comes from the label, and a run the label marks completed is presented as finished.
+Why one loader: the unit tests and the LLM benchmark must build snapshots the same way, or their numbers
+would not be comparable; it lives beside the tests, not in the package, because only they need it. A
+case folder holds meta.json, metrics.jsonl, output.log, train.py and label.json (see
+monitor-cases/README.md); the real pid is never known, so the process state comes from the label, and a
+run the label marks completed is presented as finished. Metrics are windowed as the live snapshot does
+(`snapshot.window_rows`: the last METRIC_ROWS rows plus the run's first HEAD_ROWS), so a 6,000-row case is
+judged on what the monitor would really see.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-LOG_TAIL_CHARS = 4000
-"""About what the live monitor keeps of output.log per check."""
+from twinkle_auto.monitor.snapshot import window_rows
+
+LOG_TAIL_CHARS = 6000
+"""What the live monitor reads of output.log per check (snapshot.LOG_READ)."""
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -48,8 +53,8 @@ def load_case(path: str | Path, log_chars: int = LOG_TAIL_CHARS) -> dict[str, An
     """{"case_id", "snapshot", "label", "meta"} for one case folder.
 
     snapshot = {process_state (from the label), status ("finished" when the label says run_completed,
-    else meta's status), metrics, log_tail (last `log_chars` characters), stall_seconds (None: no source
-    records wall-clock times)}.
+    else meta's status), metrics / head_metrics (windowed as live), log_tail (last `log_chars`
+    characters), stall_seconds (None: no source records wall-clock times), script (train.py or None)}.
     """
     path = Path(path)
     label = _read_json(path / "label.json")
@@ -57,11 +62,18 @@ def load_case(path: str | Path, log_chars: int = LOG_TAIL_CHARS) -> dict[str, An
     log_path = path / "output.log"
     log = log_path.read_text(encoding="utf-8", errors="replace") if log_path.is_file() else ""
     status = "finished" if label.get("run_completed") else (meta.get("status") or "unknown")
+    head, tail = window_rows(read_metrics(path / "metrics.jsonl"))
+    script = path / "train.py"
+    progress = meta.get("progress") if isinstance(meta.get("progress"), dict) else {}
     snapshot = {
         "process_state": label.get("process_state", "unknown"),
         "status": status,
-        "metrics": read_metrics(path / "metrics.jsonl"),
+        "metrics": tail,
+        "head_metrics": head,
         "log_tail": log[-log_chars:] if log_chars > 0 else "",
         "stall_seconds": None,
+        "script": script.read_text(encoding="utf-8", errors="replace") if script.is_file() else None,
+        "last_step": progress.get("last_step"),
+        "total_steps": progress.get("total_steps"),
     }
     return {"case_id": path.name, "snapshot": snapshot, "label": label, "meta": meta}
