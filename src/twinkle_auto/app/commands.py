@@ -129,7 +129,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         table.add_row(
             _safe(r.run_id),
             f"[{style}]{status}[/]" if style else status,
-            _safe(r.process),
+            _safe(_process_text(r) if r.remote else r.process),
             _progress(r),
             _safe(r.model_id or "-"),
             _when(r.start_time),
@@ -175,7 +175,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     table.add_column()
     rows = [
         ("status", s.effective_status + (f" (stored: {s.status})" if s.status != s.effective_status else "")),
-        ("process", f"{s.process}" + (f" (pid {s.pid})" if s.pid else "")),
+        ("process", _process_text(s)),
         ("model", s.model_id or "-"),
         ("step", _progress(s)),
         ("started", _when(s.start_time)),
@@ -193,6 +193,22 @@ def cmd_status(args: argparse.Namespace) -> int:
         table.add_row("last metrics", shown)
     _console().print(table)
     return 0
+
+
+def _process_text(s: RunStatus) -> str:
+    """`alive (pid 12)`; a run on another host as `remote (host), last metric 5s ago`: act there."""
+    if not s.remote:
+        return s.process + (f" (pid {s.pid})" if s.pid else "")
+    age = s.last_metric_age
+    return s.process_label + (f", last metric {_age(age)} ago" if age is not None else ", no metrics yet")
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}min"
+    return f"{seconds / 3600:.1f}h"
 
 
 def cmd_start(args: argparse.Namespace) -> int:
