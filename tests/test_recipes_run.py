@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import metric_steps, read_meta, wait_for
-from recipe_data.helpers import CHAT_ROWS, SFT_ROWS, tiny_causal_lm, write_jsonl
+from recipe_data.helpers import CHAT_ROWS, GRPO_ROWS, SFT_ROWS, tiny_causal_lm, write_jsonl
 
 from twinkle_auto.recipes import render_recipe
 from twinkle_auto.runtime import format as fmt
@@ -94,3 +94,51 @@ def test_torch_sft_trains_then_stop_and_relaunch_continue(
     assert last < first  # it learns
     assert meta["progress"]["last_step"] == 60 and meta["config"]["model"] == tiny_model
     assert (home / "tsft" / "final" / "config.json").is_file()
+
+
+def test_trl_sft_trains_to_the_end_with_lora(controller, home: Path, tmp_path: Path, tiny_model: str) -> None:
+    data = write_jsonl(tmp_path / "sft.jsonl", SFT_ROWS + CHAT_ROWS)
+    rendered = render_recipe(
+        "trl-sft",
+        {
+            "model": tiny_model,
+            "dataset": str(data),
+            "max_steps": 8,
+            "save_every": 4,
+            "lr": 1e-3,
+            "lora_rank": 4,
+        },
+    )
+    meta = run_to_end(controller, home, "trl-sft", rendered.script)
+    lines = metrics(home, "trl-sft")
+    assert [r["step"] for r in lines] == list(range(1, 9))
+    assert all(r["loss"] > 0 and "grad_norm" in r for r in lines)
+    assert meta["progress"]["last_step"] == 8
+    assert meta["config"]["lora_rank"] == 4 and meta["config"]["trl_version"]
+    assert (home / "trl-sft" / "checkpoints" / "checkpoint-8").is_dir()
+    assert (home / "trl-sft" / "final" / "adapter_config.json").is_file()  # a LoRA adapter, not the model
+
+
+def test_trl_grpo_records_rewards(controller, home: Path, tmp_path: Path, tiny_model: str) -> None:
+    data = write_jsonl(tmp_path / "math.jsonl", GRPO_ROWS)
+    rendered = render_recipe(
+        "trl-grpo",
+        {
+            "model": tiny_model,
+            "dataset": str(data),
+            "max_steps": 4,
+            "save_every": 2,
+            "batch_size": 2,
+            "num_generations": 2,
+            "max_new_tokens": 6,
+            "lr": 1e-3,
+        },
+    )
+    meta = run_to_end(controller, home, "trl-grpo", rendered.script)
+    lines = metrics(home, "trl-grpo")
+    assert [r["step"] for r in lines] == [1, 2, 3, 4]
+    for row in lines:
+        assert {"reward", "reward_std", "rewards/accuracy/mean", "rewards/format/mean", "loss"} <= row.keys()
+        assert 0.0 <= row["reward"] <= 2.0 and row["completions/mean_length"] <= 6
+    assert meta["config"]["num_generations"] == 2 and meta["progress"]["last_step"] == 4
+    assert (home / "trl-grpo" / "checkpoints" / "checkpoint-4").is_dir()
