@@ -349,6 +349,7 @@ class ChatApp:
         await self.ready
         from dataclasses import replace
 
+        from twinkle_auto.app.alerts import bell
         from twinkle_auto.app.monitor_loop import MonitorLoop
         from twinkle_auto.monitor.thresholds import DEFAULT_THRESHOLDS
 
@@ -363,6 +364,8 @@ class ChatApp:
             notify=self.monitor_message,
             ask=self.ask_monitor,
             thresholds=replace(DEFAULT_THRESHOLDS, stall_seconds=stall),
+            on_event=bell(lambda _: self.console.bell(), enabled=not getattr(self.args, "no_bell", False)),
+            follow_daemon=True,  # a running `twinkle-auto watch` is the fixer; show its verdicts
         )
         await self.monitor.run(self.monitor_stop)
 

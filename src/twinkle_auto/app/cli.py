@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a live run without a new metric this long is stalled",
     )
     chat.add_argument("--llm-gguf", default=None, help="serve this GGUF model locally (llama.cpp) and use it")
+    chat.add_argument(
+        "--no-bell", action="store_true", help="no terminal bell on a fix, a question or a finished run"
+    )
 
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     json_parent = argparse.ArgumentParser(add_help=False)
@@ -125,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--no-llm", action="store_true", help="rules only")
     p.add_argument("--no-fix", action="store_true", help="diagnose, never rewrite")
+    from twinkle_auto.app.watch import add_parser as add_watch_parser
+
+    add_watch_parser(sub, [json_parent])
     return parser
 
 
@@ -154,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _chat(args)
     from twinkle_auto.app import commands
 
-    handler: Callable[[Any], int] = getattr(commands, f"cmd_{args.command}")
+    handler: Callable[[Any], int] = getattr(args, "handler", None) or getattr(commands, f"cmd_{args.command}")
     try:
         return handler(args)
     except KeyboardInterrupt:
