@@ -48,8 +48,14 @@ def offline_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _params(name: str, data: dict[str, str], **extra: object) -> dict[str, object]:
     dataset = data["grpo"] if name.endswith("grpo") else data["sft"]
-    model = "mock-model" if name.startswith("twinkle") else data["model"]
-    return {"model": model, "dataset": dataset, **extra}
+    if name.startswith("twinkle"):  # a port where no server answers: the model is left unchecked
+        return {
+            "model": "mock-model",
+            "dataset": dataset,
+            "server_url": f"http://127.0.0.1:{free_port()}",
+            **extra,
+        }
+    return {"model": data["model"], "dataset": dataset, **extra}
 
 
 def test_list_recipes_describes_every_recipe() -> None:
@@ -192,9 +198,16 @@ def test_slow_hub_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class _Capabilities(BaseHTTPRequestHandler):
+    """The two answers of a Twinkle gateway the recipes read: its models, and a sampler replica's health."""
+
+    sampler = False
+
     def do_GET(self) -> None:  # noqa: N802
         body = json.dumps({"supported_models": [{"model_name": "mock-model"}]}).encode()
-        self.send_response(200 if self.path == "/api/v1/get_server_capabilities" else 404)
+        replica = self.sampler and self.path == "/api/v1/sampler/mock-model/healthz"
+        self.send_response(200 if self.path == "/api/v1/get_server_capabilities" or replica else 404)
+        if replica:
+            self.send_header("X-Twinkle-Replica-Id", "r1")
         self.send_header("Content-Type", "application/json")
         self.end_headers()
         self.wfile.write(body)
@@ -216,3 +229,21 @@ def test_twinkle_model_checked_against_the_server() -> None:
         server.server_close()
     down = resolve_served_model("Qwen/Qwen3.5-4B", f"http://127.0.0.1:{free_port()}")
     assert down.source == "unverified" and "start the server" in (down.note or "")
+
+
+def test_twinkle_grpo_needs_a_sampler(data: dict[str, str]) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Capabilities)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/api/v1/"  # the client's form of the URL
+    params = {**_params("twinkle-grpo", data), "server_url": url}
+    try:
+        with pytest.raises(RecipeError, match="runs no sampler for it"):
+            render_recipe("twinkle-grpo", params)
+        assert render_recipe("twinkle-sft", {**params, "dataset": data["sft"]}).notes  # SFT needs none
+        _Capabilities.sampler = True
+        rendered = render_recipe("twinkle-grpo", params)
+        assert rendered.params["server_url"] == url.rstrip("/") and "is served at" in rendered.notes[0]
+    finally:
+        _Capabilities.sampler = False
+        server.shutdown()
+        server.server_close()

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from twinkle_auto.recipes import params as p
 from twinkle_auto.recipes.base import RecipeError, RecipeInfo, RenderedRecipe
 from twinkle_auto.recipes.render import render_template
-from twinkle_auto.recipes.resolve import resolve_dataset, resolve_model, resolve_served_model
+from twinkle_auto.recipes.resolve import has_sampler, resolve_dataset, resolve_model, resolve_served_model
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,8 @@ class Recipe:
     params: type[p.RecipeParams]
     template: str
     needs_server: bool = False
+    needs_sampler: bool = False
+    """The server must also run a sampler for the model (GRPO samples there)."""
 
 
 RECIPES: tuple[Recipe, ...] = (
@@ -35,6 +37,7 @@ RECIPES: tuple[Recipe, ...] = (
         p.TwinkleGRPOParams,
         "twinkle_grpo",
         needs_server=True,
+        needs_sampler=True,
     ),
     Recipe(
         "twinkle-sft",
@@ -120,6 +123,14 @@ def validate_params(name: str, params: dict[str, Any] | None) -> p.RecipeParams:
         raise RecipeError(_validation_message(recipe, exc)) from None
 
 
+def _require_sampler(server_url: str, model: str) -> None:
+    if has_sampler(server_url, model) is False:
+        raise RecipeError(
+            f"the Twinkle server at {server_url} serves {model} but runs no sampler for it, which GRPO "
+            f"needs; restart it with a sampler (start_server with samplers=[{{model_id: {model}}}])"
+        )
+
+
 def render_recipe(name: str, params: dict[str, Any] | None) -> RenderedRecipe:
     """A complete train.py for recipe `name`, with model and dataset resolved.
 
@@ -133,6 +144,8 @@ def render_recipe(name: str, params: dict[str, Any] | None) -> RenderedRecipe:
     if isinstance(values, p.TwinkleParams):
         values.server_url = values.server_url.rstrip("/")
         model = resolve_served_model(values.model, values.server_url)
+        if recipe.needs_sampler and model.source == "server":
+            _require_sampler(values.server_url, model.value)
     else:
         model = resolve_model(values.model)
     data = resolve_dataset(values.dataset)

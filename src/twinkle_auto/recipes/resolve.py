@@ -212,13 +212,21 @@ def resolve_dataset(ref: str, *, timeout: float = HUB_CHECK_TIMEOUT) -> Resolved
     return _local(text, "dataset") or _hub(text, "dataset", timeout)
 
 
+_REPLICA_HEADER = "x-twinkle-replica-id"
+"""Set by every Twinkle app replica: an answer without it came from the gateway, not from that app."""
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""No proxy: the server is on this machine or its network, and a proxy would answer for it."""
+
+
+def _api(server_url: str) -> str:
+    return server_url.rstrip("/").removesuffix("/api/v1") + "/api/v1"
+
+
 def served_models(server_url: str, timeout: float = SERVER_CHECK_TIMEOUT) -> list[str] | None:
     """The model names a Twinkle server says it serves, or None when it does not answer in time."""
-    base = server_url.rstrip("/")
-    base = base.removesuffix("/api/v1")
-    url = base + "/api/v1/get_server_capabilities"
+    url = _api(server_url) + "/get_server_capabilities"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - a URL the person gave
+        with _opener.open(url, timeout=timeout) as resp:
             payload = json.loads(resp.read(1_000_000).decode("utf-8", "replace"))
     except (OSError, ValueError, urllib.error.URLError):
         return None
@@ -256,3 +264,19 @@ def resolve_served_model(ref: str, server_url: str, *, timeout: float = SERVER_C
             return Resolved(served_name, "server", f"model {served_name} is served at {server_url}")
     listed = ", ".join(served[:5]) or "nothing"
     raise RecipeError(f"the Twinkle server at {server_url} serves {listed}, not {name!r}; pick one of those")
+
+
+def has_sampler(server_url: str, model: str, timeout: float = SERVER_CHECK_TIMEOUT) -> bool | None:
+    """Whether the server runs a sampler app for `model` (the route the Twinkle client samples from).
+
+    None when the server does not answer; False when it answers but no sampler replica does.
+    """
+    url = f"{_api(server_url)}/sampler/{model}/healthz"
+    try:
+        with _opener.open(url, timeout=timeout) as resp:
+            headers = {k.lower() for k in resp.headers}
+    except urllib.error.HTTPError as exc:
+        headers = {k.lower() for k in exc.headers}
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
+    return _REPLICA_HEADER in headers
