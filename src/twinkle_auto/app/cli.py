@@ -108,7 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--nproc-per-node", type=int, default=None, help="processes per node (torchrun, accelerate)"
     )
-    p.add_argument("--launcher-args", default=None, help="more launcher options, as one quoted string")
+    p.add_argument(
+        "--launcher-args",
+        default=None,
+        help="more launcher options as one string: --launcher-args='--standalone --max-restarts 0'",
+    )
     p.add_argument("--ray-address", default=None, help="Ray dashboard address for --launcher ray")
     p.set_defaults(script_args=[])  # filled from what follows `--` (see main)
     for verb, text in (("pause", "pause a run (kill; resume relaunches)"), ("resume", "resume a paused run")):
