@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ast
 import json
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -247,3 +249,29 @@ def test_twinkle_grpo_needs_a_sampler(data: dict[str, str]) -> None:
         _Capabilities.sampler = False
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("name", [r.name for r in RECIPES])
+def test_rendered_scripts_are_pyflakes_clean(name: str, data: dict[str, str]) -> None:
+    """No undefined name or unused import in any script (a template bug would otherwise show only at run time)."""
+    script = render_recipe(name, _params(name, data, lora_rank=8)).script
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "--no-cache",
+            "--isolated",
+            "--select",
+            "F,E9",
+            "--stdin-filename",
+            "train.py",
+            "-",
+        ],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout[-2000:]
