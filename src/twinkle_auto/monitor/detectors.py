@@ -372,11 +372,26 @@ def detect_eval_nan(rows: list[Row]) -> list[dict[str, Any]]:
 
 # --- loss spikes -----------------------------------------------------------------------------------------
 def _sigma_spikes(values: list[tuple[int, float]], th: Thresholds) -> list[dict[str, Any]]:
-    """OLMo rule: a loss above mean + k sigma of the previous window."""
-    hits = []
+    """OLMo rule: a loss above mean + k sigma of the previous window.
+
+    Window sums are kept as prefix sums (of values shifted by the first one, for precision), so a tick
+    costs O(rows), not O(rows x window).
+    """
+    hits: list[dict[str, Any]] = []
+    if len(values) <= th.spike_min_history:
+        return hits
+    shift = values[0][1]
+    sums, squares = [0.0], [0.0]
+    for _, v in values:
+        d = v - shift
+        sums.append(sums[-1] + d)
+        squares.append(squares[-1] + d * d)
     for i in range(th.spike_min_history, len(values)):
-        window = [v for _, v in values[max(0, i - th.spike_sigma_window) : i]]
-        mean, sigma = statistics.fmean(window), statistics.pstdev(window)
+        lo = max(0, i - th.spike_sigma_window)
+        n = i - lo
+        mean_d = (sums[i] - sums[lo]) / n
+        sigma = math.sqrt(max(0.0, (squares[i] - squares[lo]) / n - mean_d * mean_d))
+        mean = mean_d + shift
         step, value = values[i]
         limit = mean + th.spike_sigma * sigma
         if mean > th.loss_floor and value > limit and value > mean * (1 + th.spike_sigma_min_rel_jump):
@@ -392,9 +407,9 @@ def _running_mean_spikes(values: list[tuple[int, float]], th: Thresholds) -> lis
     Like KillLossSpike, outliers are kept out of the running window, so a lasting jump stays an outlier.
     """
     window: deque[float] = deque(maxlen=th.spike_mean_window)
-    hits, streak = [], 0
+    hits, streak, total = [], 0, 0.0
     for i, (step, value) in enumerate(values):
-        mean = statistics.fmean(window) if len(window) >= th.spike_min_history else None
+        mean = total / len(window) if len(window) >= th.spike_min_history else None
         if mean is not None and mean > th.loss_floor and value >= th.spike_mean_multiplier * mean:
             streak += 1
             if streak > th.spike_mean_patience:
@@ -410,7 +425,10 @@ def _running_mean_spikes(values: list[tuple[int, float]], th: Thresholds) -> lis
                 )
             continue
         streak = 0
+        if len(window) == window.maxlen:
+            total -= window[0]
         window.append(value)
+        total += value
     return hits
 
 
@@ -576,9 +594,9 @@ def detect_divergence(
         return []
     head_vals, tail_vals = _loss_series(rows, head or [])
     hist = [v for _, v in head_vals] + [v for _, v in tail_vals]
-    if len(hist) < th.trend_min_rows or len(tail_vals) < th.smooth_rows:
+    if len(hist) < th.trend_min_rows:
         return []
-    k = th.smooth_rows
+    k = min(th.smooth_rows, max(1, len(hist) // 4))  # short runs: a quarter of the rows at most
     start = statistics.median(hist[:k])
     smoothed = _rolling_medians([v for _, v in head_vals], k) + _rolling_medians([v for _, v in tail_vals], k)
     best = min(smoothed)
