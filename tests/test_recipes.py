@@ -179,6 +179,13 @@ def test_hub_ids_checked_on_modelscope(monkeypatch: pytest.MonkeyPatch) -> None:
         with pytest.raises(RecipeError, match=r"ModelScope has no model 'Qwen/Qwen2.5-0.5B-Instrukt'"):
             resolve_model("Qwen/Qwen2.5-0.5B-Instrukt")
         assert hub.hits("models") == 2 and hub.hits("datasets") == 1
+        # a bare name: the most downloaded entry of exactly that name
+        hub.datasets.append(model_entry("someone/gsm8k", downloads=3, task=""))
+        hub.datasets[0]["downloads"] = 900
+        bare = resolve_dataset("GSM8K")
+        assert bare.value == "modelscope/gsm8k" and "most downloaded of 2" in (bare.note or "")
+        with pytest.raises(RecipeError, match="ModelScope has no dataset 'gsm9k'"):
+            resolve_dataset("gsm9k")
 
 
 def test_unreachable_hub_uses_the_id_as_given_and_says_so() -> None:
@@ -189,6 +196,8 @@ def test_unreachable_hub_uses_the_id_as_given_and_says_so() -> None:
     # remembered: the dataset check right after does not wait for the hub again
     second = resolve_dataset("modelscope/gsm8k", timeout=3)
     assert second.source == "unverified" and "using it as given" in (second.note or "")
+    with pytest.raises(RecipeError, match="needs its owner .*could not be asked"):
+        resolve_dataset("gsm8k")  # a bare name cannot be guessed without the hub
 
 
 def test_slow_hub_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -224,6 +233,7 @@ def test_twinkle_model_checked_against_the_server() -> None:
     url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         assert resolve_served_model("Mock-Model", url).value == "mock-model"
+        assert resolve_served_model("someone/mock-model", url).value == "mock-model"  # same name part
         with pytest.raises(RecipeError, match="serves mock-model, not 'Qwen/Qwen3.5-4B'"):
             resolve_served_model("Qwen/Qwen3.5-4B", url)
     finally:

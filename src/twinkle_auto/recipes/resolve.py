@@ -101,11 +101,9 @@ def _local(ref: str, kind: Kind) -> Resolved | None:
     return Resolved(str(path), "local")
 
 
-def _hub_search(kind: Kind, repo_id: str, timeout: float) -> list[str]:
-    """Ids the hub lists for a search on the id's name; raises HubUnavailable/other on failure."""
+def _hub_search(kind: Kind, name: str, timeout: float) -> list[tuple[str, int]]:
+    """(id, downloads) the hub lists for a search on `name`; raises HubUnavailable/other on failure."""
     from twinkle_auto.skills.hub import call_with_deadline, hub_api
-
-    name = repo_id.split("/", 1)[1]
 
     def _ask() -> Any:
         api = hub_api(request_timeout=max(1.0, timeout - 1.0))
@@ -126,7 +124,7 @@ def _hub_search(kind: Kind, repo_id: str, timeout: float) -> list[str]:
                 raise ConnectionError(str(payload.get("message") or "ModelScope refused the search"))
     elif isinstance(payload, list):
         entries = payload
-    ids = []
+    found = []
     for entry in entries:
         if not isinstance(entry, dict):
             continue
@@ -135,15 +133,21 @@ def _hub_search(kind: Kind, repo_id: str, timeout: float) -> list[str]:
             owner = entry.get("owner") or entry.get("Owner") or entry.get("namespace")
             nm = entry.get("name") or entry.get("Name")
             ident = f"{owner}/{nm}" if owner and nm else None
+        downloads = entry.get("downloads", entry.get("Downloads"))
         if ident:
-            ids.append(str(ident))
-    return ids
+            found.append((str(ident), int(downloads) if isinstance(downloads, (int, float)) else 0))
+    return found
 
 
 def _hub(ref: str, kind: Kind, timeout: float) -> Resolved:
-    """An owner/name id checked on ModelScope, or used as given with a note when the hub cannot answer."""
+    """An owner/name id checked on ModelScope (or used as given, with a note, when the hub cannot answer).
+
+    A bare name ("gsm8k") is looked up: the most downloaded entry with exactly that name wins, and the
+    note says which; without the hub a bare name is an error, since guessing the owner would be wrong.
+    """
     repo_id = ref[len(_HUB_PREFIX) :] if ref.startswith(_HUB_PREFIX) else ref
-    if not HUB_ID_RE.match(repo_id):
+    bare = "/" not in repo_id and bool(SERVED_NAME_RE.match(repo_id))
+    if not (bare or HUB_ID_RE.match(repo_id)):
         raise RecipeError(
             f"{kind} {ref!r} is neither an existing local path nor a ModelScope id of the form owner/name"
         )
@@ -151,31 +155,47 @@ def _hub(ref: str, kind: Kind, timeout: float) -> Resolved:
         waited = _down["until"] - time.monotonic()
         reason = _down["reason"]
     if waited > 0:
-        return Resolved(repo_id, "unverified", _unverified(kind, repo_id, reason))
+        return _not_checked(kind, repo_id, bare, reason)
+    from twinkle_auto.skills.hub import HubUnavailable, describe, is_unreachable
+
     try:
-        from twinkle_auto.skills.hub import HubUnavailable, describe, is_unreachable
-    except ImportError:  # pragma: no cover - skills ships with the package
-        return Resolved(repo_id, "unverified", _unverified(kind, repo_id, "no hub client"))
-    try:
-        ids = _hub_search(kind, repo_id, timeout)
+        found = _hub_search(kind, repo_id.split("/")[-1], timeout)
     except HubUnavailable as exc:
         if exc.kind != "missing":
             _remember_down(str(exc))
-        return Resolved(repo_id, "unverified", _unverified(kind, repo_id, str(exc)))
+        return _not_checked(kind, repo_id, bare, str(exc))
     except Exception as exc:
         reason = describe(exc)
         if is_unreachable(exc):
             _remember_down(reason)
-            return Resolved(repo_id, "unverified", _unverified(kind, repo_id, f"offline: {reason}"))
-        return Resolved(repo_id, "unverified", _unverified(kind, repo_id, reason))
-    for ident in ids:
-        if ident.lower() == repo_id.lower():
-            return Resolved(ident, "modelscope", f"{kind} {ident} found on ModelScope")
-    close = ", ".join(ids[:3])
+            reason = f"offline: {reason}"
+        return _not_checked(kind, repo_id, bare, reason)
+    if bare:
+        same = sorted(
+            (f for f in found if f[0].split("/")[-1].lower() == repo_id.lower()), key=lambda f: -f[1]
+        )
+        if same:
+            ident = same[0][0]
+            others = f" (the most downloaded of {len(same)} with that name)" if len(same) > 1 else ""
+            return Resolved(ident, "modelscope", f"{kind} {repo_id} is {ident} on ModelScope{others}")
+    else:
+        for ident, _ in found:
+            if ident.lower() == repo_id.lower():
+                return Resolved(ident, "modelscope", f"{kind} {ident} found on ModelScope")
+    close = ", ".join(ident for ident, _ in found[:3])
     hint = f" (similar: {close})" if close else ""
     raise RecipeError(
         f"ModelScope has no {kind} {repo_id!r}{hint}; search_{kind}s finds exact ids, or give a local path"
     )
+
+
+def _not_checked(kind: Kind, repo_id: str, bare: bool, reason: str) -> Resolved:
+    if bare:
+        raise RecipeError(
+            f"{kind} {repo_id!r} needs its owner (owner/name, e.g. modelscope/gsm8k): ModelScope could not "
+            f"be asked to look it up ({reason})"
+        )
+    return Resolved(repo_id, "unverified", _unverified(kind, repo_id, reason))
 
 
 def _remember_down(reason: str) -> None:
@@ -262,6 +282,9 @@ def resolve_served_model(ref: str, server_url: str, *, timeout: float = SERVER_C
     for served_name in served:
         if served_name.lower() == name.lower():
             return Resolved(served_name, "server", f"model {served_name} is served at {server_url}")
+    tails = [n for n in served if n.split("/")[-1].lower() == name.split("/")[-1].lower()]
+    if len(tails) == 1:  # "Qwen3.5-4B" for the served "Qwen/Qwen3.5-4B"
+        return Resolved(tails[0], "server", f"model {name} is {tails[0]}, served at {server_url}")
     listed = ", ".join(served[:5]) or "nothing"
     raise RecipeError(f"the Twinkle server at {server_url} serves {listed}, not {name!r}; pick one of those")
 
