@@ -40,6 +40,8 @@ ACTIVE = ("PENDING", "RUNNING")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 READ_TIMEOUT_S = 3.0
 STREAM_INTERVAL_S = 0.5
+STREAM_GIVE_UP_S = 60.0
+"""A streamer whose dashboard stops answering for this long exits (and says so in meta.json)."""
 RAY_ENV = {
     "RAY_AUTH_MODE": "disabled",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
@@ -228,8 +230,16 @@ def stream(folder: Path, address: str, submission_id: str) -> int:
     log_path = folder / fmt.LOG_FILE
     sent = 0
     meta_job = {"ray_job": {"address": address, "submission_id": submission_id}}
+    unreachable_since: float | None = None
     while True:
         status = job_status(meta_job)
+        if status == "UNREACHABLE":
+            # the cluster is gone (or the network): stop streaming after a while, the job is lost to us
+            unreachable_since = unreachable_since or time.monotonic()
+            if time.monotonic() - unreachable_since > STREAM_GIVE_UP_S:
+                break
+        else:
+            unreachable_since = None
         try:
             with urllib.request.urlopen(f"{address}/api/jobs/{submission_id}/logs", timeout=10) as resp:
                 logs = json.loads(resp.read()).get("logs") or ""
