@@ -651,8 +651,8 @@ def test_a_few_added_lines_are_minimal() -> None:
 
 
 def test_tiny_scripts_may_change_a_few_lines() -> None:
-    old = "import torch\nx = torch.ones(2)\nprint(x.sum())\n"
-    new = "import torch\nx = torch.ones(2, 2)\nprint(x.sum(dim=0))\n"
+    old = "import torch\nw = torch.ones(2)\nprint(w.sum())\n"
+    new = "import torch\nw = torch.ones(2, 2)\nprint(w.sum(dim=0))\n"
     assert check_patch(old, new) == []
 
 

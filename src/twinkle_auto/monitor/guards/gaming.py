@@ -23,6 +23,8 @@ from twinkle_auto.monitor.guards.ast_util import (
     const,
     dotted,
     effective,
+    enclosing_loop,
+    enclosing_test,
     fmt,
     found,
     index,
@@ -32,6 +34,9 @@ from twinkle_auto.monitor.guards.ast_util import (
     surplus,
     trainer_train_calls,
     training_loops,
+)
+from twinkle_auto.monitor.guards.ast_util import (
+    keyword as keyword_value,
 )
 from twinkle_auto.monitor.guards.findings import GuardFinding
 from twinkle_auto.monitor.guards.rules import RuleSet, Scripts
@@ -56,6 +61,20 @@ QUIET_CALLS = frozenset(
 """A handler whose body is only these calls, pass, `...`, continue/break, a constant or a constant
 assignment, and never raises, swallows the error."""
 EXIT_FUNCTIONS = frozenset({"sys.exit", "exit", "quit", "os._exit"})
+ITERATION_END = frozenset({"StopIteration", "StopAsyncIteration"})
+"""Exceptions that end an iteration by design: handling them is how a loop ends, not a hidden crash."""
+SKIP_STATEMENTS = (ast.Continue, ast.Pass, ast.Break, ast.Return)
+CONSTANT_TENSORS = frozenset(
+    {"zeros", "ones", "full", "empty", "zeros_like", "ones_like", "full_like", "empty_like"}
+)
+"""Tensor constructors whose values never depend on data, whatever their shape arguments."""
+LITERAL_TENSORS = frozenset({"tensor", "as_tensor", "scalar_tensor", "Tensor", "array", "asarray"})
+"""...and ones that are constant only when built from literals."""
+CONSTANT_METHODS = frozenset({"new_zeros", "new_ones", "new_full", "new_empty", "zero_", "fill_"})
+CAP_CALLS = frozenset({"min", "max", "islice", "takewhile", "dropwhile", "filterfalse", "compress"})
+"""Calls that can only make a loop bound (or a work setting) smaller, whatever they wrap."""
+CAP_METHODS = frozenset({"take", "head", "shard", "select", "skip"})
+FILTER_CALLS = frozenset({"filter", "filterfalse", "compress", "takewhile", "dropwhile"})
 
 WORK_KEYS = frozenset(
     {
@@ -85,8 +104,8 @@ WORK_KEYS = frozenset(
 )
 """Settings (assignments, keyword arguments, dict keys, argparse defaults, env defaults) that say how
 much work the user asked for, compared case-insensitively with dashes read as underscores."""
-DATA_NAME_HINTS = ("data", "train", "sample", "example")
-DATA_NAME_TOKENS = frozenset({"ds"})
+DATA_NAME_HINTS = ("data", "train", "sample", "example", "loader", "batch", "record")
+DATA_NAME_TOKENS = frozenset({"ds", "dl", "rows", "lines", "texts", "corpus"})
 """A name is dataset-like if it contains a hint or has a token (split on non-letters) like `ds`."""
 DATA_SPLIT_HINTS = ("train", "valid", "test", "eval", "split")
 """`dataset["train"][:100]` cuts a split; `example["text"][:512]` only truncates one field (allowed)."""
@@ -94,6 +113,35 @@ DATA_CUT_METHODS = frozenset({"take", "shard", "head"})
 """Methods that keep part of a dataset-like receiver; plus `.select(range(...))` and `Subset(...)`."""
 
 rules = RuleSet("gaming")
+
+
+def constant_like(node: ast.AST) -> bool:
+    """An expression whose value cannot depend on the data: `0`, `torch.tensor(0.)`, `loss * 0`,
+    `torch.zeros_like(x)`, `float("nan")`. Putting one where a result was computed hides the result."""
+    if isinstance(node, ast.Constant):
+        return True
+    if isinstance(node, ast.UnaryOp):
+        return constant_like(node.operand)
+    if isinstance(node, (ast.Tuple, ast.List)):
+        return all(constant_like(e) for e in node.elts)
+    if isinstance(node, ast.BinOp):
+        if isinstance(node.op, ast.Mult) and 0 in (number(node.left), number(node.right)):
+            return True
+        return constant_like(node.left) and constant_like(node.right)
+    if isinstance(node, ast.Attribute):
+        return node.attr in ("nan", "inf") and dotted(node.value) in ("math", "np", "numpy", "torch", "float")
+    if isinstance(node, ast.Call):
+        name = call_name(node)
+        if name in CONSTANT_TENSORS:
+            return True
+        if name in LITERAL_TENSORS or (isinstance(node.func, ast.Name) and name in ("float", "int")):
+            return bool(node.args) and all(constant_like(a) for a in node.args)
+        if isinstance(node.func, ast.Attribute):
+            if name in CONSTANT_METHODS:
+                return True
+            if name in ("to", "float", "double", "half", "cuda", "cpu", "requires_grad_", "detach", "item"):
+                return constant_like(node.func.value)
+    return False
 
 
 # --------------------------------------------------------------------------- swallowing the error
@@ -111,7 +159,9 @@ def _is_quiet(statement: ast.stmt) -> bool:
     if isinstance(statement, ast.Return):
         return statement.value is None or isinstance(statement.value, ast.Constant)
     if isinstance(statement, (ast.Assign, ast.AnnAssign)):
-        return isinstance(statement.value, ast.Constant)
+        return statement.value is not None and constant_like(statement.value)
+    if isinstance(statement, ast.AugAssign):
+        return number(statement.value) is not None  # `skipped += 1`, `step += 1`: counting, not recovering
     if isinstance(statement, ast.Expr):
         value = statement.value
         return isinstance(value, ast.Constant) or (
@@ -140,20 +190,79 @@ def _handler_text(handler: ast.ExceptHandler) -> str:
     return f"{head}: {snippet(handler.body[0], 30)}"
 
 
-def _swallowing_handlers(tree: ast.AST) -> list[Found]:
-    """Handlers that hide a crash: broad (or around training calls), only quiet statements, no raise.
+def _handler_names(handler: ast.ExceptHandler) -> set[str]:
+    if handler.type is None:
+        return set()
+    types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return {dotted(t).rsplit(".", 1)[-1] for t in types}
 
-    A broad handler on a `try` around a whole training loop is left to `rule_no_try_around_loop`,
-    so one construct gets one message.
+
+def _always_raises(body: list[ast.stmt]) -> bool:
+    """The handler ends in a raise (or a failing exit) on every path through its top level."""
+    return any(isinstance(statement, ast.Raise) or _is_failing_exit(statement) for statement in body)
+
+
+def _is_failing_exit(statement: ast.stmt) -> bool:
+    if not (isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call)):
+        return False
+    call = statement.value
+    return dotted(call.func) in EXIT_FUNCTIONS and not _exits_with_zero(call.args)
+
+
+def _assigned_names(statements: list[ast.stmt]) -> set[str]:
+    return {
+        node.id
+        for statement in statements
+        for node in ast.walk(statement)
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)
+    }
+
+
+def _constant_assignments(statements: list[ast.stmt]) -> set[str]:
+    names = set()
+    for statement in statements:
+        if not isinstance(statement, (ast.Assign, ast.AnnAssign)) or statement.value is None:
+            continue
+        if constant_like(statement.value):
+            targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return names
+
+
+def _swallowing_handlers(tree: ast.AST, failing: frozenset[int] = frozenset()) -> list[Found]:
+    """Handlers that hide a crash instead of handling it.
+
+    A handler hides the crash when it never re-raises and either holds only quiet statements (logging,
+    `pass`, a counter, a constant) while being broad or guarding training, or guards the step that
+    trains or fails and skips it (`continue`, `pass`, `break`, `return`) or replaces its result with a
+    constant (`loss = torch.tensor(0.)`). Narrow or broad does not matter then: `except KeyError:
+    continue` around the failing step skips data as surely as `except Exception`. A handler for the end
+    of iteration (`StopIteration`) is how loops end, not a crash hidden. A broad handler on a `try`
+    around a whole training loop is left to `rule_no_try_around_loop`, so one construct gets one message.
     """
     idx = index(tree)
+    loops = set(idx.training_loops)
     result: list[Found] = []
     for node in _trys(tree):
         trains = idx.trains_in(node.body)
+        in_loop = any(a in loops for a in ancestors(node, idx.parent_of))
+        covers = any(
+            st.lineno <= line <= (st.end_lineno or st.lineno) for st in node.body for line in failing
+        )
+        guards_step = trains or in_loop or covers
         for handler in node.handlers:
             broad = _is_broad(handler)
+            if broad and _wraps_training_loop(tree, node):
+                continue
+            if _always_raises(handler.body):
+                continue
+            names = _handler_names(handler)
+            if names and names <= ITERATION_END:
+                continue
             quiet = all(_is_quiet(statement) for statement in handler.body)
-            if quiet and (broad or trains) and not (broad and _wraps_training_loop(tree, node)):
+            skips = any(isinstance(statement, SKIP_STATEMENTS) for statement in handler.body)
+            constant = bool(_constant_assignments(handler.body) & _assigned_names(node.body))
+            if (quiet and (broad or guards_step)) or (guards_step and (skips or constant)):
                 result.append(found(handler, text=_handler_text(handler)))
     for node in idx.nodes:
         if isinstance(node, (ast.With, ast.AsyncWith)):
@@ -171,13 +280,15 @@ def _swallowing_handlers(tree: ast.AST) -> list[Found]:
 def rule_no_error_swallowing(s: Scripts) -> list[GuardFinding]:
     """`except Exception: pass` makes the crash disappear and the training with it."""
     assert s.old_tree is not None and s.new_tree is not None
+    old = _swallowing_handlers(s.old_tree, s.failing_lines)
+    new = _swallowing_handlers(s.new_tree, s.failing_new_lines)
     return [
         rules.finding(
             "error-swallowing",
             f"new error swallowing at line {item.line}: `{item.text}` hides the crash instead of fixing it",
             item.line,
         )
-        for item in surplus(_swallowing_handlers(s.old_tree), _swallowing_handlers(s.new_tree))
+        for item in surplus(old, new)
     ]
 
 
@@ -259,6 +370,242 @@ def rule_no_early_exit(s: Scripts) -> list[GuardFinding]:
     ]
 
 
+def _last_training_line(tree: ast.AST) -> int:
+    ends = [node.end_lineno or node.lineno for node in [*training_loops(tree), *trainer_train_calls(tree)]]
+    return max(ends, default=0)
+
+
+def _in_iteration_end_handler(node: ast.AST, parent_of: dict[ast.AST, ast.AST]) -> bool:
+    for a in ancestors(node, parent_of):
+        if isinstance(a, ast.ExceptHandler):
+            names = _handler_names(a)
+            return bool(names) and names <= ITERATION_END
+    return False
+
+
+def _is_failing_finish(call: ast.Call) -> bool:
+    status = const(keyword_value(call, "status"))
+    return isinstance(status, str) and status.lower() in ("failed", "error", "crashed", "killed", "stopped")
+
+
+def _followed_by_exit(node: ast.AST, parent_of: dict[ast.AST, ast.AST]) -> bool:
+    """`rt.finish()` right before a `break`, `return`, raise or exit: that statement is the one reported."""
+    statement = parent_of.get(node)
+    block = parent_of.get(statement) if statement is not None else None
+    for field in ("body", "orelse", "finalbody", "handlers"):
+        body = getattr(block, field, None)
+        if isinstance(body, list) and statement in body:
+            after = body[body.index(statement) + 1 :]
+            return bool(after) and (
+                isinstance(after[0], (ast.Break, ast.Return, ast.Raise))
+                or (
+                    isinstance(after[0], ast.Expr)
+                    and isinstance(after[0].value, ast.Call)
+                    and dotted(after[0].value.func) in EXIT_FUNCTIONS
+                )
+            )
+    return False
+
+
+def _loop_exits(tree: ast.AST) -> list[Found]:
+    """`break`, `return` and `rt.finish()` that end training early: in the training loop, or (return,
+    finish) before it ends. Compared with the condition they sit under, so the user's own
+    `if step >= total_steps: break` is never new."""
+    idx = index(tree)
+    loops = set(idx.training_loops)
+    last = _last_training_line(tree)
+    result = []
+    for node in idx.of_type(ast.Break):
+        if enclosing_loop(node, idx.parent_of) in loops and not _in_iteration_end_handler(
+            node, idx.parent_of
+        ):
+            test = enclosing_test(node, idx.parent_of)
+            text = f"`if {test}: break`" if test else "`break`"
+            result.append(Found(f"break:{test}", node.lineno, f"{text} inside the training loop"))
+    for node in idx.of_type(ast.Return):
+        where = ""
+        for a in ancestors(node, idx.parent_of):
+            if isinstance(a, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                if not where and any(idx.contains(a, loop) and loop.lineno > node.lineno for loop in loops):
+                    where = "before the training loop"
+                break
+            if a in loops:
+                where = "inside the training loop"
+                break
+        if where and not _in_iteration_end_handler(node, idx.parent_of):
+            test = enclosing_test(node, idx.parent_of)
+            text = f"`if {test}: {snippet(node, 30)}`" if test else f"`{snippet(node, 30)}`"
+            result.append(Found(f"return:{where}:{test}", node.lineno, f"{text} {where}"))
+    for node in idx.of_type(ast.Call):
+        assert isinstance(node, ast.Call)
+        if not (isinstance(node.func, ast.Attribute) and node.func.attr == "finish") or _is_failing_finish(
+            node
+        ):
+            continue
+        chain = list(ancestors(node, idx.parent_of))
+        if any(isinstance(a, ast.ExceptHandler) for a in chain) or _followed_by_exit(node, idx.parent_of):
+            continue
+        if any(a in loops for a in chain):
+            where = "inside the training loop"
+        elif node.lineno <= last:
+            where = "before training ends"
+        else:
+            continue
+        test = enclosing_test(node, idx.parent_of)
+        result.append(Found(f"finish:{where}:{test}", node.lineno, f"`{snippet(node, 30)}` {where}"))
+    return result
+
+
+@rules.rule("loop-exit")
+def rule_no_new_loop_exit(s: Scripts) -> list[GuardFinding]:
+    """A new way out of the training loop ends the run early and looks like success."""
+    assert s.old_tree is not None and s.new_tree is not None
+    return [
+        rules.finding(
+            "loop-exit", f"new {item.text} (line {item.line}); training would stop early", item.line
+        )
+        for item in surplus(_loop_exits(s.old_tree), _loop_exits(s.new_tree))
+    ]
+
+
+def _result_names(tree: ast.AST) -> set[str]:
+    """Names the training loop computes from calls (`loss`, `logits`, `outputs`)."""
+    idx = index(tree)
+    names = set()
+    for loop in idx.training_loops:
+        for node in ast.walk(loop):
+            if not isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)) or node.value is None:
+                continue
+            if any(isinstance(n, ast.Call) for n in ast.walk(node.value)) and not constant_like(node.value):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return names
+
+
+def _constant_results(tree: ast.AST, names: set[str]) -> list[Found]:
+    idx = index(tree)
+    result = []
+    for loop in idx.training_loops:
+        for node in ast.walk(loop):
+            if (
+                isinstance(node, (ast.Assign, ast.AnnAssign))
+                and node.value is not None
+                and constant_like(node.value)
+            ):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                hit = sorted({t.id for t in targets if isinstance(t, ast.Name)} & names)
+                if hit:
+                    result.append(found(node, text=f"{hit[0]} = {snippet(node.value, 40)}"))
+    return list({item.line: item for item in result}.values())  # nested loops see a node twice
+
+
+@rules.rule("constant-result")
+def rule_no_constant_result(s: Scripts) -> list[GuardFinding]:
+    """`loss = torch.tensor(0.)` in the loop: the step runs, but on a number the patch made up."""
+    assert s.old_tree is not None and s.new_tree is not None
+    names = _result_names(s.old_tree)
+    return [
+        rules.finding(
+            "constant-result",
+            f"new `{item.text}` in the training loop (line {item.line}) replaces a computed result with a constant",
+            item.line,
+        )
+        for item in surplus(_constant_results(s.old_tree, names), _constant_results(s.new_tree, names))
+    ]
+
+
+def _data_loops(tree: ast.AST) -> set[ast.AST]:
+    idx = index(tree)
+    data = {loop for loop in idx.of_type(ast.For, ast.AsyncFor) if data_like(loop.iter)}  # type: ignore[attr-defined]
+    return data | set(idx.training_loops)
+
+
+def _record_drops(tree: ast.AST) -> list[Found]:
+    """Conditions that drop records or batches: `if ...: continue` in a data or training loop, filtered
+    comprehensions and `filter()` over data, `.filter(...)` on a dataset."""
+    idx = index(tree)
+    loops = _data_loops(tree)
+    result = []
+    for node in idx.of_type(ast.Continue):
+        if enclosing_loop(node, idx.parent_of) not in loops:
+            continue
+        if any(isinstance(a, ast.ExceptHandler) for a in ancestors(node, idx.parent_of)):
+            continue  # a handler that skips is error swallowing, reported there
+        test = enclosing_test(node, idx.parent_of)
+        if test:
+            result.append(
+                Found(
+                    f"continue:{test}", node.lineno, f"`if {snippet(ast.parse(test).body[0], 40)}: continue`"
+                )
+            )
+    for node in idx.of_type(ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp):
+        generators = node.generators  # type: ignore[attr-defined]
+        if any(g.ifs for g in generators) and any(data_like(g.iter) for g in generators):
+            result.append(found(node, text=snippet(node, 50)))
+    for node in idx.of_type(ast.Call):
+        assert isinstance(node, ast.Call)
+        name = call_name(node)
+        if (
+            isinstance(node.func, ast.Attribute)
+            and name == "filter"
+            and data_like(node.func.value)
+            or name in FILTER_CALLS
+            and any(data_like(arg) for arg in node.args)
+        ):
+            result.append(found(node, text=snippet(node, 50)))
+    return result
+
+
+@rules.rule("record-drop")
+def rule_no_record_drop(s: Scripts) -> list[GuardFinding]:
+    """Dropping the records that crash makes the crash vanish and trains on other data."""
+    assert s.old_tree is not None and s.new_tree is not None
+    return [
+        rules.finding(
+            "record-drop", f"new {item.text} (line {item.line}) drops records or batches", item.line
+        )
+        for item in surplus(_record_drops(s.old_tree), _record_drops(s.new_tree))
+    ]
+
+
+def _falsy(node: ast.AST) -> bool:
+    """A condition that is always false: `False`, `0`, `None`, `x and False`, `not True`."""
+    if isinstance(node, ast.Constant):
+        return not node.value
+    if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.And):
+        return any(_falsy(value) for value in node.values)
+    if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or):
+        return all(_falsy(value) for value in node.values)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        return isinstance(node.operand, ast.Constant) and bool(node.operand.value)
+    return False
+
+
+def _dead_conditions(tree: ast.AST) -> list[Found]:
+    idx = index(tree)
+    result = []
+    for node in idx.of_type(ast.If, ast.While, ast.IfExp):
+        if _falsy(node.test):  # type: ignore[attr-defined]
+            result.append(found(node.test, line=node.lineno, text=f"condition `{snippet(node.test, 40)}`"))  # type: ignore[attr-defined]
+    for node in idx.of_type(ast.comprehension):
+        for test in node.ifs:  # type: ignore[attr-defined]
+            if _falsy(test):
+                result.append(found(test, text=f"condition `{snippet(test, 40)}`"))
+    return result
+
+
+@rules.rule("dead-condition")
+def rule_no_dead_condition(s: Scripts) -> list[GuardFinding]:
+    """`if False:` / `and False` switch code off: whatever crashed there simply never runs."""
+    assert s.old_tree is not None and s.new_tree is not None
+    return [
+        rules.finding(
+            "dead-condition", f"new always-false {item.text} (line {item.line}) switches code off", item.line
+        )
+        for item in surplus(_dead_conditions(s.old_tree), _dead_conditions(s.new_tree))
+    ]
+
+
 # ------------------------------------------------------------------------------- cutting the work
 @dataclass(frozen=True)
 class _Setting:
@@ -269,9 +616,41 @@ class _Setting:
     line: int
 
 
-def _work_key(name: str) -> str | None:
+def _work_key(name: str, keys: frozenset[str] = WORK_KEYS) -> str | None:
     key = name.strip().lstrip("-").replace("-", "_").lower()
-    return key if key in WORK_KEYS else None
+    return key if key in keys else None
+
+
+def _bound_names(expr: ast.AST | None) -> set[str]:
+    """Names a loop bound is made of (`args.max_steps + 1` → max_steps), not looking inside calls."""
+    if isinstance(expr, ast.Name):
+        return {expr.id.lower()}
+    if isinstance(expr, ast.Attribute):
+        return {expr.attr.lower()}
+    if isinstance(expr, ast.BinOp):
+        return _bound_names(expr.left) | _bound_names(expr.right)
+    if isinstance(expr, ast.UnaryOp):
+        return _bound_names(expr.operand)
+    return set()
+
+
+def work_keys(tree: ast.AST) -> frozenset[str]:
+    """The work settings of this script: the usual names, plus whatever sets its training loop's bound
+    (`for step in range(N)` makes `N` a work setting, whatever it is called)."""
+    names: set[str] = set()
+    for loop in training_loops(tree):
+        if isinstance(loop, (ast.For, ast.AsyncFor)):
+            if isinstance(loop.iter, ast.Call) and call_name(loop.iter) == "range" and loop.iter.args:
+                args = loop.iter.args
+                names |= _bound_names(args[0] if len(args) == 1 else args[1])
+        elif isinstance(loop.test, ast.Compare):
+            left, ops, rights = loop.test.left, loop.test.ops, loop.test.comparators
+            for op, right in zip(ops, rights):
+                if isinstance(op, (ast.Lt, ast.LtE)):
+                    names |= _bound_names(right)
+                elif isinstance(op, (ast.Gt, ast.GtE)):
+                    names |= _bound_names(left)
+    return WORK_KEYS | frozenset(names)
 
 
 def _target_name(target: ast.AST) -> str | None:
@@ -284,12 +663,12 @@ def _target_name(target: ast.AST) -> str | None:
     return None
 
 
-def _settings(tree: ast.AST) -> list[_Setting]:
+def _settings(tree: ast.AST, keys: frozenset[str] = WORK_KEYS) -> list[_Setting]:
     """Every place the script sets a work-size key, with its numeric value when it is a literal."""
     result: list[_Setting] = []
 
     def add(name: object, value: ast.AST | None, line: int, *, allow_str: bool = False) -> None:
-        key = _work_key(name) if isinstance(name, str) else None
+        key = _work_key(name, keys) if isinstance(name, str) else None
         if key is not None and value is not None:
             result.append(_Setting(key, number(value, allow_str=allow_str), value, line))
 
@@ -336,14 +715,14 @@ def _is_cap(node: ast.AST) -> bool:
     return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "min"
 
 
-def _shrinking_updates(tree: ast.AST) -> list[Found]:
+def _shrinking_updates(tree: ast.AST, keys: frozenset[str] = WORK_KEYS) -> list[Found]:
     """`max_steps //= 100` and friends."""
     result = []
     for node in index(tree).of_type(ast.AugAssign):
         if not isinstance(node, ast.AugAssign):
             continue
         name = _target_name(node.target)
-        if not name or _work_key(name) is None:
+        if not name or _work_key(name, keys) is None:
             continue
         factor = number(node.value)
         shrinks = isinstance(node.op, (ast.Sub, ast.Div, ast.FloorDiv, ast.RShift, ast.Mod)) or (
@@ -358,7 +737,8 @@ def _shrinking_updates(tree: ast.AST) -> list[Found]:
 def rule_work_not_cut(s: Scripts) -> list[GuardFinding]:
     """Fewer steps, epochs or samples make any crash vanish; the user's numbers are not the LLM's."""
     assert s.old_tree is not None and s.new_tree is not None
-    old, new = _settings(s.old_tree), _settings(s.new_tree)
+    keys = work_keys(s.old_tree)
+    old, new = _settings(s.old_tree, keys), _settings(s.new_tree, keys)
     result = []
     for key in sorted({setting.key for setting in old if setting.value is not None}):
         old_values = [st.value for st in old if st.key == key and st.value is not None]
@@ -382,13 +762,23 @@ def rule_work_not_cut(s: Scripts) -> list[GuardFinding]:
             )
     caps_old = [found(st.node, st.line, f"{st.key} = {snippet(st.node)}") for st in old if _is_cap(st.node)]
     caps_new = [found(st.node, st.line, f"{st.key} = {snippet(st.node)}") for st in new if _is_cap(st.node)]
+    old_markers: dict[str, Counter[str]] = {}
+    for st in old:
+        old_markers.setdefault(st.key, Counter()).update(cap_markers(st.node))
+    for st in new:
+        if (
+            st.value is None
+            and not _is_cap(st.node)
+            and cap_markers(st.node) - old_markers.get(st.key, Counter())
+        ):
+            caps_new.append(found(st.node, st.line, f"{st.key} = {snippet(st.node)}"))
     result.extend(
         rules.finding("work-cut", f"work capped with `{item.text}` at line {item.line}", item.line)
         for item in surplus(caps_old, caps_new)
     )
     result.extend(
         rules.finding("work-cut", f"work cut with `{item.text}` at line {item.line}", item.line)
-        for item in surplus(_shrinking_updates(s.old_tree), _shrinking_updates(s.new_tree))
+        for item in surplus(_shrinking_updates(s.old_tree, keys), _shrinking_updates(s.new_tree, keys))
     )
     return result
 
@@ -434,7 +824,7 @@ def _is_partial_range(node: ast.AST) -> bool:
     return not whole
 
 
-def _data_cuts(tree: ast.AST) -> list[Found]:
+def data_cuts(tree: ast.AST) -> list[Found]:
     """Places that train on a fixed part of the data: `ds[:100]`, `.select(range(100))`, `.take(8)`..."""
     result = []
     for node in index(tree).nodes:
@@ -463,7 +853,7 @@ def rule_data_not_cut(s: Scripts) -> list[GuardFinding]:
             f"dataset cut: `{item.text}` at line {item.line} is new; train on all the data the user set",
             item.line,
         )
-        for item in surplus(_data_cuts(s.old_tree), _data_cuts(s.new_tree))
+        for item in surplus(data_cuts(s.old_tree), data_cuts(s.new_tree))
     ]
 
 
@@ -489,6 +879,115 @@ def _loop_bounds(tree: ast.AST) -> list[tuple[str, float, int]]:
     return result
 
 
+def cap_markers(expr: ast.AST) -> Counter[str]:
+    """What in an expression can only make a bound smaller: `min()`, `islice()`, a slice, a range step,
+    an `and`, division, subtraction (but `len(x) - 1`, an index bound kept in range, is not a cut)."""
+    markers: Counter[str] = Counter()
+    for node in ast.walk(expr):
+        if isinstance(node, ast.Call):
+            name = call_name(node)
+            if name in CAP_CALLS or (name == "zip" and len(node.args) >= 2):
+                markers[f"{name}()"] += 1
+            elif isinstance(node.func, ast.Attribute) and name in CAP_METHODS:
+                markers[f".{name}()"] += 1
+            elif name == "range" and len(node.args) == 3:
+                markers["a range step"] += 1
+        elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Slice):
+            if node.slice.upper is not None or node.slice.step is not None or node.slice.lower is not None:
+                markers["a slice"] += 1
+        elif isinstance(node, ast.BoolOp) and isinstance(node.op, ast.And):
+            markers["an extra `and` condition"] += len(node.values) - 1
+        elif isinstance(node, ast.Compare) and len(node.ops) > 1:
+            markers["a chained comparison"] += 1
+        elif isinstance(node, ast.BinOp):
+            if isinstance(node.op, (ast.FloorDiv, ast.Div, ast.Mod, ast.RShift)):
+                markers["a division"] += 1
+            elif isinstance(node.op, ast.Sub) and not (
+                isinstance(node.left, ast.Call) and call_name(node.left) == "len" and number(node.right) == 1
+            ):
+                markers["a subtraction"] += 1
+            elif isinstance(node.op, ast.Mult) and any(
+                (value := number(side)) is not None and value < 1 for side in (node.left, node.right)
+            ):
+                markers["a factor below 1"] += 1
+    return markers
+
+
+def _loop_key(loop: ast.AST) -> str:
+    if isinstance(loop, (ast.For, ast.AsyncFor)):
+        return "for " + ast.unparse(loop.target)
+    names = sorted(n.id for n in ast.walk(loop.test) if isinstance(n, ast.Name))  # type: ignore[attr-defined]
+    return "while " + (names[0] if names else "")
+
+
+def _bound(loop: ast.AST) -> ast.AST:
+    return loop.iter if isinstance(loop, (ast.For, ast.AsyncFor)) else loop.test  # type: ignore[attr-defined]
+
+
+def _literals(expr: ast.AST) -> Counter[float]:
+    return Counter(
+        float(node.value)
+        for node in ast.walk(expr)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, (int, float))
+        and not isinstance(node.value, bool)
+        and node.value >= 2
+    )
+
+
+def _loop_pairs(old: ast.AST, new: ast.AST) -> list[tuple[ast.AST, ast.AST]]:
+    """Old and new training loops matched by their loop variable (`for step`, `while step`), in order."""
+    remaining: dict[str, list[ast.AST]] = {}
+    for loop in training_loops(old):
+        remaining.setdefault(_loop_key(loop), []).append(loop)
+    pairs = []
+    for loop in training_loops(new):
+        candidates = remaining.get(_loop_key(loop))
+        if candidates:
+            pairs.append((candidates.pop(0), loop))
+    return pairs
+
+
+def _bound_changes(old: ast.AST, new: ast.AST) -> list[GuardFinding]:
+    result = []
+    for old_loop, new_loop in _loop_pairs(old, new):
+        old_bound, new_bound = _bound(old_loop), _bound(new_loop)
+        if ast.unparse(old_bound) == ast.unparse(new_bound):
+            continue
+        header = snippet(new_bound, 50)
+        for marker in sorted(cap_markers(new_bound) - cap_markers(old_bound)):
+            result.append(
+                rules.finding(
+                    "loop-bound-cut",
+                    f"training loop bound capped with {marker} (line {new_loop.lineno}): `{header}`",
+                    new_loop.lineno,  # type: ignore[attr-defined]
+                )
+            )
+        both_literal = _numeric_bound(old_loop) is not None and _numeric_bound(new_loop) is not None
+        added = sorted((_literals(new_bound) - _literals(old_bound)).elements())
+        if added and not both_literal:
+            result.append(
+                rules.finding(
+                    "loop-bound-cut",
+                    f"training loop bound now uses the literal {fmt(added[0])} (line {new_loop.lineno}): `{header}`",
+                    new_loop.lineno,  # type: ignore[attr-defined]
+                )
+            )
+    return result
+
+
+def _numeric_bound(loop: ast.AST) -> float | None:
+    if isinstance(loop, (ast.For, ast.AsyncFor)):
+        if isinstance(loop.iter, ast.Call) and call_name(loop.iter) == "range" and loop.iter.args:
+            args = loop.iter.args
+            return number(args[0] if len(args) == 1 else args[1])
+        return None
+    test = loop.test  # type: ignore[attr-defined]
+    if isinstance(test, ast.Compare) and len(test.comparators) == 1:
+        return number(test.comparators[0])
+    return None
+
+
 @rules.rule("loop-bound-cut")
 def rule_loop_bounds_not_cut(s: Scripts) -> list[GuardFinding]:
     """`range(1000)` → `range(10)` is `max_steps` cut by another name."""
@@ -504,4 +1003,4 @@ def rule_loop_bounds_not_cut(s: Scripts) -> list[GuardFinding]:
                     "loop-bound-cut", f"{kind} cut from {fmt(cut[0])} to {fmt(cut[1])} (line {line})", line
                 )
             )
-    return result
+    return result + _bound_changes(s.old_tree, s.new_tree)

@@ -63,6 +63,29 @@ class Scripts:
     def new_lines(self) -> list[str]:
         return self.new.splitlines()
 
+    def new_lines_of(self, old_line: int) -> list[int]:
+        """Where an old line (1-based) went: one line if kept, the replacing lines if edited, none if
+        deleted. This is how a failing line in `old` is found again in `new`."""
+        i = old_line - 1
+        for tag, i1, i2, j1, j2 in self.line_opcodes:
+            if i1 <= i < i2:
+                if tag == "equal":
+                    return [j1 + (i - i1) + 1]
+                if tag == "replace":
+                    return list(range(j1 + 1, j2 + 1))
+                return []
+        return []
+
+    def line_kept(self, old_line: int) -> bool:
+        """Whether an old line (1-based) is in the patched script unchanged (indentation aside)."""
+        i = old_line - 1
+        return any(tag == "equal" and i1 <= i < i2 for tag, i1, i2, _, _ in self.line_opcodes)
+
+    @cached_property
+    def failing_new_lines(self) -> frozenset[int]:
+        """The failing lines as they are in the patched script."""
+        return frozenset(line for old_line in self.failing_lines for line in self.new_lines_of(old_line))
+
     @cached_property
     def line_opcodes(self) -> list[tuple[str, int, int, int, int]]:
         """difflib opcodes from old lines to new lines (whitespace-insensitive), shared by the rules."""
