@@ -186,3 +186,22 @@ def test_commands_of_each_launcher(tmp_path: Path) -> None:
     assert spec_from_meta({"launch": spec.to_meta()}) == spec
     with pytest.raises(RunError, match="unknown launcher"):
         spec_from_meta({"launch": {"launcher": "mpirun"}})
+
+
+def test_the_chat_tools_start_path_records_the_same_spec(home: Path, project: Path, controller) -> None:
+    """`start_training` passes the parts (argv, cwd, launcher, env) to the controller; resume replays them."""
+    result = controller.start(
+        "tool", PROJECT_SCRIPT, argv=["--from", "chat"], cwd=project, source_dir=project, env={"LR": "0.2"}
+    )
+    wait_for(lambda: _reports(home, "tool"))
+    controller.pause("tool")
+    again = controller.resume("tool")
+    assert again.pid != result.pid
+    wait_for(lambda: len(_reports(home, "tool")) == 2)
+    first, second = _reports(home, "tool")
+    assert first == second and first["argv"] == ["--from", "chat"] and first["lr"] == "0.2"
+    assert first["cwd"] == str(project) and first["helper"] == "sibling"
+    controller.pause("tool")
+    with pytest.raises(RunError, match="needs --launcher torchrun"):
+        controller.start("tool2", PROJECT_SCRIPT, nproc_per_node=2)
+    assert not (home / "tool2").exists()

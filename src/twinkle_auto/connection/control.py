@@ -13,7 +13,7 @@ import math
 import os
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,7 +21,14 @@ from typing import Any
 
 from twinkle_auto.connection import process as proc
 from twinkle_auto.connection.errors import RunError, RunStateError
-from twinkle_auto.connection.launch import RAY, LaunchSpec, new_spec, spec_from_meta
+from twinkle_auto.connection.launch import (
+    PYTHON,
+    RAY,
+    LaunchSpec,
+    new_spec,
+    spec_from_meta,
+    with_launcher_options,
+)
 from twinkle_auto.connection.locks import run_lock
 from twinkle_auto.connection.store import CorruptMetaError, RunStore
 from twinkle_auto.runtime import format as fmt
@@ -119,14 +126,36 @@ class RunController:
         config: dict[str, Any] | None = None,
         env: dict[str, str] | None = None,
         spec: LaunchSpec | None = None,
+        launcher: str | None = None,
+        argv: Sequence[str] | None = None,
+        cwd: str | Path | None = None,
+        source_dir: str | Path | None = None,
+        nproc_per_node: int | None = None,
+        launcher_args: str | None = None,
+        ray_address: str | None = None,
+        pass_env: Sequence[str] | None = None,
     ) -> LaunchResult:
-        """Create the run and launch it; `spec` (or plain python in the run folder) is recorded for replay."""
-        folder = self.store.path(run_id)
-        folder.mkdir(parents=True, exist_ok=True)
+        """Create the run and launch it; the launch spec is recorded so resume and auto-fix replay it.
+
+        Either a whole `spec` (the CLI builds one) or its parts (the chat tool): `launcher` python,
+        torchrun, accelerate or ray; `argv` the script's arguments; `cwd` its working directory (default
+        the run folder); `source_dir` a directory kept importable for sibling modules.
+        """
         if spec is None:
-            spec = new_spec(env=env or {})
+            spec = new_spec(
+                launcher=launcher or PYTHON,
+                args=list(argv or []),
+                cwd=cwd,
+                source_dir=source_dir,
+                env=env or {},
+                pass_env=list(pass_env or []),
+                ray_address=ray_address,
+            )
+            spec = with_launcher_options(spec, nproc_per_node, launcher_args)
         elif env:
             spec = replace(spec, env={**spec.env, **env})
+        folder = self.store.path(run_id)
+        folder.mkdir(parents=True, exist_ok=True)
         with self._launch_lock(run_id, "start"):
             self.create(run_id, script_text, model_id=model_id, config=config)
             return self.launch(run_id, spec=spec)
