@@ -1,6 +1,8 @@
 """Monitor benchmarks (issue 3), printed in one run:
 
-1. LLM calls during a simulated healthy hour of a progressing run (120 ticks of 30 s), target 0.
+1. LLM calls during a simulated healthy hour of a progressing run (120 ticks of 30 s), target 0. The run
+   is long and converged (it starts the hour at step 20,000 of a 3,000-step-scale decay: its last 512
+   rows are flat), the case the old end-of-window plateau rule warned on from step ~12k.
 2. Time from a training process's crash to the FIX decision, instant fake LLM, target <= 2 s.
 3. Tick cost on a 1,000,000-line metrics file against a 1,000-line one, target <= 2x.
 """
@@ -38,6 +40,10 @@ PATCH = (
 )
 
 
+HEALTHY_START = 20_000
+"""Rows already logged when the healthy hour starts: far past the loss's decay, a converged flat tail."""
+
+
 def _alive_run(home: Path, run_id: str, rows: int) -> Path:
     folder = home / run_id
     folder.mkdir()
@@ -64,10 +70,10 @@ def _alive_run(home: Path, run_id: str, rows: int) -> Path:
 
 
 def healthy_hour(home: Path) -> int:
-    folder = _alive_run(home, "healthy", 2000)
+    folder = _alive_run(home, "healthy", HEALTHY_START)
     llm = ScriptedChatModel(default='{"decision": "WARNING", "diagnosis": "should not be asked"}')
     graph = compile_monitor_graph(llm, Connection.open(home))
-    step = 2000
+    step = HEALTHY_START
     for _ in range(120):  # 30 s of training between ticks: 30 more steps appended
         with open(folder / "metrics.jsonl", "a") as f:
             for _ in range(30):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import shutil
 import time
 from typing import Any
@@ -56,17 +57,42 @@ def window_rows(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[
     return head, tail
 
 
+_HEAD_CACHE: dict[tuple[str, int, int], tuple[int, list[dict[str, Any]]]] = {}
+"""(path, device, inode) -> (bytes the head spans, head rows): a run's first rows never change, so a tick
+reads them once per metrics file, not every 30 s (kept while the file is not replaced or truncated)."""
+_HEAD_CACHE_MAX = 256
+
+
 def _head_rows(path: Any, tail: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first HEAD_ROWS rows of the metrics file, when the tail does not already hold them."""
     if len(tail) < METRIC_ROWS:
         return []  # the tail is the whole file
     try:
-        head = read_metrics_from(path, 0, max_bytes=HEAD_BYTES).entries[:HEAD_ROWS]
+        st = os.stat(path)
     except OSError:
         return []
+    key = (str(path), st.st_dev, st.st_ino)
+    cached = _HEAD_CACHE.get(key)
+    if cached is not None and st.st_size >= cached[0]:
+        head = cached[1]
+    else:
+        head, want = [], 16 * 1024
+        while True:  # read as little as the first rows need (rows run from 50 bytes to a few KB)
+            try:
+                chunk = read_metrics_from(path, 0, max_bytes=want)
+            except OSError:
+                return []
+            head = chunk.entries[:HEAD_ROWS]
+            if len(head) >= HEAD_ROWS or want >= HEAD_BYTES or chunk.offset >= st.st_size:
+                break
+            want *= 4
+        if len(_HEAD_CACHE) >= _HEAD_CACHE_MAX:
+            _HEAD_CACHE.pop(next(iter(_HEAD_CACHE)))
+        _HEAD_CACHE[key] = (min(want, st.st_size), head)
     for i, row in enumerate(head):
         if row == tail[0]:
             return head[:i]
-    return head
+    return list(head)
 
 
 def trends(metrics: list[dict[str, Any]], keys: int = TREND_KEYS) -> dict[str, dict[str, Any]]:
