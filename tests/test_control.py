@@ -215,7 +215,9 @@ def _procs_running(folder: Path) -> list[int]:
     script = str(folder / "train.py")
     pids = []
     for p in psutil.process_iter(["cmdline", "status"]):
-        if p.info["status"] != psutil.STATUS_ZOMBIE and script in (p.info["cmdline"] or []):
+        cmdline = p.info["cmdline"] or [""]
+        python = os.path.basename(cmdline[0]).startswith("python")
+        if p.info["status"] != psutil.STATUS_ZOMBIE and python and script in cmdline:
             pids.append(p.pid)
     return pids
 
@@ -312,3 +314,18 @@ def test_a_twinkle_kit_run_that_runs_its_script_is_provably_ours(home: Path, tmp
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def test_an_editor_or_tail_on_train_py_is_not_a_second_copy_of_the_run(home: Path, controller) -> None:
+    controller.create("viewed", SLEEPY)
+    _write_meta(home, "viewed", {"run_id": "viewed", "status": "paused"})
+    viewer = subprocess.Popen(["tail", "-f", str(home / "viewed" / "train.py")], stdout=subprocess.DEVNULL)
+    try:
+        result = run_cli("resume", "viewed")
+        assert result.returncode == 0, result.stderr
+        pid = read_meta(home, "viewed")["pid"]
+        assert _procs_running(home / "viewed") == [pid]
+        os.killpg(pid, 9)
+    finally:
+        viewer.kill()
+        viewer.wait()

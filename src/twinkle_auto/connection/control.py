@@ -253,7 +253,7 @@ class RunController:
             from twinkle_auto.connection import ray_jobs
 
             ray_jobs.refuse_if_active(meta, run_id)
-        live = [p for p in proc.find_run_processes(folder) if p.pid != info.pid or not proc.is_running(info)]
+        live = proc.find_run_processes(folder)
         if live:
             raise RunStateError(
                 f"run {run_id!r} is already running (pid {live[0].pid}, not the one meta.json records)"

@@ -86,6 +86,14 @@ def _script_texts(folder: Path) -> list[bytes]:
     return texts
 
 
+def is_interpreter(cmdline: Sequence[str]) -> bool:
+    """True for a Python process (launchers such as torchrun and accelerate are Python scripts too)."""
+    if not cmdline:
+        return False
+    name = os.path.basename(cmdline[0])
+    return name.startswith(("python", "pypy"))
+
+
 def names_run(proc: psutil.Process, meta: dict[str, Any], folder: str | Path | None) -> bool:
     """True when the process's command line runs this run's script and its working directory fits.
 
@@ -101,6 +109,8 @@ def names_run(proc: psutil.Process, meta: dict[str, Any], folder: str | Path | N
         cwd = os.path.realpath(proc.cwd())
     except (psutil.Error, OSError):
         return False
+    if not is_interpreter(cmdline):
+        return False  # an editor or `tail` naming train.py is not the run
     scripts = {os.path.realpath(run / fmt.SCRIPT_FILE)}
     if isinstance(meta.get("script_path"), str):
         scripts.add(os.path.realpath(meta["script_path"]))
@@ -284,6 +294,8 @@ def find_run_processes(folder: str | Path) -> list[psutil.Process]:
         if info.get("status") == psutil.STATUS_ZOMBIE or p.pid == os.getpid():
             continue
         cmdline = info.get("cmdline") or []
+        if not is_interpreter(cmdline):
+            continue
         cwd = info.get("cwd") or "/"
         for arg in cmdline[1:]:
             if arg.endswith(fmt.SCRIPT_FILE) and os.path.realpath(os.path.join(cwd, arg)) == script:
@@ -337,6 +349,10 @@ def spawn_logged(
         ctime: float | None = psutil.Process(child.pid).create_time()
     except psutil.Error:
         ctime = None
+    except BaseException:  # interrupted before the caller could record it: it must not run untracked
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        raise
     return child, ctime
 
 
