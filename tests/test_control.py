@@ -329,3 +329,14 @@ def test_an_editor_or_tail_on_train_py_is_not_a_second_copy_of_the_run(home: Pat
     finally:
         viewer.kill()
         viewer.wait()
+
+
+def test_a_pid_out_of_range_is_not_a_pid(home: Path, controller) -> None:
+    controller.create("huge", SLEEPY)
+    _write_meta(home, "huge", {"run_id": "huge", "status": "running", "pid": 2**40})
+    status = json.loads(run_cli("status", "huge", "--json").stdout)
+    assert status["process"] == "unknown" and status["pid"] is None
+    for verb in ("pause", "stop"):
+        result = run_cli(verb, "huge")
+        assert result.returncode == 1 and "not a valid pid" in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
