@@ -8,7 +8,11 @@ import random
 
 import pytest
 
+from twinkle_auto.monitor import detectors
 from twinkle_auto.monitor.detectors import (
+    detect_chance,
+    detect_divergence,
+    detect_frozen,
     detect_kl,
     detect_length_hacking,
     detect_loss_spike,
@@ -17,10 +21,12 @@ from twinkle_auto.monitor.detectors import (
     detect_plateau,
     detect_process,
     detect_stall,
+    detect_trend,
     rule_decision,
     training_rows,
     triage,
 )
+from twinkle_auto.monitor.metric_names import canonical, unknown_keys
 from twinkle_auto.monitor.thresholds import DEFAULT_THRESHOLDS, Thresholds
 
 NAN, INF = float("nan"), float("inf")
@@ -319,3 +325,130 @@ def test_healthy_live_run_is_lgtm() -> None:
     metrics.insert(100, {"eval_loss": 1.5, "step": 1000})
     findings = triage(snapshot(metrics=metrics, stall_seconds=12.0))
     assert findings == [] and rule_decision(findings)["decision"] == "LGTM"
+
+
+# --- metric names --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("key", "meaning"),
+    [
+        *[
+            (k, "loss")
+            for k in ("loss", "train/loss", "train_loss", "training_loss", "train loss", "loss/train")
+        ],
+        *[
+            (k, "eval_loss")
+            for k in ("eval_loss", "eval/loss", "val_loss", "validation loss", "eval_g0_loss")
+        ],
+        ("learning_rate", "lr"),
+        ("train/learning_rate", "lr"),
+        ("actor/grad_norm", "grad_norm"),
+        ("objective/kl", "kl"),
+        ("actor/kl_loss", "kl"),
+        ("critic/rewards/mean", "reward"),
+        ("actor/entropy", "entropy"),
+        ("completions/clipped_ratio", "length_clip_ratio"),
+        ("response_length/clip_ratio", "length_clip_ratio"),
+        ("my/custom metric", None),
+        ("step", None),
+    ],
+)
+def test_metric_names_are_normalized(key: str, meaning: str | None) -> None:
+    assert canonical(key) == meaning
+    for spelling in (*detectors.LOSS_KEYS,):
+        assert canonical(spelling) == "loss"
+
+
+def test_eval_rows_are_found_by_prefix_and_unknown_keys_kept() -> None:
+    metrics = [
+        {"step": 1, "training_loss": 2.0, "my_metric": 5},
+        {"step": 1, "val_loss": 2.1, "val_acc": 0.3},
+        {"step": 2, "validation loss": 2.0},
+        {"step": 2, "training_loss": 1.9, "my_metric": 6},
+    ]
+    assert [s for s, _ in training_rows(metrics)] == [1, 2]
+    assert unknown_keys(metrics) == ["my_metric", "val_acc"]
+
+
+# --- shapes of the loss --------------------------------------------------------------------------------------
+def test_frozen_loss_and_never_moved() -> None:
+    found = detect_frozen(training_rows(rows_of([1.234567] * 6)))
+    assert kinds(found) == ["FROZEN"] and found[0]["evidence"]["since_start"]
+    assert detect_frozen(training_rows(rows_of([2.0, 1.5, 1.0, 1.0, 1.0, 1.0]))) == []
+    assert detect_frozen(training_rows(rows_of([0.0] * 6, reward=[1.0] * 6))) == []  # RL: loss 0 is normal
+
+
+def test_chance_level_and_warmup_waits() -> None:
+    ln4 = math.log(4)
+    found = detect_chance(training_rows(rows_of([1.30, ln4 + 1e-5, ln4 - 2e-5, ln4, ln4 + 3e-5])))
+    assert kinds(found) == ["CHANCE"] and found[0]["evidence"]["classes"] == 4
+    warm = rows_of([ln4] * 5, lr=[1e-6, 2e-6, 3e-6, 4e-6, 5e-6])
+    assert detect_chance(training_rows(warm)) == []
+    assert detect_chance(training_rows(rows_of([1.5, 1.45, 1.40, 1.38, 1.35]))) == []
+
+
+def test_rising_and_eval_rising() -> None:
+    found = detect_trend(training_rows(rows_of([1.0 + 0.05 * i for i in range(10)])))
+    assert kinds(found) == ["LOSS_RISING"]
+    train = decreasing(40, noise=0.01)
+    evals = [{"step": 10 * (i + 1), "eval_loss": 1.0 + 0.1 * i} for i in range(40)]
+    metrics = rows_of(train) + evals
+    found = detect_trend(
+        training_rows(metrics), eval_rows=training_rows(metrics) + [(r["step"], r) for r in evals]
+    )
+    assert "EVAL_RISING" in kinds(found) and "overfitting" in found[-1]["message"]
+    assert detect_trend(training_rows(rows_of(decreasing(300, noise=0.08)))) == []
+
+
+def test_divergence_from_best_and_noise_is_not() -> None:
+    losses = [2.0 - 0.2 * i for i in range(9)] + [0.4 + 0.2 * i for i in range(9)]
+    assert kinds(detect_divergence(training_rows(rows_of(losses)))) == ["DIVERGENCE"]
+    rng = random.Random(3)
+    flat_tail = decreasing(100, noise=0.0) + [1.0 + rng.gauss(0, 0.05) for _ in range(200)]
+    assert detect_divergence(training_rows(rows_of(flat_tail))) == []
+
+
+def test_runaway_negative_loss() -> None:
+    losses = [0.5 - 0.6 * i for i in range(12)]
+    assert "LOSS_RUNAWAY" in kinds(detect_trend(training_rows(rows_of(losses))))
+
+
+def test_a_recovered_spike_is_info() -> None:
+    losses = decreasing(60, noise=0.02) + [5.0] + decreasing(10, 1.05, 1.0, 0.02)
+    found = detect_loss_spike(training_rows(rows_of(losses)))
+    assert found[0]["severity"] == "info" and "come back" in found[0]["message"]
+    ongoing = detect_loss_spike(training_rows(rows_of(decreasing(60, noise=0.02) + [5.0])))
+    assert ongoing[0]["severity"] == "warning"
+
+
+def test_plateau_is_judged_from_the_runs_start() -> None:
+    rng = random.Random(5)
+    # The snapshot's tail is flat, but its first rows (head) show the run fell from 3.0: convergence.
+    head = [{"step": i, "loss": 3.0 - 0.01 * i} for i in range(64)]
+    tail = [{"step": 10_000 + i, "loss": 0.5 + rng.gauss(0, 0.01)} for i in range(512)]
+    assert triage(snapshot(metrics=head + tail, head_rows=64)) == []
+    assert kinds(triage(snapshot(metrics=tail))) == ["PLATEAU"]
+
+
+# --- process, disk -------------------------------------------------------------------------------------------
+def test_unknown_process_state_with_a_final_traceback_is_a_warning() -> None:
+    findings = triage(snapshot(process_state="unknown", status="running", pid=None, log_tail=CODE_TB))
+    assert kinds(findings) == ["LOG_ERROR"] and rule_decision(findings)["decision"] == "WARNING"
+    assert triage(snapshot(process_state="unknown", status="running", log_tail="step 1\n")) == []
+
+
+def test_dead_process_that_exited_zero_with_an_error_line_is_not_a_crash() -> None:
+    log = "step 9\nValueError: bad sample 17, skipped\n"
+    assert triage(snapshot(process_state="dead", exit_code=0, log_tail=log)) == []
+    assert kinds(triage(snapshot(process_state="dead", exit_code=1, log_tail=log))) == ["CODE_ERROR"]
+
+
+def test_disk_full_from_the_filesystem_and_from_enospc_lines() -> None:
+    full = {"disk_free": 10 * 2**20, "disk_total": 100 * 2**30}
+    assert kinds(triage(snapshot(**full))) == ["DISK_FULL"]
+    assert triage(snapshot(disk_free=50 * 2**30, disk_total=100 * 2**30)) == []
+    line = (
+        "twinkle runtime: cannot write metrics.jsonl: [Errno 28] No space left on device; will keep trying\n"
+    )
+    assert kinds(triage(snapshot(log_tail=line))) == ["DISK_FULL"]
+    dead = triage(snapshot(process_state="dead", log_tail="step 3\n", **full))
+    assert kinds(dead) == ["ENV"] and dead[0]["evidence"]["category"] == "disk_full"

@@ -114,6 +114,10 @@ _CARETS_RE = re.compile(r"^\s*[~^]+\s*$")
 _ELLIPSIS_RE = re.compile(r"^\s*(?:\.{3,}|…+|\[Previous line repeated \d+ more times?\])\s*$")
 _PROGRESS_RE = re.compile(r"\d+%\||\|\s*\d+/\d+\s*\[|\d+/\d+ \[\d")
 _RECORD_START_RE = re.compile(r"^(?:\[|={4,}|wandb:|\+ |\*{3,}|\d+%)")
+_PROGRESS_LINE_RE = re.compile(
+    r"^\{['\"]|\b(?:step|epoch|iter(?:ation)?|loss|lr|batch)\b\s*[:=]?\s*-?\d", re.IGNORECASE
+)
+"""A line reporting training progress (`step 17 loss 1.1`, `{'loss': ...}`): the process went on."""
 _MAX_MESSAGE_LINES = 12
 _MAX_NOISE_IN_BLOCK = 40
 WRAPPER_EXCEPTIONS = frozenset({"ChildFailedError", "CalledProcessError", "ProcessRaisedException"})
@@ -249,29 +253,46 @@ def _with_code(frame: Frame, code: str, line: int | None = None) -> Frame:
     return Frame(frame.file, frame.line if frame.line is not None else line, frame.function, code.strip())
 
 
+def _continues_message(line: Line, exc_line: Line) -> bool:
+    text = line.text
+    return not (
+        not text.strip()
+        or (line.logged and not exc_line.logged)
+        or _HEADER_RE.search(text)
+        or _CHAIN_RE.match(text.strip())
+        or _IGNORED_RE.match(text)
+        or _PROGRESS_RE.search(text)
+        or _RECORD_START_RE.match(text)
+        or _PROGRESS_LINE_RE.search(text)
+        or _STRICT_EXC_RE.match(text)
+        or _frame_of(text)
+    )
+
+
 def _message_end(lines: list[Line], idxs: list[int], pos: int, exc_line: Line) -> int:
     """Position (in `idxs`) of the last line of a multi-line exception message starting at `pos`.
 
-    Python prints a message's own newlines verbatim, so continuation lines exist; but a log goes on after a
-    crash (launchers, worker shutdown), so a continuation stops at a blank line, a log record, a new
-    traceback or exception, a progress bar, or after a dozen lines.
+    Python prints a message's own newlines verbatim, so continuation lines exist; but a log goes on after
+    an error (training output, launchers, worker shutdown), and those lines are not the message. So an
+    indented line continues the message; an unindented one only when it and every line after it, to the
+    end of this process's output, could be message text (the last words of a dying process), at most a
+    dozen lines.
     """
     end = pos
+    last = len(idxs) - 1
+    while last > pos and not lines[idxs[last]].text.strip():
+        last -= 1
     for k in range(pos + 1, min(len(idxs), pos + 1 + _MAX_MESSAGE_LINES)):
         line = lines[idxs[k]]
-        text = line.text
-        if (
-            not text.strip()
-            or (line.logged and not exc_line.logged)
-            or _HEADER_RE.search(text)
-            or _CHAIN_RE.match(text.strip())
-            or _IGNORED_RE.match(text)
-            or _PROGRESS_RE.search(text)
-            or _RECORD_START_RE.match(text)
-            or _STRICT_EXC_RE.match(text)
-            or _frame_of(text)
-        ):
+        if not _continues_message(line, exc_line):
             break
+        if not line.text[:1].isspace():
+            rest = range(k, last + 1)
+            if last - k >= _MAX_MESSAGE_LINES or not all(
+                _continues_message(lines[idxs[j]], exc_line) for j in rest
+            ):
+                break
+            return max(end, last)
         end = k
     return end
 
