@@ -69,6 +69,7 @@ def test_list_recipes_describes_every_recipe() -> None:
         assert set(info.params_schema["required"]) == {"model", "dataset"}
         assert all(props[k].get("description") for k in props), info.name
         assert ("server_url" in props) == info.needs_server
+        assert info.needs_sampler == (info.name == "twinkle-grpo")
 
 
 @pytest.mark.parametrize("name", [r.name for r in RECIPES])
@@ -134,6 +135,8 @@ def test_recipe_specific_rules(data: dict[str, str]) -> None:
         render_recipe("trl-grpo", _params("trl-grpo", data, num_generations=1))
     with pytest.raises(RecipeError, match="max_new_tokens .* must be below max_length"):
         render_recipe("trl-grpo", _params("trl-grpo", data, max_new_tokens=600, max_length=512))
+    with pytest.raises(RecipeError, match="max_new_tokens .* must be below max_length"):
+        render_recipe("twinkle-grpo", _params("twinkle-grpo", data, max_new_tokens=512))
     with pytest.raises(RecipeError, match="lora_rank"):
         render_recipe("twinkle-sft", _params("twinkle-sft", data, lora_rank=0))  # the server trains LoRA
     with pytest.raises(RecipeError, match="server_url"):

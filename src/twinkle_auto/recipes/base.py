@@ -30,6 +30,8 @@ class RecipeInfo:
     """JSON schema of the parameters (pydantic's), with a description per field."""
     needs_server: bool = False
     """True when the script talks to a running Twinkle server (start it first)."""
+    needs_sampler: bool = False
+    """True when that server must also run a sampler for the model (GRPO samples there)."""
 
 
 @dataclass

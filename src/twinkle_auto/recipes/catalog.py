@@ -87,7 +87,9 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
 
 def list_recipes() -> list[RecipeInfo]:
     """Every recipe with its one-line description and parameter schema, in the order to prefer them."""
-    return [RecipeInfo(r.name, r.description, _schema(r.params), r.needs_server) for r in RECIPES]
+    return [
+        RecipeInfo(r.name, r.description, _schema(r.params), r.needs_server, r.needs_sampler) for r in RECIPES
+    ]
 
 
 def _validation_message(recipe: Recipe, exc: ValidationError) -> str:

@@ -99,6 +99,16 @@ class GenerationParams(BaseModel):
     )
     beta: float = Field(0.0, ge=0, le=10, description="KL penalty against the reference model (0 = none)")
 
+    @model_validator(mode="after")
+    def _length_fits(self) -> GenerationParams:
+        max_length = getattr(self, "max_length", None)
+        if isinstance(max_length, int) and self.max_new_tokens >= max_length:
+            raise ValueError(
+                f"max_new_tokens ({self.max_new_tokens}) must be below max_length ({max_length}), "
+                "which bounds prompt plus completion"
+            )
+        return self
+
 
 class TwinkleParams(BaseModel):
     """Where the Twinkle server is."""
@@ -145,15 +155,6 @@ class TrlGRPOParams(GenerationParams, LoraParams, RecipeParams):
         le=4096,
         description="Prompts per optimizer step; each gets num_generations completions",
     )
-
-    @model_validator(mode="after")
-    def _length_fits(self) -> TrlGRPOParams:
-        if self.max_new_tokens >= self.max_length:
-            raise ValueError(
-                f"max_new_tokens ({self.max_new_tokens}) must be below max_length ({self.max_length}), "
-                "which bounds prompt plus completion"
-            )
-        return self
 
 
 class TwinkleSFTParams(TwinkleParams, RecipeParams):
