@@ -79,3 +79,55 @@ def test_all_cases_present_and_confusion_matrix() -> None:
     print("\n".join(lines))
     assert len(CASE_DIRS) == 48
     assert correct >= MIN_CORRECT
+
+
+# --- the live path: real run folders read by snapshot.collect, as a monitor tick does ---------------------
+LIVE_CASES = (
+    "01-fix-sfttrainer-tokenizer-kwarg",  # needs the script: the rejected keyword is the user's own
+    "08-fix-grpo-reward-func-completions-kwarg",  # a shutdown-time "Exception ignored" after the real error
+    "25-lgtm-baize-tcm-lora-6687-steps",  # 6,687 rows: the tail alone is flat, the first rows show progress
+    "29-lgtm-chatglm-lora-cosine-flatten",
+    "44-env-accelerate-version-skew-typeerror",
+    "46-env-hub-unreachable-rank0",
+)
+
+
+def _install(case_dir: Path, home: Path) -> str:
+    import json
+    import shutil
+
+    import psutil
+
+    label = json.loads((case_dir / "label.json").read_text())
+    folder = home / case_dir.name
+    folder.mkdir()
+    for name in ("metrics.jsonl", "output.log", "train.py"):
+        if (case_dir / name).exists():
+            shutil.copy(case_dir / name, folder / name)
+    meta = json.loads((case_dir / "meta.json").read_text()) | {"run_id": case_dir.name}
+    if label.get("run_completed"):
+        meta["status"] = "finished"
+    elif label["process_state"] == "alive":
+        meta |= {"pid": os.getpid(), "pid_create_time": psutil.Process().create_time()}
+    else:
+        meta["status"] = "failed"  # no pid to ask; the run reported that it ended
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return label["label"]
+
+
+@pytest.mark.parametrize("name", LIVE_CASES)
+def test_live_snapshot_verdict(name: str, home: Path) -> None:
+    from twinkle_auto.connection import Connection
+    from twinkle_auto.monitor.snapshot import collect, log_excerpt
+
+    label = _install(CASES_DIR / name, home)
+    snap = collect(Connection.open(home), name)
+    findings = triage(snap)
+    assert rule_decision(findings)["decision"] == EXPECTED_DECISION[label], [f["message"] for f in findings]
+    if label == "ENV":
+        assert any(f["kind"] == "ENV" for f in findings)
+    if name.startswith("08-"):
+        excerpt = log_excerpt(snap)
+        assert "formatting_reward_func() got multiple values" in excerpt.split("[... log tail ...]")[0]
+    if name.startswith("25-"):
+        assert snap["head_rows"] > 0 and len(snap["metrics"]) > 512
