@@ -176,3 +176,56 @@ def test_ranks_other_than_zero_write_nothing(home: Path) -> None:
     assert read_ranks({"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4"}).rank == 3
     assert read_ranks({"OMPI_COMM_WORLD_RANK": "2", "OMPI_COMM_WORLD_SIZE": "4"}).local_rank == 2
     assert read_ranks({}).is_main and not read_ranks({}).distributed
+
+
+STEPS = textwrap.dedent(
+    """
+    import os, time
+    from twinkle_auto.runtime import TrainingRuntime
+    rt = TrainingRuntime(); rt.start()
+    (rt.run_dir / "worker.pid").write_text(str(os.getpid()))
+    step = rt.get_resume_info()["last_step"]
+    while True:
+        step += 1
+        rt.log_metrics(step=step, loss=1.0 / step)
+        time.sleep(0.02)
+    """
+)
+
+
+def test_accelerate_launch_is_recorded_and_replayed(home: Path, tmp_path: Path) -> None:
+    """`accelerate launch` runs the script as its child: pause must reach it, resume must use accelerate again.
+
+    (Several CPU processes under accelerate need MPI, which this machine lacks; torchrun covers ranks.)
+    """
+    pytest.importorskip("accelerate")
+    script = tmp_path / "steps.py"
+    script.write_text(STEPS)
+    options = "--launcher-args=--cpu --num_machines 1 --mixed_precision no --dynamo_backend no"
+    started = run_cli(
+        "start", "acc", "--script", str(script), "--launcher", "accelerate", "--nproc-per-node", "1", options,
+        env={"OMP_NUM_THREADS": "1"}, timeout=120,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    worker_file = home / "acc" / "worker.pid"
+    wait_for(
+        lambda: worker_file.exists() and worker_file.read_text() and len(_rows(home, "acc")) >= 5, timeout=120
+    )
+    worker = int(worker_file.read_text())
+    launcher = read_meta(home, "acc")["pid"]
+    assert launcher != worker and "accelerate.commands.launch" in " ".join(psutil.Process(launcher).cmdline())
+    assert run_cli("pause", "acc").returncode == 0
+    wait_for(lambda: not _alive(worker) and not _alive(launcher), timeout=15)
+    paused_at = max(r["step"] for r in _rows(home, "acc"))
+    worker_file.unlink()
+    assert run_cli("resume", "acc").returncode == 0
+    wait_for(
+        lambda: worker_file.exists() and worker_file.read_text() and _alive(int(worker_file.read_text())),
+        timeout=120,
+    )
+    wait_for(lambda: max(r["step"] for r in _rows(home, "acc")) > paused_at + 3, timeout=60)
+    steps = [r["step"] for r in _rows(home, "acc")]
+    assert steps == sorted(set(steps)) and steps[steps.index(paused_at) + 1] == paused_at + 1
+    relaunched = read_meta(home, "acc")["pid"]
+    assert "accelerate.commands.launch" in " ".join(psutil.Process(relaunched).cmdline())
+    assert run_cli("pause", "acc").returncode == 0
