@@ -119,6 +119,9 @@ _PROGRESS_LINE_RE = re.compile(
 )
 """A line reporting training progress (`step 17 loss 1.1`, `{'loss': ...}`): the process went on."""
 _MAX_MESSAGE_LINES = 12
+_MAX_LINE_CHARS = 4000
+"""Each line is judged on its first 4,000 characters: a 50 MB line of worker noise costs no more."""
+_MAX_FRAME_CHARS = 2000
 _MAX_NOISE_IN_BLOCK = 40
 WRAPPER_EXCEPTIONS = frozenset({"ChildFailedError", "CalledProcessError", "ProcessRaisedException"})
 """Exceptions raised by launchers about a child that failed: the child's own traceback says why."""
@@ -238,6 +241,8 @@ class _Block:
 
 
 def _frame_of(text: str) -> Frame | None:
+    if len(text) > _MAX_FRAME_CHARS:
+        return None
     for pattern in (_FRAME_STD, _FRAME_CELL, _FRAME_IPY, _FRAME_PDB):
         match = pattern.match(text)
         if match:
@@ -540,7 +545,7 @@ def parse_traceback(text: str) -> ParsedTraceback | None:
     if not text:
         return None
     raw = text.split("\n")
-    lines = [strip_prefixes(line.rstrip("\r")) for line in raw]
+    lines = [strip_prefixes(line[:_MAX_LINE_CHARS].rstrip("\r")) for line in raw]
     block, failed, every = _decide(lines)
     if block is None:
         return None

@@ -18,6 +18,20 @@ Principles:
    value is a problem at any length. A run still warming up its LR has not started learning yet.
 4. A spike the run has already recovered from is information, not a warning.
 5. An RL trainer's loss is not a progress measure; its learning signal (reward spread, gradient) is.
+
+Why a process died has no numbers, only rules; they live with their tables in monitor/tracebacks.py
+(parsing in connection/tracebacks.py) and follow these principles:
+6. A crash is what the process said last: the deciding traceback is the last fatal one (not a shutdown
+   "Exception ignored" report, not a launcher's wrapper about a child, the first failing rank of several);
+   a bare error line without frames counts only as the final output of a process that did not exit 0.
+7. FIX vs ENV by where the error comes from, then by its words: a failed write in the storage layer
+   (EIO, ENOSPC, "failed writing file", torch.save's "cannot be opened" under a save frame) is the disk;
+   a signature/attribute error raised inside installed packages about a name the user's code never uses
+   is two package versions that do not fit (dependency mismatch, pip hint); the same error from the
+   user's own call, or about a callback the user wrote, is a script bug. OOM, CUDA, NCCL, network,
+   missing packages are ENV by their words (tables from the PyTorch, NCCL, HF Hub error texts).
+8. A state we cannot observe is not "fine": no live pid while the status says running, and a log that
+   ends in an error, is a warning (never an automatic fix).
 """
 
 from __future__ import annotations
