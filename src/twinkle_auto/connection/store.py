@@ -132,11 +132,13 @@ def effective_status(stored: str, process_state: str) -> str:
 
 
 def _int_or_none(value: Any) -> int | None:
+    """An int within 64 bits, or None: a step of 1e30 in metrics.jsonl is a number, not a step we show
+    or checkpoint (the graph's serializer and psutil take C integers only)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value == value and abs(value) != float("inf"):
+        return value if -(2**63) <= value < 2**63 else None
+    if isinstance(value, float) and value == value and abs(value) < 2**63:
         return int(value)
     return None
 
