@@ -162,6 +162,7 @@ def test_a_huge_pid_is_corrupt_never_a_type_error(home: Path) -> None:
     (folder / "meta.json").write_text(
         '{"run_id": "hugepid", "status": "running", "pid": 99999999999999999999}'
     )
+    (folder / "metrics.jsonl").write_text('{"step": 99999999999999999999, "loss": 1e400}\n')
     status = json.loads(run_cli("status", "hugepid", "--json").stdout)
     assert status["effective_status"] == "corrupt" and "out of range" in status["error"]
     for args in (("check", "hugepid", "--no-llm"), ("pause", "hugepid"), ("stop", "hugepid")):
