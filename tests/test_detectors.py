@@ -438,7 +438,8 @@ def test_unknown_process_state_with_a_final_traceback_is_a_warning() -> None:
 
 def test_dead_process_that_exited_zero_with_an_error_line_is_not_a_crash() -> None:
     log = "step 9\nValueError: bad sample 17, skipped\n"
-    assert triage(snapshot(process_state="dead", exit_code=0, log_tail=log)) == []
+    exited_ok = triage(snapshot(process_state="dead", exit_code=0, log_tail=log))
+    assert kinds(exited_ok) == ["DIED"] and rule_decision(exited_ok)["decision"] == "WARNING"
     assert kinds(triage(snapshot(process_state="dead", exit_code=1, log_tail=log))) == ["CODE_ERROR"]
 
 

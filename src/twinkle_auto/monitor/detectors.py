@@ -233,13 +233,12 @@ def detect_process(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
         return []
     error = classify_error(log_tail, script=script, exit_code=exit_code)
     if error is None:
-        if exit_code == 0:
-            return []
+        code = f" (exit code {exit_code})" if exit_code is not None else ""
         return [
             finding(
                 "DIED",
                 "warning",
-                f"process is {state} while status is {status or 'unknown'}, and the log shows no traceback",
+                f"process is {state}{code} while status is {status or 'unknown'}, and the log shows no crash",
                 process_state=state,
                 status=status,
                 exit_code=exit_code,
