@@ -303,13 +303,19 @@ def parse_metric_line(line: bytes | str) -> dict[str, Any] | None:
     """One metrics.jsonl line as a dict, or None when it is not a JSON object (a torn or foreign line).
 
     An integer beyond 64 bits becomes a float (the magnitude is the fact; downstream code and the
-    checkpoint serializer take C integers only).
+    checkpoint serializer take C integers only), and a `step` that no 64-bit integer can hold is not a
+    step: it is dropped, so no reader turns it into a huge int.
     """
     try:
         obj = json.loads(line, parse_int=_metric_int)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None
-    return obj if isinstance(obj, dict) else None
+    if not isinstance(obj, dict):
+        return None
+    step = obj.get("step")
+    if isinstance(step, float) and not (math.isfinite(step) and abs(step) < 2**63):
+        del obj["step"]
+    return obj
 
 
 def last_step(path: Path) -> int | None:
