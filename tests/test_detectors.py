@@ -348,6 +348,10 @@ def test_healthy_live_run_is_lgtm() -> None:
         ("actor/entropy", "entropy"),
         ("completions/clipped_ratio", "length_clip_ratio"),
         ("response_length/clip_ratio", "length_clip_ratio"),
+        ("lm-loss-training/lm loss", "loss"),  # Megatron TensorBoard tags
+        ("lm-loss-validation/lm loss validation", "eval_loss"),
+        ("train_loss_step", "loss"),  # Lightning
+        ("loss scale", None),
         ("my/custom metric", None),
         ("step", None),
     ],

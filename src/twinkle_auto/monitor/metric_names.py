@@ -30,7 +30,7 @@ SUMMARY_KEYS = frozenset(
 """HF Trainer's end-of-training summary row: its `train_loss` is the run's average, not a step."""
 
 ALIASES: dict[str, frozenset[str]] = {
-    "loss": frozenset({"loss", "lm_loss", "total_loss", "nll_loss", "ce_loss", "avg_loss", "mean_loss"}),
+    "loss": frozenset({"loss", "lm_loss", "total_loss", "nll_loss", "ce_loss"}),
     "grad_norm": frozenset(
         {
             "grad_norm",
@@ -77,6 +77,11 @@ _SPLIT_RE = re.compile(r"[\s/_.:\-]+")
 _LOOKUP = {alias: canonical for canonical, names in ALIASES.items() for alias in names}
 
 
+AGGREGATE_WORDS = frozenset({"step", "epoch", "avg", "mean", "running", "smoothed", "smooth", "batch"})
+"""Words that say how a value was aggregated (`train_loss_step`, `loss_epoch` from Lightning,
+`running_loss`, `avg_loss`): the metric is the same."""
+
+
 @lru_cache(maxsize=4096)
 def split_key(key: str) -> tuple[str, str]:
     """(split, normalized name): `train/loss` -> ('train', 'loss'), `eval_g0_loss` -> ('eval', 'g0_loss')."""
@@ -93,18 +98,45 @@ def split_key(key: str) -> tuple[str, str]:
     return split, "_".join(words)
 
 
+def _name_meaning(split: str, name: str) -> str | None:
+    if split == "eval":
+        words = name.split("_")
+        return "eval_loss" if words and words[-1] == "loss" or name in ALIASES["loss"] else None
+    found = _LOOKUP.get(name)
+    if found is None:
+        words = name.split("_")
+        core = [w for w in words if w not in AGGREGATE_WORDS]
+        if core != words and core:
+            found = _LOOKUP.get("_".join(core))
+    return found
+
+
+@lru_cache(maxsize=4096)
+def canonical_exact(key: str) -> str | None:
+    """The canonical metric the whole key names, or None (no fallback to its last path component)."""
+    if key in INDEX_KEYS or key in SUMMARY_KEYS:
+        return None
+    return _name_meaning(*split_key(key))
+
+
 @lru_cache(maxsize=4096)
 def canonical(key: str) -> str | None:
     """The canonical metric a key stands for (`eval_loss` for eval losses), or None when unknown.
 
     Any eval key whose name ends in `loss` is an eval loss (`eval_g0_loss`, `val_loss`, `eval/lm_loss`).
+    A TensorBoard-style `section/name` key that means nothing whole is read by its last component
+    (Megatron's `lm-loss-training/lm loss`, `lm-loss-validation/lm loss validation`).
     """
-    if key in INDEX_KEYS or key in SUMMARY_KEYS:
+    found = canonical_exact(key)
+    if found is not None or "/" not in str(key):
+        return found
+    last = str(key).rsplit("/", 1)[-1]
+    if last in INDEX_KEYS:
         return None
-    split, name = split_key(key)
-    if split == "eval":
-        return "eval_loss" if name == "loss" or name.endswith("_loss") or name in ALIASES["loss"] else None
-    return _LOOKUP.get(name)
+    split, name = split_key(last)
+    if split == "train" and split_key(str(key).rsplit("/", 1)[0])[0] == "eval":
+        split = "eval"  # `validation/lm loss`
+    return _name_meaning(split, name)
 
 
 def number(value: Any) -> float | None:
@@ -125,13 +157,22 @@ def is_eval_row(row: dict[str, Any]) -> bool:
 
 
 def value_of(row: dict[str, Any], metric: str) -> float | None:
-    """The row's number for a canonical metric (the first key that means it, in the row's own order)."""
+    """The row's number for a canonical metric: the first key that names it whole, in the row's order,
+    else the first that names it by its last path component (`critic/loss` only when nothing says
+    `loss` outright)."""
+    fallback: float | None = None
     for key, value in row.items():
-        if canonical(str(key)) == metric:
-            num = number(value)
-            if num is not None:
-                return num
-    return None
+        meaning = canonical(str(key))
+        if meaning != metric:
+            continue
+        num = number(value)
+        if num is None:
+            continue
+        if canonical_exact(str(key)) == metric:
+            return num
+        if fallback is None:
+            fallback = num
+    return fallback
 
 
 def keys_for(rows: Iterable[dict[str, Any]], metric: str) -> list[str]:
