@@ -136,6 +136,11 @@ def test_cut_after_the_header_is_still_a_traceback() -> None:
     ("log", "category"),
     [
         ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 148.00 MiB.", "cuda_oom"),
+        (
+            "tensorflow.python.framework.errors_impl.ResourceExhaustedError: OOM when allocating tensor",
+            "cuda_oom",
+        ),
+        ("RuntimeError: [../third_party/gloo/transport/tcp/pair.cc:598] Connection closed by peer", "nccl"),
         ("RuntimeError: CUDA error: an illegal memory access was encountered", "cuda_error"),
         ("RuntimeError: NCCL error in: ProcessGroupNCCL.cpp:1, unhandled system error", "nccl"),
         (

@@ -152,7 +152,11 @@ class Frame:
 
 
 _SITE_RE = re.compile(r"/(?:site|dist)-packages/(?P<rest>.+)$")
-_STDLIB_RE = re.compile(r"/lib/python\d(?:\.\d+)?/(?!site-packages|dist-packages)[^/]+")
+_STDLIB_RE = re.compile(
+    r"/lib/python\d(?:\.\d+)?/(?!site-packages|dist-packages)[^/]+|/python\d+/lib/(?!site-packages)[^/]+",
+    re.IGNORECASE,
+)
+"""The interpreter's own modules: POSIX `.../lib/python3.11/json/x.py`, Windows `...\\Python311\\Lib\\json\\x.py`."""
 _CONSOLE_SCRIPT_RE = re.compile(r"/bin/[\w.-]+$")
 
 

@@ -37,7 +37,8 @@ ENV_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         (
             "cuda_oom",
             r"CUDA out of memory|\bOutOfMemoryError\b|CUDA error: out of memory|CUBLAS_STATUS_ALLOC_FAILED"
-            r"|(?:HIP|MPS backend|XPU|NPU) out of memory",
+            r"|(?:HIP|MPS backend|XPU|NPU) out of memory|\bResourceExhaustedError\b|OOM when allocating tensor"
+            r"|RESOURCE_EXHAUSTED: Out of memory",
         ),
         (
             "no_gpu",
@@ -50,12 +51,13 @@ ENV_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             r"Watchdog caught collective operation timeout|collective operation timeout|NCCL error"
             r"|NCCL communicator was aborted|\bnccl(?:UnhandledCudaError|SystemError|InternalError|RemoteError)\b"
             r"|\bDistBackendError\b|\bDistNetworkError\b|Rendezvous(?:Timeout|Connection)Error"
-            r"|ProcessGroupNCCL.*(?:[Tt]imeout|timed out)|Heartbeat monitor timed out",
+            r"|ProcessGroupNCCL.*(?:[Tt]imeout|timed out)|Heartbeat monitor timed out"
+            r"|Connection closed by peer|TCPStore.*(?:timed out|Connection reset)|NCCL timeout",
         ),
         (
             "cuda_error",
             r"CUDA error|CUDA driver error|CUDNN_STATUS_\w+|cuDNN error|CUBLAS_STATUS_\w+"
-            r"|illegal memory access|uncorrectable ECC error",
+            r"|illegal memory access|uncorrectable ECC error|cuDNN failed to initialize|Blas GEMM launch failed",
         ),
         (
             "disk_full",
