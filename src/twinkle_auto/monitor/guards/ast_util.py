@@ -460,26 +460,15 @@ def _limited(value: str | bytes) -> str | bytes | None:
 
 
 def single_assignments(tree: ast.AST) -> dict[str, ast.expr]:
-    """Module-level names assigned exactly once in the whole script, with the value they get."""
-    counts: Counter[str] = Counter()
+    """Names assigned exactly once in the whole script (in any scope), with the value they get."""
+    idx = index(tree)
+    counts = Counter(node.id for node in idx.of_type(ast.Name) if not isinstance(node.ctx, ast.Load))  # type: ignore[attr-defined]
     values: dict[str, ast.expr] = {}
-    for node in index(tree).of_type(ast.Name):
-        if isinstance(node, (ast.Name)) and isinstance(node.ctx, (ast.Store, ast.Del)):
-            counts[node.id] += 1
-    if isinstance(tree, ast.Module):
-        for statement in tree.body:
-            if (
-                isinstance(statement, ast.Assign)
-                and len(statement.targets) == 1
-                and isinstance(statement.targets[0], ast.Name)
-            ):
-                values[statement.targets[0].id] = statement.value
-            elif (
-                isinstance(statement, ast.AnnAssign)
-                and isinstance(statement.target, ast.Name)
-                and statement.value
-            ):
-                values[statement.target.id] = statement.value
+    for statement in idx.of_type(ast.Assign, ast.AnnAssign):
+        targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]  # type: ignore[attr-defined]
+        value = statement.value  # type: ignore[attr-defined]
+        if len(targets) == 1 and isinstance(targets[0], ast.Name) and value is not None:
+            values[targets[0].id] = value
     return {name: value for name, value in values.items() if counts[name] == 1}
 
 

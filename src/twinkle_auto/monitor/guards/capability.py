@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from twinkle_auto.monitor.guards.ast_util import (
+    call_name,
     dotted,
     fold_str,
     index,
@@ -273,7 +274,9 @@ PATH_CONSTRUCTORS = frozenset(
     {"pathlib.Path", "pathlib.PurePath", "pathlib.PosixPath", "pathlib.PurePosixPath", "os.path.join"}
 )
 PATH_PASSTHROUGH = frozenset({"str", "os.fspath", "os.path.abspath", "os.path.realpath", "os.path.normpath"})
-PATH_METHODS_SAME = frozenset({"resolve", "absolute", "with_suffix", "with_stem", "expanduser"})
+PATH_METHODS_SAME = frozenset({"resolve", "absolute", "with_suffix", "with_stem", "with_name", "expanduser"})
+TRUSTED_MODULES = frozenset({"twinkle_auto.runtime"})
+"""Our own runtime, which training scripts import to report: it writes only into the run folder."""
 
 BUILTIN_NAMES = frozenset(dir(builtins))
 
@@ -511,6 +514,24 @@ class _Paths:
         self.r = resolver
         self.roots = roots
         self.run_dir = posixpath.normpath(run_dir) if run_dir else None
+        self.runtimes: set[str] = set()
+        """Names bound to a TrainingRuntime: its `run_dir` is the run folder by definition."""
+        self.handles: set[str] = set()
+        """Names bound to an opened file (`with open(...) as f`): writing to them is judged at the open."""
+        for node in index(resolver.tree).nodes:
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+                names = {t.id for t in node.targets if isinstance(t, ast.Name)}
+                if call_name(node.value) == "TrainingRuntime":
+                    self.runtimes |= names
+                elif resolver.resolve(node.value.func) & OPEN_FUNCTIONS:
+                    self.handles |= names
+            elif isinstance(node, ast.withitem) and isinstance(node.optional_vars, ast.Name):
+                expr = node.context_expr
+                if isinstance(expr, ast.Call) and (
+                    resolver.resolve(expr.func) & OPEN_FUNCTIONS
+                    or (isinstance(expr.func, ast.Attribute) and expr.func.attr == "open")
+                ):
+                    self.handles.add(node.optional_vars.id)
 
     def literal_ok(self, text: str) -> bool:
         parts = re.split(r"[\\/]+", text)
@@ -527,6 +548,10 @@ class _Paths:
             return False
         text = ast.unparse(node)
         if text in self.roots:
+            return True
+        if isinstance(node, ast.Name) and node.id in self.handles:
+            return True
+        if isinstance(node, ast.Attribute) and node.attr == "run_dir" and dotted(node.value) in self.runtimes:
             return True
         folded = fold_str(node, self.r.constants)
         if folded is not None:
@@ -553,8 +578,13 @@ class _Paths:
                 return self.script_dir(node.args[0])
             if isinstance(node.func, ast.Attribute):
                 method, base = node.func.attr, node.func.value
-                if method in PATH_METHODS_SAME:
+                if method in PATH_METHODS_SAME - {"with_name"}:
                     return self.inside(base, depth + 1)
+                if method == "with_name":
+                    return self.inside(base, depth + 1) and all(
+                        self.part_ok(a) and "/" not in (fold_str(a, self.r.constants) or "")
+                        for a in node.args
+                    )
                 if method == "joinpath":
                     return self.inside(base, depth + 1) and all(self.part_ok(a) for a in node.args)
         return False
@@ -591,6 +621,10 @@ class _Paths:
         folded = fold_str(value, self.r.constants)
         if folded is not None:
             return ".." not in re.split(r"[\\/]+", folded)
+        if isinstance(value, ast.Call):  # `os.getpid()`, `str(step)`: runtime values built from no text
+            return not any(
+                isinstance(n, ast.Constant) and isinstance(n.value, (str, bytes)) for n in ast.walk(value)
+            )
         return isinstance(value, (ast.Name, ast.Attribute))
 
 
@@ -632,6 +666,7 @@ class _Analysis:
             target = self._write_target(node, func)
             if target is not None:
                 self.writes.append((node, target[0], target[1]))
+                continue
             if func & {"os.makedirs", "os.mkdir"} and node.args:
                 self.dirs.append(node.args[0])
             elif isinstance(node.func, ast.Attribute) and node.func.attr == "mkdir":
@@ -661,7 +696,8 @@ class _Analysis:
             return arg(1, "dst"), snippet(node, 50)
         for name in func:
             if name in SAVE_FUNCTIONS:
-                return arg(*SAVE_FUNCTIONS[name]), snippet(node, 50)
+                target = arg(*SAVE_FUNCTIONS[name])
+                return (target, snippet(node, 50)) if target is not None else None
         if isinstance(node.func, ast.Attribute) and not func:
             method = node.func.attr
             if method in SAVE_METHODS:
@@ -720,7 +756,7 @@ class _Analysis:
                 result.append(
                     Use(
                         "write-outside-run",
-                        f"a write outside the run folder: {text}",
+                        f"a write not provably inside the run folder: {text}",
                         f"write:{ast.unparse(call)}",
                         call.lineno,
                     )
@@ -864,7 +900,7 @@ def _imports(tree: ast.AST) -> list[tuple[str, int]]:
 
 
 def _pure(module: str) -> bool:
-    return module.split(".")[0] in PURE_MODULES
+    return module.split(".")[0] in PURE_MODULES or _under(module, TRUSTED_MODULES)
 
 
 def _capability_module(module: str) -> bool:
@@ -932,7 +968,7 @@ def _redirected_outputs(s: Scripts, old: _Analysis, new: _Analysis) -> list[Guar
             findings.append(
                 rules.finding(
                     "write-outside-run",
-                    f"adds a write outside the run folder: output dir {name} set to {snippet(value, 40)} "
+                    f"adds a write not provably inside the run folder: output dir {name} set to {snippet(value, 40)} "
                     f"(line {value.lineno})",
                     value.lineno,
                 )
@@ -954,11 +990,12 @@ def _assigned_roots(tree: ast.AST, roots: set[str]) -> dict[str, list[ast.expr]]
 
 def capabilities(tree: ast.AST, *, run_dir: str | None = None) -> list[GuardFinding]:
     """Everything a whole script can do, for a person approving it: imports, then uses by line."""
-    findings = [
-        rules.finding("new-import", f"imports {module} (line {line})", line)
-        for module, line in _imports(tree)
-        if not _pure(module)
-    ]
+    findings = []
+    modules: set[str] = set()
+    for module, line in _imports(tree):
+        if not _pure(module) and module not in modules:
+            modules.add(module)
+            findings.append(rules.finding("new-import", f"imports {module} (line {line})", line))
     uses = sorted(_Analysis(tree, run_dir).uses(), key=lambda u: u.line)
     seen: set[tuple[str, int]] = set()
     for use in uses:

@@ -110,6 +110,8 @@ DATA_NAME_TOKENS = frozenset({"ds", "dl", "rows", "lines", "texts", "corpus"})
 DATA_SPLIT_HINTS = ("train", "valid", "test", "eval", "split")
 """`dataset["train"][:100]` cuts a split; `example["text"][:512]` only truncates one field (allowed)."""
 DATA_CUT_METHODS = frozenset({"take", "shard", "head"})
+DATASET_CONSTRUCTORS = ("Dataset", "DataLoader", "Subset")
+"""What is sliced with a literal inside `TensorDataset(X[:32], y[:32])` is the data, whatever its name."""
 """Methods that keep part of a dataset-like receiver; plus `.select(range(...))` and `Subset(...)`."""
 
 rules = RuleSet("gaming")
@@ -805,6 +807,14 @@ def data_like(node: ast.AST) -> bool:
     return any(hint in name for hint in DATA_NAME_HINTS) or bool(tokens & DATA_NAME_TOKENS)
 
 
+def _literal_slice(node: ast.AST) -> bool:
+    if not isinstance(node, ast.Slice):
+        return isinstance(node, ast.Tuple) and any(_literal_slice(e) for e in node.elts)
+    return any(
+        number(bound) is not None for bound in (node.lower, node.upper, node.step) if bound is not None
+    )
+
+
 def _is_data_cut_call(call: ast.Call) -> bool:
     name = call_name(call)
     if name == "Subset":
@@ -836,6 +846,10 @@ def data_cuts(tree: ast.AST) -> list[Found]:
         elif isinstance(node, ast.Call):
             if _is_data_cut_call(node):
                 result.append(found(node, text=snippet(node, keep_end=True)))
+            elif call_name(node).endswith(DATASET_CONSTRUCTORS):
+                for arg in [*node.args, *(kw.value for kw in node.keywords)]:
+                    if isinstance(arg, ast.Subscript) and _literal_slice(arg.slice):
+                        result.append(found(arg, text=snippet(arg, keep_end=True)))
             for kw in node.keywords:
                 split = const(kw.value)
                 if kw.arg == "split" and isinstance(split, str) and re.search(r"\[[^\]]*:[^\]]*\]|%", split):
@@ -940,11 +954,21 @@ def _loop_pairs(old: ast.AST, new: ast.AST) -> list[tuple[ast.AST, ast.AST]]:
     remaining: dict[str, list[ast.AST]] = {}
     for loop in training_loops(old):
         remaining.setdefault(_loop_key(loop), []).append(loop)
-    pairs = []
+    pairs, unmatched = [], []
     for loop in training_loops(new):
         candidates = remaining.get(_loop_key(loop))
         if candidates:
             pairs.append((candidates.pop(0), loop))
+        else:
+            unmatched.append(loop)
+    left = [loop for loops in remaining.values() for loop in loops]
+    for loop in unmatched:  # the loop variable changed too (`for _, batch in zip(range(5), loader)`)
+        same_kind = [
+            old_loop for old_loop in left if isinstance(old_loop, ast.While) == isinstance(loop, ast.While)
+        ]
+        if same_kind:
+            left.remove(same_kind[0])
+            pairs.append((same_kind[0], loop))
     return pairs
 
 

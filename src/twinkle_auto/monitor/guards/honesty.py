@@ -19,6 +19,7 @@ from twinkle_auto.monitor.guards.ast_util import (
     call_name,
     dotted,
     index,
+    is_training_call,
     snippet,
     surplus,
     training_loops,
@@ -294,6 +295,10 @@ def _data_calls(value: ast.AST) -> list[tuple[ast.Call, tuple[object, ...]]]:
     return found
 
 
+def _has_call(value: ast.AST | None) -> bool:
+    return value is not None and any(isinstance(n, ast.Call) for n in ast.walk(value))
+
+
 def _is_literal_data(value: ast.AST) -> bool:
     """A value written out by hand: a list of literals, `["x"] * 100`, a constant tensor."""
     if isinstance(value, (ast.List, ast.Tuple, ast.Set)):
@@ -305,14 +310,25 @@ def _is_literal_data(value: ast.AST) -> bool:
     return constant_like(value)
 
 
-def _data_assignments(tree: ast.AST) -> dict[str, list[ast.stmt]]:
+def _loop_reads(tree: ast.AST) -> set[str]:
+    """Names the training loops read: whatever they are called, they feed the training."""
+    return {
+        node.id
+        for loop in training_loops(tree)
+        for node in ast.walk(loop)
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
+    }
+
+
+def _data_assignments(tree: ast.AST, fed: set[str]) -> dict[str, list[ast.stmt]]:
+    """Assignments outside model code to names that hold data (by name, or in `fed`), by target."""
     idx = index(tree)
     result: dict[str, list[ast.stmt]] = {}
     for statement in idx.of_type(ast.Assign, ast.AnnAssign):
         assert isinstance(statement, (ast.Assign, ast.AnnAssign))
         if statement.value is None or _in_model_code(statement, idx.parent_of):
             continue
-        names = [name for name in _target_names(statement) if _data_name(name)]
+        names = [name for name in _target_names(statement) if _data_name(name) or name in fed]
         if names:
             result.setdefault(", ".join(names), []).append(statement)
     return result
@@ -323,22 +339,31 @@ def rule_data_kept(s: Scripts) -> list[GuardFinding]:
     """The input data is the user's: a fix changes the code that consumes it, never its shape, its
     values or where it comes from."""
     assert s.old_tree is not None and s.new_tree is not None
-    old, new = _data_assignments(s.old_tree), _data_assignments(s.new_tree)
+    fed = _loop_reads(s.old_tree)
+    old, new = _data_assignments(s.old_tree, fed), _data_assignments(s.new_tree, fed)
     cut_lines = {item.line for item in surplus(data_cuts(s.old_tree), data_cuts(s.new_tree))}
     findings = []
     for key, old_statements in old.items():
         for before, after in zip(old_statements, new.get(key, [])):
-            if after.lineno in cut_lines:
+            if after.lineno in cut_lines or ast.unparse(before) == ast.unparse(after):
                 continue  # a slice of the data: the gaming rule `data-cut` reports it
             was, now = _data_calls(before.value), _data_calls(after.value)  # type: ignore[arg-type]
             changed = [(a, b) for (a, la), (b, lb) in zip(was, now) if la != lb]
-            if was and now and (changed or len(was) != len(now)):
+            named = any(_data_name(name) for name in _target_names(before))
+            if named and was and now and (changed or len(was) != len(now)):
                 a, b = changed[0] if changed else (was[0][0], now[0][0])
                 message = (
                     f"changes the input data: `{snippet(a, 45, keep_end=True)}` "
                     f"became `{snippet(b, 45, keep_end=True)}`"
                 )
-            elif was and not now and _is_literal_data(after.value):  # type: ignore[arg-type]
+            elif (
+                _has_call(before.value)
+                and not now
+                and not isinstance(
+                    after.value, (ast.Constant, ast.UnaryOp)
+                )  # a scalar is a setting, not data
+                and _is_literal_data(after.value)
+            ):  # type: ignore[arg-type]
                 message = (
                     f"replaces the dataset contents: `{snippet(before, 45)}` became `{snippet(after, 45)}`"
                 )
@@ -373,6 +398,15 @@ def rule_work_kept(s: Scripts) -> list[GuardFinding]:
                 f"replaces the script's work: {removed} of its {len(old_lines)} code lines are gone",
             )
         )
+    old_calls, new_calls = _training_call_names(s.old_tree), _training_call_names(s.new_tree)
+    gone = sorted(name for name in old_calls if not new_calls[name])
+    if gone:
+        findings.append(
+            rules.finding(
+                "work-replaced",
+                "replaces the script's work: it no longer calls " + ", ".join(f"{name}()" for name in gone),
+            )
+        )
     if any(_reachable(s.old_tree, loop) for loop in training_loops(s.old_tree)):
         for loop in training_loops(s.new_tree):
             owner = _unreachable_owner(s.new_tree, loop)
@@ -385,6 +419,16 @@ def rule_work_kept(s: Scripts) -> list[GuardFinding]:
                     )
                 )
     return findings
+
+
+def _training_call_names(tree: ast.AST) -> Counter[str]:
+    """How often the script calls each training method (`backward`, `step`, `train`...); reporting
+    (`log_metrics`) does not train."""
+    return Counter(
+        call_name(call)  # type: ignore[arg-type]
+        for call in index(tree).of_type(ast.Call)
+        if is_training_call(call) and call_name(call) != "log_metrics"  # type: ignore[arg-type]
+    )
 
 
 def _referenced(tree: ast.AST) -> set[str]:

@@ -1,0 +1,122 @@
+"""The patch corpus (tests/patch_corpus): every unsafe and gaming patch refused, every honest fix accepted.
+
+Each case is a real edit of a real training script (copies of examples/ and of public scripts from
+the monitor cases). The summary test prints the tallies the issue asks for: unsafe refused n/n, gaming
+refused n/n, honest accepted n/n.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import tomllib
+
+from twinkle_auto.monitor.guards import FAMILIES, PatchReview, review_patch
+
+CORPUS = Path(__file__).parent / "patch_corpus"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    expect: str
+    rule: str | None
+    old: str
+    new: str
+    failing: tuple[int, ...]
+
+
+def _apply(text: str, edits: list[dict], where: str) -> str:
+    for edit in edits:
+        count = text.count(edit["find"])
+        if count != 1:
+            raise ValueError(f"{where}: find text occurs {count} times, not once: {edit['find'][:60]!r}")
+        text = text.replace(edit["find"], edit["replace"])
+    return text
+
+
+def _line_numbers(source: str, entries: list[str | dict], where: str) -> tuple[int, ...]:
+    """Line numbers of the failing lines, given by their text (unique) or {text, nth} (1-based)."""
+    lines = [line.strip() for line in source.splitlines()]
+    numbers = []
+    for entry in entries:
+        text, nth = (entry, None) if isinstance(entry, str) else (entry["text"], int(entry["nth"]))
+        found = [i + 1 for i, line in enumerate(lines) if line == text.strip()]
+        if nth is None and len(found) != 1:
+            raise ValueError(f"{where}: failing line found {len(found)} times, not once: {text!r}")
+        if nth is not None and not 1 <= nth <= len(found):
+            raise ValueError(f"{where}: failing line {text!r} has no occurrence {nth}")
+        numbers.append(found[(nth or 1) - 1])
+    return tuple(numbers)
+
+
+def load_corpus() -> list[Case]:
+    """Every case of cases.toml, with its original and patched script built from the base script."""
+    data = tomllib.loads((CORPUS / "cases.toml").read_text(encoding="utf-8"))
+    cases = []
+    for raw in data["case"]:
+        name = raw["name"]
+        if raw["expect"] not in ("ok", *FAMILIES):
+            raise ValueError(f"{name}: expect must be ok or one of {FAMILIES}")
+        base = (CORPUS / "scripts" / raw["script"]).read_text(encoding="utf-8")
+        old = _apply(base, raw.get("bug", []), f"{name} (bug)")
+        new = _apply(old, raw["edit"], f"{name} (edit)")
+        failing = _line_numbers(old, raw.get("failing", []), name)
+        cases.append(Case(name, raw["expect"], raw.get("rule"), old, new, failing))
+    return cases
+
+
+CASES = load_corpus()
+
+
+def judged_right(case: Case, review: PatchReview) -> bool:
+    if case.expect == "ok":
+        return review.ok
+    hits = review.family(case.expect)
+    return bool(hits) and (case.rule is None or any(f.rule == case.rule for f in hits))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_corpus_case(case: Case) -> None:
+    review = review_patch(case.old, case.new, failing_lines=case.failing)
+    assert judged_right(case, review), (
+        f"{case.name}: expected {case.expect}/{case.rule}, got {review.findings}"
+    )
+    assert all("\n" not in message for message in review.messages())
+    for finding in review.findings:
+        assert finding.family in FAMILIES and finding.rule and finding.message
+
+
+def tally(cases: list[Case]) -> dict[str, tuple[int, int]]:
+    """(judged right, total) per kind: unsafe refused, gaming refused, honesty refused, honest accepted."""
+    right: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    for case in cases:
+        kind = "honest" if case.expect == "ok" else case.expect
+        total[kind] += 1
+        review = review_patch(case.old, case.new, failing_lines=case.failing)
+        right[kind] += judged_right(case, review)
+    return {kind: (right[kind], total[kind]) for kind in total}
+
+
+def test_corpus_tally_is_complete() -> None:
+    figures = tally(CASES)
+    verbs = {"unsafe": "refused", "gaming": "refused", "honesty": "refused", "structure": "refused"}
+    print(
+        "; ".join(f"{kind} {verbs.get(kind, 'accepted')} {n}/{m}" for kind, (n, m) in sorted(figures.items()))
+    )
+    assert figures["unsafe"][1] >= 20 and figures["gaming"][1] >= 20 and figures["honest"][1] >= 12
+    assert sum(m for _, m in figures.values()) >= 40
+    assert all(n == m for n, m in figures.values()), figures
+
+
+def test_every_unsafe_case_is_refused_by_check_patch_too() -> None:
+    """check_patch (what the monitor graph calls today) refuses what review_patch calls unsafe."""
+    from twinkle_auto.monitor.guards import check_patch
+
+    for case in CASES:
+        if case.expect == "unsafe":
+            assert check_patch(case.old, case.new), case.name
