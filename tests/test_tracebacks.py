@@ -436,3 +436,14 @@ def test_script_mentions_is_small_and_decides_like_the_script() -> None:
     mentions = script_mentions(SKEW, script)
     assert mentions is not None and mentions["dispatch_batches"] is True
     assert script_mentions("all good\n", script) is None
+
+
+def test_a_handled_traceback_the_run_trained_past_is_not_the_crash() -> None:
+    handled = "\n".join(TB_BODY) + "\nretrying with the next shard\nstep 18 loss 1.02\nstep 19 loss 1.01\n"
+    parsed = parse_traceback(handled)
+    assert parsed is not None and parsed.kept_training
+    assert classify_error(handled) is None
+    assert classify_error(handled + "Killed\n")["category"] == "killed"  # type: ignore[index]
+    # A progress bar closing after the crash still shows its last loss: that is not training on.
+    crashed = "\n".join(TB_BODY) + "\n 12%|█▏        | 120/1000 [00:30<03:40, 4.0it/s, loss=1.02]\n"
+    assert classify_error(crashed)["kind"] == "CODE"  # type: ignore[index]

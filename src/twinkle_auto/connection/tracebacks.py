@@ -208,6 +208,9 @@ class ParsedTraceback:
     text: str = ""
     cut: bool = False
     final: bool = False
+    kept_training: bool = False
+    """Training progress lines (`step 17 loss 1.1`, `{'loss': ...}`) follow it in the same process's output:
+    the error was handled and the run went on, so it is not why the process ended."""
     ranks_failed: tuple[int, ...] = field(default=())
 
     @property
@@ -479,6 +482,18 @@ def _is_final(lines: list[Line], block: _Block, others: list[_Block]) -> bool:
     return True
 
 
+def _kept_training(lines: list[Line], block: _Block, others: list[_Block]) -> bool:
+    covered = {i for b in others if b is not block for i in range(b.start, max(b.end, b.start) + 1)}
+    rank = lines[block.exc_line if block.exc_line >= 0 else block.start].rank
+    for i in range(block.end + 1, len(lines)):
+        line = lines[i]
+        if i in covered or line.rank not in (rank, None) or _PROGRESS_RE.search(line.text):
+            continue  # a progress bar closing after a crash still shows its last loss: not new training
+        if _PROGRESS_LINE_RE.search(line.text):
+            return True
+    return False
+
+
 def _pick(blocks: list[_Block]) -> _Block | None:
     """The last fatal block of one stream: not an 'Exception ignored' report, not a launcher wrapper, and
     with an exception line (a cut block falls back to its cause or to the complete block before it)."""
@@ -571,6 +586,7 @@ def parse_traceback(text: str) -> ParsedTraceback | None:
         text=text[start:end],
         cut=block.exception is None or not block.headed,
         final=_is_final(lines, block, every),
+        kept_training=_kept_training(lines, block, every),
         ranks_failed=tuple(failed),
     )
 

@@ -300,6 +300,8 @@ def classify_parsed(
     """The verdict on an already parsed traceback (see `classify_error`)."""
     if parsed is None or not parsed.exception:
         return _classify_log_lines(log_tail) if parsed is None else _cut_only(parsed, log_tail)
+    if parsed.kept_training:  # handled: the run went on training after it (principle 6)
+        return _classify_log_lines(log_tail[parsed.span[1] :])
     name = parsed.exception
     exception_text = "\n".join(f"{e.exception}: {e.message}" for e in parsed.chain)
     base: dict[str, Any] = {
