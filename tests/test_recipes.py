@@ -60,6 +60,19 @@ def _params(name: str, data: dict[str, str], **extra: object) -> dict[str, objec
     return {"model": data["model"], "dataset": dataset, **extra}
 
 
+def test_catalogue_fits_one_tool_result() -> None:
+    """What list_recipes shows the chat model: whole JSON (never cut), every recipe, shared params once."""
+    from twinkle_auto.tools.training import make_training_tools
+
+    tool = next(t for t in make_training_tools() if t.name == "list_recipes")
+    shown = json.loads(tool.invoke({}))
+    assert [r["name"] for r in shown["recipes"]] == [r.name for r in RECIPES]
+    assert shown["params_of_every_recipe"]["dataset"].startswith("required.")
+    twinkle = shown["recipes"][0]
+    assert twinkle["needs_sampler"] and "server_url" in twinkle["params"] and "model" in twinkle["params"]
+    assert "step_sleep" not in json.dumps(shown)  # a knob for tests, not for the model
+
+
 def test_list_recipes_describes_every_recipe() -> None:
     infos = list_recipes()
     assert [i.name for i in infos] == ["twinkle-grpo", "twinkle-sft", "trl-sft", "trl-grpo", "torch-sft"]

@@ -122,3 +122,38 @@ def test_twinkle_sft_runs_to_the_end(mock_server: str, home: Path, tmp_path: Pat
     assert [r["step"] for r in lines] == [1, 2, 3, 4, 5, 6]
     assert all(isinstance(r["loss"], float) and 0 <= r["loss"] <= 1 for r in lines)
     assert meta["config"]["lora_rank"] == 8 and meta["model_id"] == "mock-model"
+
+
+def test_start_training_tool_runs_the_grpo_recipe(mock_server: str, home: Path, tmp_path: Path) -> None:
+    """What the chat does for "start a GRPO training with mock-model on this data": the tool renders the
+    recipe and launches it; the run reports rewards against the server."""
+    from twinkle_auto.connection import Connection
+    from twinkle_auto.tools.base import ToolContext
+    from twinkle_auto.tools.training import make_training_tools
+
+    conn = Connection.open(home, stop_grace=20)
+    tools = {t.name: t for t in make_training_tools(ToolContext(conn))}
+    listed = json.loads(tools["list_recipes"].invoke({}))
+    assert "twinkle-grpo" in [r["name"] for r in listed["recipes"]]
+    data = write_jsonl(tmp_path / "this-data.jsonl", GRPO_ROWS)
+    answer = json.loads(
+        tools["start_training"].invoke(
+            {
+                "recipe": "twinkle-grpo",
+                "model": "mock-model",
+                "dataset": str(data),
+                "max_steps": 200,
+                "run_id": "chat-grpo",
+                "params": {"server_url": mock_server, "max_new_tokens": 8, "step_sleep": 0.1},
+            }
+        )
+    )
+    assert answer["started"] == "chat-grpo"
+    try:
+        wait_for(lambda: len(metric_steps(home, "chat-grpo")) >= 3, timeout=180)
+        assert all("reward" in r for r in rows(home, "chat-grpo"))
+        meta = read_meta(home, "chat-grpo")
+        assert meta["model_id"] == "mock-model" and meta["config"]["num_generations"] == 4
+    finally:
+        stopped = conn.controller.stop("chat-grpo")
+    assert stopped.status == "stopped"

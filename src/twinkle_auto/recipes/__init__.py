@@ -11,13 +11,14 @@ lazily, only when an id has to be checked.
 """
 
 from twinkle_auto.recipes.base import RecipeError, RecipeInfo, RenderedRecipe
-from twinkle_auto.recipes.catalog import RECIPES, list_recipes, render_recipe, validate_params
+from twinkle_auto.recipes.catalog import RECIPES, catalogue, list_recipes, render_recipe, validate_params
 from twinkle_auto.recipes.resolve import Resolved, resolve_dataset, resolve_model, resolve_served_model
 
 __all__ = [
     "RECIPES",
     "RecipeError",
     "RecipeInfo",
+    "catalogue",
     "RenderedRecipe",
     "Resolved",
     "list_recipes",

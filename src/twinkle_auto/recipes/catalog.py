@@ -6,6 +6,8 @@ its template. Adding a recipe is one entry here, a params model and a template w
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,9 +33,8 @@ class Recipe:
 RECIPES: tuple[Recipe, ...] = (
     Recipe(
         "twinkle-grpo",
-        "GRPO reinforcement learning through the running Twinkle server (it samples and trains a LoRA "
-        "adapter; this script scores completions with math accuracy/format rewards). Start the server "
-        "first, with a sampler for the model.",
+        "GRPO (rewards: math accuracy, answer format) on the running Twinkle server; it needs a sampler "
+        "for the model.",
         p.TwinkleGRPOParams,
         "twinkle_grpo",
         needs_server=True,
@@ -41,30 +42,27 @@ RECIPES: tuple[Recipe, ...] = (
     ),
     Recipe(
         "twinkle-sft",
-        "Supervised fine-tuning (LoRA) through the running Twinkle server, which holds the model and "
-        "optimizer; this script sends the batches. Start the server first.",
+        "Supervised fine-tuning (LoRA) on the running Twinkle server.",
         p.TwinkleSFTParams,
         "twinkle_sft",
         needs_server=True,
     ),
     Recipe(
         "trl-sft",
-        "Supervised fine-tuning on this machine with TRL's SFTTrainer (full or LoRA), Hugging Face model "
-        "and chat/prompt-completion data; no server needed.",
+        "Supervised fine-tuning on this machine with TRL's SFTTrainer (full or LoRA); no server.",
         p.TrlSFTParams,
         "trl_sft",
     ),
     Recipe(
         "trl-grpo",
-        "GRPO reinforcement learning on this machine with TRL's GRPOTrainer (model generates locally; "
-        "math accuracy/format rewards); no server needed.",
+        "GRPO (rewards: math accuracy, answer format) on this machine with TRL's GRPOTrainer; no server.",
         p.TrlGRPOParams,
         "trl_grpo",
     ),
     Recipe(
         "torch-sft",
-        "Supervised fine-tuning on this machine in a plain PyTorch loop (transformers causal LM, full or "
-        "LoRA), simplest to read and edit; no server needed.",
+        "Supervised fine-tuning on this machine in a plain PyTorch loop (full or LoRA), the simplest to "
+        "read and edit; no server.",
         p.TorchSFTParams,
         "torch_sft",
     ),
@@ -159,3 +157,47 @@ def render_recipe(name: str, params: dict[str, Any] | None) -> RenderedRecipe:
     header = f"Recipe {recipe.name}, rendered by twinkle-auto: {recipe.description}"
     script = render_template(recipe.template, recipe.name, values, header)
     return RenderedRecipe(recipe.name, script, values.model_dump(mode="json"), notes)
+
+
+def _param_line(name: str, prop: dict[str, Any], required: set[str]) -> str:
+    text = " ".join(str(prop.get("description", "")).split())
+    if name in required:
+        return f"required. {text}"
+    default = prop.get("default")
+    return f"{text} [default {json.dumps(default)}]" if default is not None else text
+
+
+def catalogue() -> dict[str, Any]:
+    """The recipes as the chat model reads them: parameters shared by every recipe listed once.
+
+    Each recipe then names only what differs (its own parameters, or a shared one with another meaning
+    or default, which overrides the shared line), so the whole answer fits in one small tool result.
+    """
+    infos = list_recipes()
+    lines: list[dict[str, str]] = []
+    for info in infos:
+        props = info.params_schema.get("properties", {})
+        required = set(info.params_schema.get("required", []))
+        lines.append(
+            {
+                name: _param_line(name, prop, required)
+                for name, prop in props.items()
+                if prop.get("x-catalogue", True)  # knobs for demos and tests stay out of the model's way
+            }
+        )
+    # shared: a parameter every recipe has, with the wording most of them use; others override it
+    common = {}
+    for name in lines[0]:
+        if all(name in line for line in lines):
+            wordings = Counter(line[name] for line in lines)
+            common[name] = wordings.most_common(1)[0][0]
+    recipes = []
+    for info, params in zip(infos, lines):
+        entry: dict[str, Any] = {"name": info.name, "description": info.description}
+        if info.needs_server:
+            entry["needs_server"] = True
+        if info.needs_sampler:
+            entry["needs_sampler"] = True
+        entry["params"] = {k: v for k, v in params.items() if common.get(k) != v}
+        recipes.append(entry)
+    return {"params_of_every_recipe": common, "recipes": recipes}

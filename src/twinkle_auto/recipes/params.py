@@ -22,44 +22,44 @@ class RecipeParams(BaseModel):
 
     model: str = Field(
         validation_alias=AliasChoices("model", "model_id", "base_model"),
-        description="Model to train: a local Hugging Face model folder, or a ModelScope id (owner/name), "
-        "e.g. Qwen/Qwen2.5-0.5B-Instruct",
+        description="Local Hugging Face model folder or ModelScope id (owner/name), e.g. Qwen/Qwen2.5-0.5B",
     )
     dataset: str = Field(
         validation_alias=AliasChoices("dataset", "dataset_id", "data", "data_path", "dataset_path"),
-        description="Training data: a local .jsonl, .json or .parquet file, or a ModelScope dataset id "
-        "(owner/name), e.g. modelscope/gsm8k",
+        description="Local .jsonl/.json/.parquet file or ModelScope dataset id (owner/name), e.g. modelscope/gsm8k",
     )
     dataset_subset: str | None = Field(
-        None, description="Subset (config) name of a hub dataset, e.g. 'main' for gsm8k; ignored for files"
+        None, description="Subset of a hub dataset, e.g. 'main' for gsm8k; ignored for files"
     )
-    dataset_split: str = Field("train", description="Split of a hub dataset to train on; ignored for files")
+    dataset_split: str = Field("train", description="Split of a hub dataset; ignored for files")
     max_steps: int = Field(
         100,
         ge=1,
         le=10_000_000,
         validation_alias=AliasChoices("max_steps", "steps", "total_steps", "num_steps"),
-        description="Optimizer steps to train; the run finishes after this many (resume continues to it)",
+        description="Optimizer steps to train; the run finishes after this many",
     )
-    batch_size: int = Field(
-        4, ge=1, le=4096, description="Training samples per optimizer step (prompts per step for GRPO)"
-    )
+    batch_size: int = Field(4, ge=1, le=4096, description="Training samples per optimizer step")
     lr: float = Field(
         1e-5,
         gt=0,
         lt=1,
         validation_alias=AliasChoices("lr", "learning_rate"),
-        description="Peak learning rate, e.g. 1e-5 for full fine-tuning, 1e-4 for LoRA",
+        description="Peak learning rate (linear decay for the TRL recipes)",
     )
     max_length: int = Field(
-        512, ge=8, le=131_072, description="Maximum tokens per training sample; longer samples are truncated"
+        512, ge=8, le=131_072, description="Maximum tokens per sample; longer ones are truncated"
     )
     save_every: int = Field(
-        50, ge=1, le=10_000_000, description="Save a checkpoint every N steps (also at the end and on stop)"
+        50, ge=1, le=10_000_000, description="Checkpoint every N steps (also at the end and on stop)"
     )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Random seed for initialisation and data order")
     step_sleep: float = Field(
-        0.0, ge=0, le=60, description="Seconds to wait after each step; 0 for real training (demos and tests)"
+        0.0,
+        ge=0,
+        le=60,
+        description="Seconds to wait after each step (demos and tests only)",
+        json_schema_extra={"x-catalogue": False},
     )
 
 
@@ -67,7 +67,7 @@ class LoraParams(BaseModel):
     """LoRA adapter shape (0 = full fine-tuning where the recipe allows it)."""
 
     lora_rank: int = Field(
-        0, ge=0, le=1024, description="LoRA rank: 0 trains all weights, 8-64 trains a small adapter"
+        0, ge=0, le=1024, description="LoRA rank: 0 trains all weights, 8-64 a small adapter"
     )
     lora_alpha: int = Field(32, ge=1, le=4096, description="LoRA scaling alpha (used when lora_rank > 0)")
 
@@ -80,7 +80,7 @@ class GenerationParams(BaseModel):
         ge=2,
         le=256,
         validation_alias=AliasChoices("num_generations", "group_size", "num_samples"),
-        description="Completions sampled per prompt (the GRPO group); rewards are compared within it",
+        description="Completions sampled per prompt (the group whose rewards are compared)",
     )
     max_new_tokens: int = Field(
         256,
@@ -93,9 +93,8 @@ class GenerationParams(BaseModel):
     rewards: list[Literal["accuracy", "format"]] = Field(
         default_factory=lambda: ["accuracy", "format"],
         min_length=1,
-        description="Reward functions, summed: 'accuracy' = 1 when the completion's final number equals "
-        "the row's answer (math data such as gsm8k); 'format' = 1 when it ends with '#### <answer>' or "
-        "\\boxed{…}",
+        description="Reward functions, summed: 'accuracy' (final number = the row's answer, math data) "
+        "and 'format' (answer given as '#### n' or \\boxed{n})",
     )
     beta: float = Field(0.0, ge=0, le=10, description="KL penalty against the reference model (0 = none)")
 
@@ -117,7 +116,7 @@ class TwinkleParams(BaseModel):
         DEFAULT_SERVER_URL,
         pattern=r"^https?://[A-Za-z0-9.\-\[\]:]+(:\d+)?(/.*)?$",
         validation_alias=AliasChoices("server_url", "server", "base_url", "url"),
-        description="Base URL of the running Twinkle server (what start_server reported)",
+        description="URL of the running Twinkle server (start_server reports it)",
     )
 
 
@@ -129,7 +128,7 @@ class TorchSFTParams(LoraParams, RecipeParams):
         gt=0,
         lt=1,
         validation_alias=AliasChoices("lr", "learning_rate"),
-        description="Peak learning rate (warmup, then cosine decay to 10%), e.g. 2e-5 full, 2e-4 LoRA",
+        description="Peak learning rate (warmup, then cosine decay to 10%)",
     )
     warmup_steps: int = Field(0, ge=0, le=10_000_000, description="Steps of linear warmup from 0 to lr")
 
@@ -142,7 +141,7 @@ class TrlSFTParams(LoraParams, RecipeParams):
         gt=0,
         lt=1,
         validation_alias=AliasChoices("lr", "learning_rate"),
-        description="Peak learning rate (linear decay), e.g. 2e-5 full, 2e-4 LoRA",
+        description="Peak learning rate (linear decay)",
     )
 
 
@@ -153,7 +152,7 @@ class TrlGRPOParams(GenerationParams, LoraParams, RecipeParams):
         4,
         ge=1,
         le=4096,
-        description="Prompts per optimizer step; each gets num_generations completions",
+        description="Prompts per step; each gets num_generations completions",
     )
 
 
@@ -162,15 +161,15 @@ class TwinkleSFTParams(TwinkleParams, RecipeParams):
 
     model: str = Field(
         validation_alias=AliasChoices("model", "model_id", "base_model"),
-        description="Base model the Twinkle server serves (list_supported_models), e.g. Qwen/Qwen3.5-4B; "
-        "mock-model on a mock server",
+        description="Model the Twinkle server serves (list_supported_models), e.g. Qwen/Qwen3.5-4B or "
+        "mock-model",
     )
     lr: float = Field(
         1e-4,
         gt=0,
         lt=1,
         validation_alias=AliasChoices("lr", "learning_rate"),
-        description="Peak learning rate of the adapter (cosine decay), e.g. 1e-4",
+        description="Peak learning rate of the adapter (cosine decay)",
     )
     lora_rank: int = Field(8, ge=1, le=1024, description="LoRA rank of the adapter the server trains")
     lora_alpha: int = Field(32, ge=1, le=4096, description="LoRA scaling alpha")
@@ -183,11 +182,11 @@ class TwinkleGRPOParams(GenerationParams, TwinkleSFTParams):
         4,
         ge=1,
         le=4096,
-        description="Prompts per optimizer step; each gets num_generations completions",
+        description="Prompts per step; each gets num_generations completions",
     )
     sync_every: int = Field(
         1,
         ge=1,
         le=10_000,
-        description="Steps between handing the trained adapter to the sampler (1 = always sample on-policy)",
+        description="Steps between handing the trained adapter to the sampler (1 = on-policy)",
     )
