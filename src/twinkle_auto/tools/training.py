@@ -224,6 +224,10 @@ def make_training_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
         }
 
     def list_recipes(runtime: ToolRuntime[Any, Any] = None) -> Any:  # type: ignore[assignment]
+        # shared parameters listed once: the per-recipe listing (~7.5k chars) was cut mid-JSON
+        recipes = _recipes()
+        if hasattr(recipes, "catalogue"):
+            return compact(recipes.catalogue(), budget=4000)
         return compact({"recipes": recipe_catalogue()}, budget=4000)
 
     names = _recipe_names()
