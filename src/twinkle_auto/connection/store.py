@@ -272,18 +272,17 @@ class RunStore:
 
     # ----------------------------------------------------------------------------------------- script
     def script(self, run_id: str) -> str:
-        path = self.require(run_id) / fmt.SCRIPT_FILE
-        try:
-            return path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise RunError(f"run {run_id!r} has no train.py") from None
+        """train.py's text; RunError (one line) when absent, not a regular file, or over the limit."""
+        return self._run_script(run_id, fmt.SCRIPT_FILE)
 
     def archived_script(self, run_id: str, version: int) -> str:
-        path = self.require(run_id) / f"train_v{int(version)}.py"
-        try:
-            return path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise RunError(f"run {run_id!r} has no train_v{version}.py") from None
+        return self._run_script(run_id, f"train_v{int(version)}.py")
+
+    def _run_script(self, run_id: str, name: str) -> str:
+        path = self.require(run_id) / name
+        if not os.path.lexists(path):
+            raise RunError(f"run {run_id!r} has no {name}")
+        return read_script_file(path)
 
     # ------------------------------------------------------------------------------------- auto state
     def auto_state(self, run_id: str) -> dict[str, Any]:
