@@ -457,3 +457,10 @@ def test_disk_full_from_the_filesystem_and_from_enospc_lines() -> None:
     assert kinds(triage(snapshot(log_tail=line))) == ["DISK_FULL"]
     dead = triage(snapshot(process_state="dead", log_tail="step 3\n", **full))
     assert kinds(dead) == ["ENV"] and dead[0]["evidence"]["category"] == "disk_full"
+
+
+def test_nan_in_an_rl_metric_or_an_eval_loss() -> None:
+    rows = rows_of([0.0] * 3, kl=[0.1, 0.2, NAN], reward=[0.5] * 3)
+    assert kinds(triage(snapshot(metrics=rows))) == ["NAN"]
+    evals = rows_of(decreasing(5)) + [{"step": 60, "eval/loss": NAN}]
+    assert kinds(triage(snapshot(metrics=evals))) == ["NAN"]

@@ -354,9 +354,23 @@ def detect_nan(rows: list[Row]) -> list[dict[str, Any]]:
     ]
 
 
+NAN_ALSO = ("kl", "reward", "reward_std", "policy_loss", "entropy")
+"""RL metrics judged for NaN/Inf too (principle 1): a NaN KL or reward means the update is garbage."""
+
+
 def detect_eval_nan(rows: list[Row]) -> list[dict[str, Any]]:
-    """NAN in an eval loss (any group): the model's predictions are broken even if training rows look fine."""
+    """NAN in an eval loss (any group) or an RL metric, at its latest row: the model's predictions or the
+    policy update are broken even if the loss rows look fine."""
     findings = []
+    for metric in NAN_ALSO:
+        values = metric_series(rows, metric)
+        if values and not math.isfinite(values[-1][1]):
+            bad = [s for s, v in values if not math.isfinite(v)]
+            message = f"{metric} is non-finite ({values[-1][1]}) at step {values[-1][0]}, {len(bad)} of {len(values)} rows"
+            findings.append(
+                finding("NAN", "warning", message, key=metric, count=len(bad), last_step=values[-1][0])
+            )
+            break
     for key in keys_for([r for _, r in rows], "eval_loss"):
         values = series(rows, (key,))
         bad = [(s, v) for s, v in values if not math.isfinite(v)]
