@@ -240,6 +240,9 @@ TB_BODY = [
         "E1206 12:00:01.123456 77 api.py:869] ",
         "(TaskRunner pid=4242) ",
         "[default1]:",
+        "2024/11/20 14:37:16 - ERROR - ",
+        "2026-11-30 12:00:01.123 | ERROR    | __main__:main:12 - ",
+        "[INFO|trainer.py:1234] 2024-01-01 12:00:00,000 >> ",
     ],
 )
 def test_prefixed_lines_parse_like_plain_ones(prefix: str) -> None:

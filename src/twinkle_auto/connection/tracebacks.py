@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 # --- line prefixes -----------------------------------------------------------------------------------------
 _LEVEL = r"(?:DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL|FATAL|NOTICE|TRACE)"
 _TIMESTAMP = (
-    r"\[?\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\]?"
+    r"\[?\d{4}[-/]\d\d[-/]\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\]?"
     r"|\[?\d\d:\d\d:\d\d(?:[.,]\d+)?\]?"
 )
 _PREFIX_PARTS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -36,8 +36,10 @@ _PREFIX_PARTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("time", re.compile(rf"(?:{_TIMESTAMP})\s?")),
     ("glog", re.compile(r"[IWEF]\d{4} (?:\d\d:\d\d:\d\d\.\d+\s+\d+\s+)?[\w./-]+:\d+\]\s?")),
     # logger fields after a timestamp: "- INFO - ", "[INFO] ", "name - ERROR - ", "[file.py:21:save] "
-    ("level", re.compile(rf"(?:-\s*)?(?:[\w.<>]+\s+-\s+)?\[?{_LEVEL}\]?(?:\s*-\s*|:(?:[\w.]+:)?\s?|\s)")),
+    ("level", re.compile(rf"(?:-\s*)?(?:[\w.<>]+\s+-\s+)?\[?{_LEVEL}\]?(?:\s*-\s?|:(?:[\w.]+:)?\s?|\s)")),
     ("level", re.compile(r"\[[\w.]+:\d+:\w+\]\s?")),
+    ("level", re.compile(rf"\[{_LEVEL}\|[\w.]+:\d+\]\s?")),  # transformers: "[INFO|trainer.py:1234] "
+    ("level", re.compile(rf"\|\s*{_LEVEL}\s*\|\s*(?:[\w.<>-]+:[\w.<>-]+:\d+\s*-\s?)?")),  # loguru
     ("quote", re.compile(r">\s?(?!\s?[\w/.~<-]+\(\d+\))")),  # a "> " quote, but not pdb's "> file(12)func()"
 )
 _LEVEL_FIRST = re.compile(rf"{_LEVEL}:(?:[\w.]+:)?\s?")
@@ -74,7 +76,7 @@ def strip_prefixes(line: str) -> Line:
                 rank = int(match.group("rank"))
             elif kind == "worker":
                 worker = (match.group("worker") or "").strip() + f" pid={match.group('pid')}"
-            elif kind == "level":
+            elif kind in ("level", "glog"):
                 logged = True
             line = line[match.end() :]
             changed = True
