@@ -253,3 +253,18 @@ def test_log_metrics_on_a_full_device_warns_once_and_training_goes_on(tmp_path: 
     )
     assert out.stderr.count(warning) == 1
     assert "trained to 200" in out.stderr  # progress in meta.json still records every step reached
+
+
+def test_the_chat_tools_refuse_a_script_path_that_is_not_a_small_regular_file(tmp_path: Path) -> None:
+    from twinkle_auto.tools.base import ToolError
+    from twinkle_auto.tools.scripts import read_script_file
+
+    fifo = tmp_path / "train.py"
+    os.mkfifo(fifo)
+    for path, why in (
+        (Path("/dev/zero"), "character device"),
+        (fifo, "FIFO"),
+        (tmp_path / "none.py", "exist"),
+    ):
+        with pytest.raises(ToolError, match=why):
+            finishes(lambda p=path: read_script_file(str(p)))

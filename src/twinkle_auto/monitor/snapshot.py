@@ -195,11 +195,11 @@ def collect(connection: Connection, run_id: str, *, stall_reset_at: float | None
 
 
 def _script_text(path: Any) -> str | None:
-    try:
-        if path.stat().st_size > SCRIPT_BYTES:
-            return None
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
+    from twinkle_auto.runtime.tail import read_regular
+
+    try:  # a FIFO or device as train.py is refused by type, a big file by size, both unread
+        return read_regular(path, SCRIPT_BYTES).decode("utf-8", "replace")
+    except (OSError, ValueError):
         return None
 
 

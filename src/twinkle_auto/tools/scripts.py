@@ -9,6 +9,7 @@ review is not available). The findings are plain dicts (`Finding`) so they trave
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,17 @@ def check_source(script: str) -> str:
 
 
 def read_script_file(script_path: str) -> str:
+    """A script the person named: a FIFO, a device (/dev/zero) or an oversized file is refused unread."""
+    from twinkle_auto.connection.errors import RunError
+    from twinkle_auto.connection.store import read_script_file as read_checked
+
     path = Path(script_path).expanduser()
+    if not os.path.lexists(path):
+        raise ToolError(f"script_path {script_path} does not exist")
     try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ToolError(f"script_path {script_path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ToolError(f"cannot read {script_path}: {exc}") from None
+        return read_checked(path)
+    except RunError as exc:
+        raise ToolError(str(exc)) from None
 
 
 def _finding(raw: Any, family: str = "") -> Finding:
