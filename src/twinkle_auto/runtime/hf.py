@@ -26,10 +26,13 @@ library, so that `import twinkle_auto.runtime` costs nothing and works where tra
 Trainer's `CallbackHandler` only calls the `on_*` methods by name, so any object that has them is a
 callback; methods for events that later transformers versions add are answered as no-ops.
 
-Limits: in a multi-process run (torchrun, accelerate) only the world's process zero reports, and a
-SIGTERM is handled per process (the ranks may stop at different steps). The stop waits for the end of
-the current optimizer step plus the checkpoint write: keep that below twinkle-auto's stop grace period
-(15 s by default) or the process is killed without a checkpoint.
+In a multi-process run (torchrun, accelerate) only the world's process zero reports (the runtime on
+the other ranks accepts every call and writes nothing). A stop reaches every rank, but the signals do
+not land at the same instant, so at each step end the ranks agree on "has any of us been asked to
+stop?" (one all-reduce of a flag, through torch.distributed when it is initialised): all of them then
+save and leave at the same step, and none is left waiting in a collective for a rank that left. The
+stop waits for the end of the current optimizer step plus the checkpoint write: keep that below
+twinkle-auto's stop grace period (15 s by default) or the process is killed without a checkpoint.
 """
 
 from __future__ import annotations
@@ -177,6 +180,28 @@ def _script_path() -> str | None:
     return path if isinstance(path, str) and path.endswith(".py") and os.path.isfile(path) else None
 
 
+def _any_rank(flag: bool) -> bool:
+    """True on every rank when `flag` is True on any rank of an initialised torch.distributed group.
+
+    torch is taken from sys.modules, never imported here: a job with ranks has it loaded already.
+    """
+    dist = sys.modules.get("torch.distributed")
+    torch = sys.modules.get("torch")
+    if dist is None or torch is None:
+        return flag
+    try:
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return flag
+        device = "cpu"
+        if str(dist.get_backend()) == "nccl":
+            device = f"cuda:{torch.cuda.current_device()}"
+        value = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+    except Exception:  # a group that cannot reduce cannot stop together either: fall back to this rank
+        return flag
+
+
 def _numeric_logs(logs: dict[str, Any]) -> dict[str, Any]:
     """The numbers in a Trainer log, under their own names; strings, lists and the like are left out."""
     out: dict[str, Any] = {}
@@ -219,6 +244,8 @@ class TwinkleCallback:
         """The last checkpoint folder the Trainer saved in this process."""
         self._active = False
         self._stopping = False
+        self._stop_agreed = False
+        """Set at the step end where any rank had been asked to stop: every rank stops there."""
         self._handler_installed = False
 
     @property
@@ -229,9 +256,7 @@ class TwinkleCallback:
     # ------------------------------------------------------------------------------------ the events used
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         """Start (or rejoin, on a relaunch) the run folder and take over SIGTERM."""
-        if not getattr(state, "is_world_process_zero", True):
-            return  # one process reports for the whole job
-        rt = self.runtime
+        rt = self.runtime  # on ranks other than 0 the runtime accepts every call and writes nothing
         before = rt.get_resume_info()["last_step"]
         config = training_config(args, state, self.extra_config)
         rt.start(model_id=self.model_id or _model_id(model), config=config, script_path=_script_path())
@@ -257,7 +282,10 @@ class TwinkleCallback:
         max_steps = getattr(state, "max_steps", 0)
         if isinstance(max_steps, int) and 0 < max_steps <= state.global_step:
             control.should_log = True
-        if not self.runtime.stop_requested or self._stopping:
+        if self._stopping:
+            return control
+        self._stop_agreed = self._stop_agreed or _any_rank(self.runtime.stop_requested)
+        if not self._stop_agreed:
             return control
         control.should_log = True  # the checkpoint's step is the last step in metrics.jsonl
         control.should_save = True
@@ -286,14 +314,14 @@ class TwinkleCallback:
         folder = os.path.abspath(os.path.join(str(args.output_dir), f"checkpoint-{int(state.global_step)}"))
         if os.path.isdir(folder):
             self.checkpoint = folder
-        if self._active and self.runtime.stop_requested:
+        if self._active and (self.runtime.stop_requested or self._stop_agreed):
             self._complete_stop()
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """Mark the run finished, or stopped if a stop arrived after the last step end."""
         if not self._active:
             return
-        if self.runtime.stop_requested:
+        if self.runtime.stop_requested or self._stop_agreed:
             self._complete_stop()
         self._active = False
         self.runtime.finish()
