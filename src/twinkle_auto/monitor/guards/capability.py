@@ -239,7 +239,7 @@ ENV_METHODS = frozenset({"update", "setdefault", "pop", "popitem", "clear", "__s
 CWD_NAMES = frozenset({"os.chdir", "os.fchdir", "contextlib.chdir"})
 """Changing the working directory moves every relative path, so it counts as writing elsewhere."""
 
-OPEN_FUNCTIONS = frozenset({"open", "io.open", "codecs.open"})
+OPEN_FUNCTIONS = frozenset({"open", "io.open", "io.FileIO", "codecs.open", "os.fdopen"})
 COPY_FUNCTIONS = frozenset({"shutil.copy", "shutil.copy2", "shutil.copyfile", "shutil.copytree"})
 LINK_FUNCTIONS = frozenset({"os.symlink", "os.link"})
 SAVE_FUNCTIONS = {
@@ -458,7 +458,23 @@ def _under(name: str, modules: frozenset[str]) -> bool:
 
 @functools.lru_cache(maxsize=4096)
 def classify(name: str) -> str | None:
-    """The rule a resolved name falls under, or None for a name with no capability."""
+    """The rule a resolved name falls under, or None for a name with no capability.
+
+    A module re-exported by another (`os.path.os.system`, `platform.os.system`, `torch.os.system`) is
+    the same module: every suffix that starts at a risky module's name is classified too."""
+    rule = _classify(name)
+    if rule is not None:
+        return rule
+    parts = name.split(".")
+    for i in range(1, len(parts)):
+        if parts[i] in RISKY_MODULES:
+            rule = _classify(".".join(parts[i:]))
+            if rule is not None:
+                return rule
+    return None
+
+
+def _classify(name: str) -> str | None:
     if _under(name, PROCESS_MODULES) or PROCESS_OS.match(name) or name in PROCESS_NAMES:
         return "process-call"
     if name in DELETE_NAMES:
