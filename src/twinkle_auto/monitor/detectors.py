@@ -11,7 +11,9 @@ head_metrics (the run's first rows, when `metrics` does not reach back to them),
 exit_code, script (the training script's text, optional), disk_free/disk_total (bytes, optional). Rows are
 logged points, not optimizer steps; eval rows, prediction rows and the trainer's final summary row are not
 training steps and are set aside first. Metric keys are read through `metric_names`, so `training_loss`,
-`train/loss` and `loss/train` are the same loss. The rules and their sources are in thresholds.py.
+`train/loss` and `loss/train` are the same loss. The rules and their sources are in thresholds.py; the
+loss-shape rules (trend, divergence, frozen, chance, plateau) in loss_shape.py, on robust.py's statistics;
+rows and the finding shape in rows.py. This module runs them all (`triage`) and decides (`rule_decision`).
 """
 
 from __future__ import annotations
@@ -20,23 +22,57 @@ import math
 import re
 import statistics
 from collections import deque
-from collections.abc import Callable, Iterable
 from typing import Any
 
-from twinkle_auto.monitor.metric_names import (
-    RL_METRICS,
-    canonical,
-    is_eval_row,
-    is_summary_row,
-    keys_for,
-    number,
-    value_of,
+from twinkle_auto.monitor.loss_shape import (
+    detect_chance,
+    detect_divergence,
+    detect_frozen,
+    detect_plateau,
+    detect_trend,
+)
+from twinkle_auto.monitor.metric_names import keys_for, value_of
+from twinkle_auto.monitor.rows import (
+    Row,
+    all_rows,
+    finding,
+    fmt,
+    is_rl_run,
+    metric_series,
+    series,
+    steps_text,
+    tail_all,
+    training_rows,
 )
 from twinkle_auto.monitor.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from twinkle_auto.monitor.tracebacks import classify_error, last_traceback
 
-Row = tuple[int, dict[str, Any]]
-"""(step, row): the row's `step`, or its index in the metrics list when it has none."""
+__all__ = [
+    "Row",
+    "all_rows",
+    "detect_chance",
+    "detect_disk",
+    "detect_divergence",
+    "detect_eval_nan",
+    "detect_frozen",
+    "detect_kl",
+    "detect_length_hacking",
+    "detect_loss_spike",
+    "detect_nan",
+    "detect_no_signal",
+    "detect_plateau",
+    "detect_process",
+    "detect_stall",
+    "detect_trend",
+    "finding",
+    "is_rl_run",
+    "metric_series",
+    "rule_decision",
+    "series",
+    "split_metrics",
+    "training_rows",
+    "triage",
+]
 
 LOSS_KEYS = ("loss", "train/loss", "train_loss", "training_loss", "train loss", "loss/train", "lm_loss")
 """Documented spellings of the training loss (all normalized by metric_names.canonical)."""
@@ -61,136 +97,6 @@ _TRL_NEGATIVE_KL_RE = re.compile(
 _ENOSPC_LINE_RE = re.compile(r"cannot write .*(?:\[Errno 28\]|No space left on device)")
 _SEVERITY_RANK = {"critical": 2, "warning": 1, "info": 0}
 _MAX_TRACEBACK_CHARS = 4000
-
-
-# --- small helpers ---------------------------------------------------------------------------------------
-def finding(kind: str, severity: str, message: str, /, **evidence: Any) -> dict[str, Any]:
-    """Build a finding dict; the one place its shape is written down."""
-    return {"kind": kind, "severity": severity, "message": " ".join(message.split()), "evidence": evidence}
-
-
-_number = number
-
-
-def _fmt(value: float) -> str:
-    return f"{value:.4g}"
-
-
-def _steps(first: int, last: int) -> str:
-    return f"step {first}" if first == last else f"steps {first}-{last}"
-
-
-def training_rows(metrics: Iterable[Any]) -> list[Row]:
-    """The training-step rows of a metrics list as (step, row), eval and summary rows left out."""
-    rows: list[Row] = []
-    for index, row in enumerate(metrics or []):
-        if not isinstance(row, dict) or is_eval_row(row) or is_summary_row(row):
-            continue
-        step = number(row.get("step"))
-        rows.append((int(step) if step is not None and math.isfinite(step) else index, row))
-    return rows
-
-
-def all_rows(metrics: Iterable[Any]) -> list[Row]:
-    """Every object row as (step, row), eval rows included (eval series are read from these)."""
-    rows: list[Row] = []
-    for index, row in enumerate(metrics or []):
-        if isinstance(row, dict) and not is_summary_row(row):
-            step = number(row.get("step"))
-            rows.append((int(step) if step is not None and math.isfinite(step) else index, row))
-    return rows
-
-
-def series(rows: list[Row], keys: Iterable[str]) -> list[tuple[int, float]]:
-    """(step, value) for every row that has a number under one of the exact `keys` (first key wins)."""
-    keys = tuple(keys)
-    out = []
-    for step, row in rows:
-        for key in keys:
-            value = number(row.get(key))
-            if value is not None:
-                out.append((step, value))
-                break
-    return out
-
-
-def metric_series(rows: list[Row], metric: str) -> list[tuple[int, float]]:
-    """(step, value) of a canonical metric (`loss`, `grad_norm`, `kl`, ...) whatever its spelling."""
-    out = []
-    for step, row in rows:
-        value = value_of(row, metric)
-        if value is not None:
-            out.append((step, value))
-    return out
-
-
-def is_rl_run(rows: list[Row]) -> bool:
-    """Whether the rows come from an RL trainer (GRPO/PPO), whose loss is not a progress measure."""
-    return any(canonical(str(key)) in RL_METRICS for _, row in rows for key in row)
-
-
-def _tail_all(values: list[tuple[int, float]], k: int, predicate: Callable[[float], bool]) -> bool:
-    """'-> x': each of the last k values (all of them, if fewer) satisfies the predicate."""
-    tail = values[-k:]
-    return bool(tail) and all(predicate(v) for _, v in tail)
-
-
-# --- robust statistics -----------------------------------------------------------------------------------
-def mann_kendall_z(values: list[float]) -> float:
-    """Mann-Kendall trend statistic z (normal approximation, continuity corrected; ties reduce variance).
-
-    Rank-based: no noise model, and one outlier changes S by at most n - 1.
-    """
-    n = len(values)
-    if n < 3:
-        return 0.0
-    s = 0
-    for i in range(n - 1):
-        vi = values[i]
-        for j in range(i + 1, n):
-            d = values[j] - vi
-            s += (d > 0) - (d < 0)
-    counts: dict[float, int] = {}
-    for v in values:
-        counts[v] = counts.get(v, 0) + 1
-    ties = sum(t * (t - 1) * (2 * t + 5) for t in counts.values() if t > 1)
-    var = (n * (n - 1) * (2 * n + 5) - ties) / 18
-    if var <= 0:
-        return 0.0
-    if s > 0:
-        return (s - 1) / math.sqrt(var)
-    if s < 0:
-        return (s + 1) / math.sqrt(var)
-    return 0.0
-
-
-def theil_sen_slope(values: list[float]) -> float:
-    """Median of the pairwise slopes (per row): a slope one bad point cannot drag."""
-    slopes = [
-        (values[j] - values[i]) / (j - i) for i in range(len(values) - 1) for j in range(i + 1, len(values))
-    ]
-    return statistics.median(slopes) if slopes else 0.0
-
-
-def robust_noise(values: list[float]) -> float:
-    """Step-to-step noise: 1.4826 x MAD of first differences / sqrt(2) (sigma for Gaussian noise)."""
-    diffs = [b - a for a, b in zip(values, values[1:], strict=False)]
-    if len(diffs) < 2:
-        return 0.0
-    med = statistics.median(diffs)
-    return 1.4826 * statistics.median(abs(d - med) for d in diffs) / math.sqrt(2)
-
-
-def _rolling_medians(values: list[float], k: int) -> list[float]:
-    if len(values) <= k:
-        return [statistics.median(values)] if values else []
-    return [statistics.median(values[i : i + k]) for i in range(len(values) - k + 1)]
-
-
-def _warming_up(rows: list[Row], th: Thresholds) -> bool:
-    """The LR is still rising over the recent rows: the run has not started learning in earnest."""
-    lrs = [v for _, v in metric_series(rows, "lr") if math.isfinite(v)][-th.trend_min_rows :]
-    return len(lrs) >= 2 and lrs[-1] > lrs[0] * (1 + th.warmup_rel_rise) and lrs[-1] > 0
 
 
 # --- process state and log -------------------------------------------------------------------------------
@@ -473,25 +379,25 @@ def detect_loss_spike(rows: list[Row], thresholds: Thresholds = DEFAULT_THRESHOL
     ongoing = latest["index"] >= len(values) - thresholds.spike_recent_rows
     explain = {
         "sigma": lambda h: (
-            f"> mean+{thresholds.spike_sigma:g}σ ({_fmt(h['mean'])}+{thresholds.spike_sigma:g}"
-            f"×{_fmt(h['sigma'])}) of the previous {thresholds.spike_sigma_window} steps (OLMo)"
+            f"> mean+{thresholds.spike_sigma:g}σ ({fmt(h['mean'])}+{thresholds.spike_sigma:g}"
+            f"×{fmt(h['sigma'])}) of the previous {thresholds.spike_sigma_window} steps (OLMo)"
         ),
         "running_mean": lambda h: (
-            f">= {thresholds.spike_mean_multiplier:g}× the running mean {_fmt(h['mean'])} "
+            f">= {thresholds.spike_mean_multiplier:g}× the running mean {fmt(h['mean'])} "
             f"for {h['streak']} consecutive steps (llm-foundry)"
         ),
         "max_factor": lambda h: (
-            f"> {thresholds.spike_max_factor:g}× the largest earlier loss {_fmt(h['largest'])} (Megatron)"
+            f"> {thresholds.spike_max_factor:g}× the largest earlier loss {fmt(h['largest'])} (Megatron)"
         ),
     }[latest["rule"]](latest)
     rules = sorted({h["rule"] for h in hits})
     later = (
         ""
         if ongoing
-        else f"; the loss has since come back (last {_fmt(values[-1][1])} at step {values[-1][0]})"
+        else f"; the loss has since come back (last {fmt(values[-1][1])} at step {values[-1][0]})"
     )
     message = (
-        f"loss spike at step {latest['step']}: {_fmt(latest['value'])} {explain}; {len(hits)} hit(s){later}"
+        f"loss spike at step {latest['step']}: {fmt(latest['value'])} {explain}; {len(hits)} hit(s){later}"
     )
     latest = {k: v for k, v in latest.items() if k != "index"}
     return [
@@ -503,237 +409,6 @@ def detect_loss_spike(rows: list[Row], thresholds: Thresholds = DEFAULT_THRESHOL
             rules=rules,
             hits=len(hits),
             ongoing=ongoing,
-        )
-    ]
-
-
-# --- trend, divergence, frozen, chance level, no progress (principles 2 and 3) ---------------------------
-def _finite_values(rows: list[Row], metric_or_key: str, *, exact: bool = False) -> list[tuple[int, float]]:
-    values = series(rows, (metric_or_key,)) if exact else metric_series(rows, metric_or_key)
-    return [(s, v) for s, v in values if math.isfinite(v)]
-
-
-def _loss_series(rows: list[Row], head: list[Row]) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-    """(head values, tail values) of the finite training loss; head is empty when the tail holds the start."""
-    return _finite_values(head, "loss"), _finite_values(rows, "loss")
-
-
-def _eval_series(eval_rows: list[Row]) -> dict[str, list[tuple[int, float]]]:
-    keys = keys_for([r for _, r in eval_rows], "eval_loss")
-    return {key: _finite_values(eval_rows, key, exact=True) for key in keys}
-
-
-def _trend(values: list[float], th: Thresholds) -> tuple[float, float, float]:
-    """(Mann-Kendall z, Theil-Sen change over the window, level) of the last `trend_window` values."""
-    window = values[-th.trend_window :]
-    z = mann_kendall_z(window)
-    change = theil_sen_slope(window) * (len(window) - 1)
-    level = max(abs(statistics.median(window)), th.loss_floor)
-    return z, change, level
-
-
-def _rising_finding(
-    name: str, kind: str, values: list[tuple[int, float]], th: Thresholds, extra: str = ""
-) -> list[dict[str, Any]]:
-    if len(values) < th.trend_min_rows:
-        return []
-    window = values[-th.trend_window :]
-    z, change, level = _trend([v for _, v in window], th)
-    if z < th.trend_z or change / level < th.trend_min_rel_change:
-        return []
-    low_step, low = min(window, key=lambda sv: sv[1])
-    message = (
-        f"{name} rising: +{change / level * 100:.0f}% over the last {len(window)} logged rows "
-        f"({_steps(window[0][0], window[-1][0])}; lowest {_fmt(low)} at step {low_step}, now {_fmt(window[-1][1])}; "
-        f"Mann-Kendall z = {z:.1f} ≥ {th.trend_z:g}){extra}"
-    )
-    return [
-        finding(
-            kind,
-            "warning",
-            message,
-            key=name,
-            z=round(z, 2),
-            rel_change=round(change / level, 4),
-            rows=len(window),
-            from_step=window[0][0],
-            to_step=window[-1][0],
-        )
-    ]
-
-
-def detect_trend(
-    rows: list[Row], thresholds: Thresholds = DEFAULT_THRESHOLDS, *, eval_rows: list[Row] | None = None
-) -> list[dict[str, Any]]:
-    """LOSS_RISING / EVAL_RISING / LOSS_RUNAWAY: a significant, material trend over the last rows.
-
-    Rising training loss (any length from `trend_min_rows`); an eval loss rising (overfitting when the
-    training loss falls meanwhile); a negative loss still falling significantly (an objective without a
-    floor: a sign error, or a loss that rewards something unbounded).
-    """
-    th = thresholds
-    findings: list[dict[str, Any]] = []
-    train = _finite_values(rows, "loss") if not is_rl_run(rows) else []
-    findings += _rising_finding("loss", "LOSS_RISING", train, th)
-    if len(train) >= th.trend_min_rows:
-        window = [v for _, v in train[-th.trend_window :]]
-        z, change, level = _trend(window, th)
-        recent = window[-th.chance_min_rows :]
-        if all(v < 0 for v in recent) and z <= -th.trend_z and -change / level >= th.trend_min_rel_change:
-            message = (
-                f"negative loss running away: {_fmt(window[0])} → {_fmt(window[-1])} over the last {len(window)} "
-                f"logged rows (Mann-Kendall z = {z:.1f}); a loss with no floor usually means a sign error or an "
-                "objective the model can game"
-            )
-            findings.append(
-                finding("LOSS_RUNAWAY", "warning", message, z=round(z, 2), last=window[-1], rows=len(window))
-            )
-    train_z = _trend([v for _, v in train], th)[0] if len(train) >= th.trend_min_rows else 0.0
-    for key, values in _eval_series(eval_rows or []).items():
-        extra = " while the training loss falls (overfitting)" if train_z <= -th.trend_z else ""
-        found = _rising_finding(key, "EVAL_RISING", values, th, extra)
-        if found:
-            findings += found
-            break  # one eval group is enough to say it; the others usually move together
-    return findings
-
-
-def detect_divergence(
-    rows: list[Row], thresholds: Thresholds = DEFAULT_THRESHOLDS, *, head: list[Row] | None = None
-) -> list[dict[str, Any]]:
-    """DIVERGENCE: the loss has climbed back from the run's best by a large part of what it had gained."""
-    th = thresholds
-    if is_rl_run(rows):
-        return []
-    head_vals, tail_vals = _loss_series(rows, head or [])
-    hist = [v for _, v in head_vals] + [v for _, v in tail_vals]
-    if len(hist) < th.trend_min_rows:
-        return []
-    k = min(th.smooth_rows, max(1, len(hist) // 4))  # short runs: a quarter of the rows at most
-    start = statistics.median(hist[:k])
-    smoothed = _rolling_medians([v for _, v in head_vals], k) + _rolling_medians([v for _, v in tail_vals], k)
-    best = min(smoothed)
-    current = statistics.median(v for _, v in tail_vals[-k:])
-    noise = robust_noise([v for _, v in tail_vals[-th.trend_window :]])
-    rise, progress = current - best, start - best
-    if progress <= 0 or rise < th.divergence_factor * progress:
-        return []
-    if rise < th.divergence_min_rel * max(abs(best), th.loss_floor) or rise < th.divergence_noise_k * noise:
-        return []
-    message = (
-        f"loss diverging: now {_fmt(current)} (median of the last {k} rows, to step {tail_vals[-1][0]}), up from "
-        f"the run's best {_fmt(best)}, i.e. {rise / progress:.0%} of the way back to where it started ({_fmt(start)})"
-    )
-    return [
-        finding(
-            "DIVERGENCE",
-            "warning",
-            message,
-            start=start,
-            best=best,
-            current=current,
-            noise=noise,
-            factor=round(rise / progress, 3),
-        )
-    ]
-
-
-def detect_frozen(
-    rows: list[Row], thresholds: Thresholds = DEFAULT_THRESHOLDS, *, head: list[Row] | None = None
-) -> list[dict[str, Any]]:
-    """FROZEN: the loss repeats the same value (within float noise) on the last `frozen_min_rows` rows."""
-    th = thresholds
-    if is_rl_run(rows):
-        return []
-    head_vals, values = _loss_series(rows, head or [])
-    if len(values) < th.frozen_min_rows:
-        return []
-    last = values[-1][1]
-    tol = th.frozen_rel_tol * max(abs(last), 1e-6)
-    same = 0
-    for _, v in reversed(values):
-        if abs(v - last) > tol:
-            break
-        same += 1
-    if same < th.frozen_min_rows:
-        return []
-    since_start = same == len(values) and all(abs(v - last) <= tol for _, v in head_vals)
-    where = "since the first logged row" if since_start else f"since step {values[-same][0]}"
-    message = (
-        f"loss frozen at {_fmt(last)} on the last {same} logged rows ({where}): nothing is being learned"
-    )
-    return [finding("FROZEN", "warning", message, value=last, rows=same, since_start=since_start)]
-
-
-def detect_chance(rows: list[Row], thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[dict[str, Any]]:
-    """CHANCE: the loss sits at ln(K) on the last rows: a uniform prediction over K classes, not moving."""
-    th = thresholds
-    if is_rl_run(rows) or _warming_up(rows, th):
-        return []
-    values = _finite_values(rows, "loss")
-    if len(values) < th.chance_min_rows:
-        return []
-    last = values[-1][1]
-    if last <= math.log(2) * (1 - th.chance_rel_tol):
-        return []
-    classes = round(math.exp(last))
-    if not 2 <= classes <= th.chance_max_classes:
-        return []
-    level = math.log(classes)
-    count = 0
-    for _, v in reversed(values):
-        if abs(v - level) > th.chance_rel_tol * level:
-            break
-        count += 1
-    if count < th.chance_min_rows:
-        return []
-    message = (
-        f"loss stuck at chance level: {_fmt(last)} ≈ ln({classes}) = {level:.5g} on the last {count} logged rows "
-        f"(within {th.chance_rel_tol:.1%}): the model predicts a uniform distribution over {classes} classes"
-    )
-    return [finding("CHANCE", "warning", message, classes=classes, level=level, rows=count, last=last)]
-
-
-def detect_plateau(
-    rows: list[Row], thresholds: Thresholds = DEFAULT_THRESHOLDS, *, head: list[Row] | None = None
-) -> list[dict[str, Any]]:
-    """PLATEAU: no progress since the run started (the recent loss < 3% below its start).
-
-    Measured from the run's start, not across the recent window: a flat tail after real progress is
-    convergence (whatever the LR schedule), and is never reported. A run still warming up waits.
-    """
-    th = thresholds
-    if is_rl_run(rows) or _warming_up(rows, th):
-        return []
-    head_vals, tail_vals = _loss_series(rows, head or [])
-    hist = [v for _, v in head_vals] + [v for _, v in tail_vals]
-    if len(hist) < th.plateau_min_rows:
-        return []
-    k = max(th.smooth_rows, min(len(hist) // 5, th.trend_window))  # a fifth of what is seen, as before
-    first, last = statistics.median(hist[:k]), statistics.median(hist[-k:])
-    if first <= th.loss_floor:
-        return []
-    drop = (first - last) / first
-    if drop >= th.plateau_min_rel_drop:
-        return []
-    start_step = (head_vals or tail_vals)[0][0]
-    message = (
-        f"no progress: the loss is {_fmt(last)} (median of the last {k} rows, to step {tail_vals[-1][0]}) vs "
-        f"{_fmt(first)} at the start (from step {start_step}), a {drop * 100:.1f}% drop < "
-        f"{th.plateau_min_rel_drop * 100:g}% after {len(hist)} logged rows"
-    )
-    return [
-        finding(
-            "PLATEAU",
-            "warning",
-            message,
-            first_mean=first,
-            last_mean=last,
-            rel_drop=drop,
-            rows=len(hist),
-            from_step=start_step,
-            to_step=tail_vals[-1][0],
-            min_rel_drop=th.plateau_min_rel_drop,
         )
     ]
 
@@ -754,7 +429,7 @@ def detect_kl(
         step, value = max(high + low)
         side = f"> {thresholds.kl_max:g}" if value > thresholds.kl_max else f"< {thresholds.kl_min:g}"
         message = (
-            f"KL {_fmt(value)} {side} at step {step} ({len(high)} step(s) above {thresholds.kl_max:g}, "
+            f"KL {fmt(value)} {side} at step {step} ({len(high)} step(s) above {thresholds.kl_max:g}, "
             f"{len(low)} below {thresholds.kl_min:g}, of {len(values)} logged)"
         )
         evidence = {"step": step, "value": value, "above": len(high), "below": len(low), "rows": len(values)}
@@ -762,7 +437,7 @@ def detect_kl(
         findings.append(finding("KL", "warning", message, **evidence))
     warned = [float(m.group(1)) for m in _TRL_NEGATIVE_KL_RE.finditer(log_tail or "")]
     if warned:
-        message = f"TRL warned {len(warned)} time(s) that KL is becoming negative (last {_fmt(warned[-1])})"
+        message = f"TRL warned {len(warned)} time(s) that KL is becoming negative (last {fmt(warned[-1])})"
         findings.append(
             finding("KL", "warning", message, source="log", values=warned[-10:], count=len(warned))
         )
@@ -782,14 +457,14 @@ def detect_no_signal(rows: list[Row], thresholds: Thresholds = DEFAULT_THRESHOLD
         "frac_reward_zero_std": (metric_series(rows, "frac_reward_zero_std"), lambda v: v > 1 - eps, "→ 1"),
         "grad_norm": (metric_series(rows, "grad_norm"), lambda v: abs(v) < eps, "→ 0"),
     }
-    hit = {name: vals[-k:] for name, (vals, pred, _) in checks.items() if _tail_all(vals, k, pred)}
+    hit = {name: vals[-k:] for name, (vals, pred, _) in checks.items() if tail_all(vals, k, pred)}
     if not hit:
         return []
     steps = next(iter(hit.values()))
     parts = ", ".join(f"{name} {checks[name][2]}" for name in hit)
     message = (
         f"no learning signal: {parts} on each of the last {len(steps)} logged steps "
-        f"({_steps(steps[0][0], steps[-1][0])}, eps {eps:g})"
+        f"({steps_text(steps[0][0], steps[-1][0])}, eps {eps:g})"
     )
     evidence = {name: [v for _, v in vals] for name, vals in hit.items()}
     return [
@@ -823,18 +498,18 @@ def detect_length_hacking(
     """
     k = thresholds.signal_window
     clipped = metric_series(rows, "length_clip_ratio")
-    if not _tail_all(clipped, k, lambda v: v >= thresholds.clipped_ratio_high):
+    if not tail_all(clipped, k, lambda v: v >= thresholds.clipped_ratio_high):
         return []
     trend, previous, recent = _reward_trend(rows, k, thresholds.reward_fall_sigma)
     if trend == "falling":
         return []
     tail = clipped[-k:]
     reward_part = (
-        "reward unknown" if previous is None else f"reward {trend} ({_fmt(previous)} → {_fmt(recent)})"
+        "reward unknown" if previous is None else f"reward {trend} ({fmt(previous)} → {fmt(recent)})"
     )
     message = (
         f"length hacking: completions/clipped_ratio >= {thresholds.clipped_ratio_high:g} on each of the last "
-        f"{len(tail)} logged steps ({_steps(tail[0][0], tail[-1][0])}, last {_fmt(tail[-1][1])}), {reward_part}"
+        f"{len(tail)} logged steps ({steps_text(tail[0][0], tail[-1][0])}, last {fmt(tail[-1][1])}), {reward_part}"
     )
     evidence = {"clipped_ratio": [v for _, v in tail], "last_step": tail[-1][0], "reward_trend": trend}
     evidence |= {"reward_previous": previous, "reward_recent": recent, "limit": thresholds.clipped_ratio_high}
