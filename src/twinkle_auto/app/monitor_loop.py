@@ -236,6 +236,7 @@ class MonitorLoop:
         self._pids: dict[str, tuple[int, float | None]] = {}
         self._settled: dict[str, Any] = {}
         self._due: set[str] = set()
+        self._exit_seen: dict[str, int] = {}
         self._due_lock = threading.Lock()
         self._inflight: dict[str, asyncio.Task[dict[str, Any]]] = {}
         self._watching: set[str] = set()
@@ -310,6 +311,8 @@ class MonitorLoop:
             and not isinstance(pid, bool)
             and 0 < pid < 2**31
             and self._settled.get(run_id) != (meta.get("launch_count"), pid)
+            and self._exit_seen.get(run_id) != pid  # an exit already seen (and ticked) is not a new one
+            and psutil.pid_exists(pid)
         ):
             ctime = meta.get("pid_create_time")
             self._pids[run_id] = (pid, float(ctime) if isinstance(ctime, (int, float)) else None)
@@ -536,7 +539,9 @@ class MonitorLoop:
                 else:
                     with self._due_lock:
                         due, self._due = set(self._due), set()
-                    due.update(self._exited_runs())
+                    for run_id in self._exited_runs():
+                        due.add(run_id)
+                        self._exit_seen[run_id] = self._pids.pop(run_id)[0]
                     if due:
                         watched = self.watched_runs()
                         self._note_transitions(watched)
