@@ -282,25 +282,48 @@ def wait_gone(
 
 
 def find_run_processes(folder: str | Path) -> list[psutil.Process]:
-    """Live processes on this host that run the run folder's train.py (whatever meta.json says).
+    """Live Python processes on this host that run the run folder's train.py (whatever meta.json says).
 
     The last line of defence before a launch: a meta.json that is corrupt, lost its pid or names the
-    wrong one must not let a second copy of a live run start.
+    wrong one must not let a second copy of a live run start. It runs inside every launch, so it reads
+    only /proc/PID/cmdline first (one small read per process) and looks closer at the few that name a
+    train.py.
     """
     script = os.path.realpath(Path(folder) / fmt.SCRIPT_FILE)
+    needle = fmt.SCRIPT_FILE.encode()
+    try:
+        pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:  # no procfs: ask psutil for every process
+        pids = psutil.pids()
     found = []
-    for p in psutil.process_iter(["cmdline", "cwd", "status"]):
-        info = p.info
-        if info.get("status") == psutil.STATUS_ZOMBIE or p.pid == os.getpid():
+    for pid in pids:
+        if pid == os.getpid():
             continue
-        cmdline = info.get("cmdline") or []
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                raw = f.read(1 << 16)
+        except OSError:
+            try:
+                raw = "\0".join(psutil.Process(pid).cmdline()).encode()
+            except psutil.Error:
+                continue
+        if needle not in raw:
+            continue
+        cmdline = [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
         if not is_interpreter(cmdline):
             continue
-        cwd = info.get("cwd") or "/"
-        for arg in cmdline[1:]:
-            if arg.endswith(fmt.SCRIPT_FILE) and os.path.realpath(os.path.join(cwd, arg)) == script:
-                found.append(p)
-                break
+        try:
+            p = psutil.Process(pid)
+            if p.status() == psutil.STATUS_ZOMBIE:
+                continue
+            cwd = p.cwd()
+        except psutil.Error:
+            continue
+        if any(
+            arg.endswith(fmt.SCRIPT_FILE) and os.path.realpath(os.path.join(cwd, arg)) == script
+            for arg in cmdline[1:]
+        ):
+            found.append(p)
     return found
 
 
