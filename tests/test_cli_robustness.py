@@ -134,6 +134,15 @@ def test_markup_in_data_is_printed_literally(home: Path) -> None:
         assert "MarkupError" not in out.stderr
     assert "org/[/x]model" in run_cli("status", "markup", env={"COLUMNS": "200"}).stdout
     assert "[/x]loss" in run_cli("metrics", "markup", env={"COLUMNS": "200"}).stdout
+    (home / "markup" / "output.log").write_text(
+        "Traceback (most recent call last):\n"
+        '  File "train.py", line 3, in <module>\n'
+        "    cfg['[/x]']\n"
+        "KeyError: '[/x] [bold]'\n"
+    )
+    check = run_cli("check", "markup", "--no-llm", env={"COLUMNS": "200"}, timeout=60)
+    assert check.returncode in (0, 1, 2) and "MarkupError" not in check.stderr, check.stderr
+    assert "[/x] [bold]" in check.stdout  # the diagnosis quotes the error literally
 
 
 @pytest.mark.parametrize("verb", ["status", "logs", "metrics", "pause", "start"])
