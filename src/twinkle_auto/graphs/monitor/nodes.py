@@ -44,6 +44,7 @@ from twinkle_auto.runtime import format as fmt
 ISSUE_SEVERITIES = ("warning", "critical")
 MAX_HISTORY = 20
 MAX_TRACEBACK_KEPT = 4000
+MAX_VERIFY_CHUNKS = 8
 _ALIVE = ("alive", "stopped")
 
 
@@ -141,13 +142,39 @@ def _outside_target(folder: Path) -> Path | None:
     return None if target.is_relative_to(root) else target
 
 
-def _relaunch_steps(rows: list[dict[str, Any]], since: float) -> int | None:
+def _relaunch_steps(
+    ctx: MonitorContext, run_id: str, fix: dict[str, Any], rows: list[dict[str, Any]]
+) -> int | None:
+    """The highest step the relaunched process logged: rows after the metrics offset taken at the relaunch
+    (exact), else rows stamped after the launch time (a relaunch recorded after an interruption)."""
+    offset = fix.get("metrics_offset")
+    if isinstance(offset, int):
+        best: int | None = None
+        for _ in range(MAX_VERIFY_CHUNKS):
+            chunk = ctx.connection.store.metrics_from(run_id, offset)
+            if chunk.reset:
+                break
+            steps = [int(r["step"]) for r in chunk.entries if isinstance(r.get("step"), int)]
+            if steps:
+                best = max(steps) if best is None else max(best, *steps)
+            if not chunk.more:
+                return best
+            offset = chunk.offset
+        return best
+    since = float(fix.get("relaunched_at") or 0.0)
     steps = [
         int(r["step"])
         for r in rows
         if isinstance(r.get("step"), int) and isinstance(r.get("ts"), (int, float)) and r["ts"] >= since
     ]
     return max(steps) if steps else None
+
+
+def _metrics_size(ctx: MonitorContext, run_id: str) -> int:
+    try:
+        return (ctx.connection.store.path(run_id) / fmt.METRICS_FILE).stat().st_size
+    except OSError:
+        return 0
 
 
 def _exception_line(traceback: str | None) -> str:
@@ -220,9 +247,8 @@ def verify(state: MonitorState, ctx: MonitorContext) -> dict[str, Any]:
     snap = state["snapshot"]
     cached = ctx.peek_rows(run_id)
     rows = cached[0] if cached else []
-    since = float(fix.get("relaunched_at") or 0.0)
     crash_step = fix.get("crash_step")
-    new_max = _relaunch_steps(rows, since)
+    new_max = _relaunch_steps(ctx, run_id, fix, rows)
     past = new_max is not None and (crash_step is None or new_max > int(crash_step))
     meta = _meta(ctx, run_id)
     same_launch = meta.get("launch_count") == fix.get("launch_count")
@@ -747,6 +773,7 @@ def _record_relaunch(
         # launched_at is when the new process started; our clock minus a second is as good a bound
         "relaunched_at": float(meta.get("launched_at") or now) if relaunch.get("recovered") else now - 1.0,
         "launch_count": relaunch.get("launch_count"),
+        "metrics_offset": pending.get("metrics_offset"),
         "relaunch": relaunch,
         "time": now,
     }
@@ -828,6 +855,7 @@ def resume(state: MonitorState, ctx: MonitorContext) -> dict[str, Any]:
         if isinstance(meta.get("launch_count"), int) and meta.get("launch_count") != before:
             relaunch = {"pid": meta.get("pid"), "launch_count": meta["launch_count"], "recovered": True}
         else:
+            pending["metrics_offset"] = _metrics_size(ctx, run_id)
             try:
                 result = ctx.connection.controller.launch(run_id, reason=f"auto-fix #{attempt}")
                 relaunch = {
