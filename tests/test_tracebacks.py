@@ -165,6 +165,8 @@ def test_cut_after_the_header_is_still_a_traceback() -> None:
         ("RuntimeError: No CUDA GPUs are available", "no_gpu"),
         ("AssertionError: Torch not compiled with CUDA enabled", "no_gpu"),
         ("step 500\nKilled\n", "killed"),
+        ("step 500\nSegmentation fault (core dumped)\n", "native_crash"),
+        ("huggingface_hub.errors.GatedRepoError: 401 Client Error. Cannot access gated repo", "auth"),
         ("RuntimeError: DataLoader worker (pid 123) is killed by signal: Killed.", "host_oom"),
     ],
 )

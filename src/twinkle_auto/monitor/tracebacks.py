@@ -57,7 +57,8 @@ ENV_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         (
             "cuda_error",
             r"CUDA error|CUDA driver error|CUDNN_STATUS_\w+|cuDNN error|CUBLAS_STATUS_\w+"
-            r"|illegal memory access|uncorrectable ECC error|cuDNN failed to initialize|Blas GEMM launch failed",
+            r"|illegal memory access|uncorrectable ECC error|cuDNN failed to initialize|Blas GEMM launch failed"
+            r"|CUDA Setup failed|no kernel image is available",
         ),
         (
             "disk_full",
@@ -79,6 +80,16 @@ ENV_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             "killed",
             r"^\s*Killed\s*$|Out of memory: Killed process|\boom-kill|Signal 9 \(SIGKILL\)|Signals\.SIGKILL"
             r"|exit(?:code| status)\s*:?\s*-9\b",
+        ),
+        (
+            "native_crash",
+            r"Segmentation fault|\bcore dumped\b|Fatal Python error: (?:Segmentation|Aborted|Bus)|\bSIGSEGV\b"
+            r"|Signal 11 \(SIGSEGV\)|exit(?:code| status)\s*:?\s*-(?:11|6)\b|Illegal instruction",
+        ),
+        (
+            "auth",
+            r"\bGatedRepoError\b|401 Client Error|403 Client Error|Invalid user token|Invalid credentials"
+            r"|You are trying to access a gated repo|\bUnauthorized\b for url",
         ),
         (
             "network",
