@@ -168,7 +168,7 @@ def collect(connection: Connection, run_id: str, *, stall_reset_at: float | None
         disk_free, disk_total = int(usage.free), int(usage.total)
     except OSError:
         disk_free = disk_total = None
-    mentions = script_mentions(log_text, _script_text(folder / fmt.SCRIPT_FILE))
+    mentions = script_mentions(log_text, lambda: _script_text(folder / fmt.SCRIPT_FILE))
     digest_src = f"{last_step}|{tail.size}|{process_state}|{status.status}|{meta.get('launch_count')}"
     return {
         "run_id": run_id,

@@ -17,6 +17,7 @@ exception (the tables below) and by *where* it was raised:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from twinkle_auto.connection.tracebacks import (
@@ -226,7 +227,7 @@ def _mentions(script: str, name: str, callee: str) -> dict[str, bool]:
     return out
 
 
-def script_mentions(log_tail: str, script: str | None) -> dict[str, bool] | None:
+def script_mentions(log_tail: str, script: str | Callable[[], str | None] | None) -> dict[str, bool] | None:
     """What the training script says about the identifiers of the error in the log, as a tiny dict.
 
     The monitor keeps it in its state instead of the script's text: for a TypeError about keyword 'k'
@@ -239,8 +240,11 @@ def script_mentions(log_tail: str, script: str | None) -> dict[str, bool] | None
     names = _mismatch_names(parsed) if parsed is not None else None
     if names is None:
         return None
+    text = script() if callable(script) else script  # read only when the log has such an error
+    if not text:
+        return None
     name, callee, owner = names
-    return _mentions(script, name, callee or owner)
+    return _mentions(text, name, callee or owner)
 
 
 def _named_by_user(
