@@ -23,9 +23,9 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from twinkle_auto.graphs.monitor import prompts
-from twinkle_auto.monitor import guards
 from twinkle_auto.monitor.edits import apply_answer, edit_plan_schema
 from twinkle_auto.monitor.fix_context import build_fix_context, estimate_tokens
+from twinkle_auto.monitor.guards import review_patch
 from twinkle_auto.monitor.ledger import LedgerEntry
 from twinkle_auto.monitor.patching import PatchError, apply_patch, unified_diff
 
@@ -59,12 +59,8 @@ class Review:
 
 def review(old: str, new: str, *, run_dir: str | Path, failing_lines: list[int]) -> Review:
     """The guards' verdict on one patch (capabilities, gaming, honesty), as plain data."""
-    review_patch = getattr(guards, "review_patch", None)
-    if review_patch is not None:
-        result = review_patch(old, new, run_dir=run_dir, failing_lines=failing_lines)
-        return Review(bool(result.ok), bool(result.unsafe), list(result.messages()), list(failing_lines))
-    messages = guards.check_patch(old, new)
-    return Review(not messages, False, list(messages), list(failing_lines))
+    result = review_patch(old, new, run_dir=run_dir, failing_lines=failing_lines)
+    return Review(bool(result.ok), bool(result.unsafe), list(result.messages()), list(failing_lines))
 
 
 def _changed_lines(old: str, new: str) -> list[int]:
