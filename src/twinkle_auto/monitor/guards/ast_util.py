@@ -12,8 +12,10 @@ import binascii
 import codecs
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple, TypeVar
+
+T = TypeVar("T")
 
 # ------------------------------------------------------------------------------------------ constants
 TRAINING_METHODS = frozenset(
@@ -172,16 +174,25 @@ class TreeIndex:
         self.tree = tree
         self.nodes: list[ast.AST] = [tree]
         self.parent_of: dict[ast.AST, ast.AST] = {}
-        i = 0
-        while i < len(self.nodes):
-            node = self.nodes[i]
-            i += 1
-            for child in ast.iter_child_nodes(node):
-                self.parent_of[child] = node
-                self.nodes.append(child)
         self.by_type: dict[type, list[ast.AST]] = {}
-        for node in self.nodes:
-            self.by_type.setdefault(type(node), []).append(node)
+        self.cache: dict[object, object] = {}
+        """Results of per-tree helpers (`cached`), so two rules asking the same question pay once."""
+        nodes, parent_of, by_type, AST = self.nodes, self.parent_of, self.by_type, ast.AST
+        i = 0
+        while i < len(nodes):  # ast.walk's order, without its generators (this is the hot loop)
+            node = nodes[i]
+            i += 1
+            by_type.setdefault(type(node), []).append(node)
+            for name in node._fields:
+                value = getattr(node, name, None)
+                if isinstance(value, AST):
+                    parent_of[value] = node
+                    nodes.append(value)
+                elif isinstance(value, list):
+                    for item in value:
+                        if isinstance(item, AST):
+                            parent_of[item] = node
+                            nodes.append(item)
         self.trains: set[ast.AST] = set()
         """Every node that is, or contains, a training call."""
         for call in self.of_type(ast.Call):
@@ -215,6 +226,14 @@ def index(tree: ast.AST) -> TreeIndex:
         _INDEXES.pop(next(iter(_INDEXES)))
     built = _INDEXES[id(tree)] = TreeIndex(tree)
     return built
+
+
+def cached(tree: ast.AST, key: object, compute: Callable[[], T]) -> T:
+    """`compute()` once per tree and key."""
+    store = index(tree).cache
+    if key not in store:
+        store[key] = compute()
+    return store[key]  # type: ignore[return-value]
 
 
 def has_training_call(nodes: Iterable[ast.AST]) -> bool:

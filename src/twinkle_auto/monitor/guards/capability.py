@@ -313,7 +313,20 @@ class _Resolver:
 
     def _collect(self) -> None:
         assignments: list[tuple[str, ast.expr]] = []
-        for node in self.nodes:
+        idx = index(self.tree)
+        wanted = (
+            ast.Import,
+            ast.ImportFrom,
+            ast.FunctionDef,
+            ast.AsyncFunctionDef,
+            ast.ClassDef,
+            ast.Assign,
+            ast.AnnAssign,
+            ast.NamedExpr,
+            ast.Name,
+            ast.arg,
+        )
+        for node in [node for kind in wanted for node in idx.of_type(kind)]:
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     if alias.asname:
@@ -755,7 +768,9 @@ class _Analysis:
     def uses(self, *, all_writes: bool = False) -> list[Use]:
         """Capability uses; writes only when not provably inside the run folder (all of them if asked)."""
         result: list[Use] = []
-        for node in self.r.nodes:
+        idx = index(self.tree)
+        kinds = (ast.Name, ast.Attribute, ast.Subscript, ast.Call, ast.AugAssign)
+        for node in [node for kind in kinds for node in idx.of_type(kind)]:
             if isinstance(node, (ast.Name, ast.Attribute, ast.Subscript, ast.Call)):
                 result.extend(self._reference(node))
             if isinstance(node, ast.Call):
@@ -998,7 +1013,7 @@ def _assigned_roots(tree: ast.AST, roots: set[str]) -> dict[str, list[ast.expr]]
         if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in targets:
-                text = ast.unparse(target)
+                text = dotted(target) or (ast.unparse(target) if isinstance(target, ast.Subscript) else "")
                 if text in roots:
                     result.setdefault(text, []).append(node.value)
     return result

@@ -18,6 +18,7 @@ from twinkle_auto.monitor.guards.ast_util import (
     TRY_TYPES,
     Found,
     ancestors,
+    cached,
     call_name,
     calls,
     const,
@@ -836,6 +837,10 @@ def _is_partial_range(node: ast.AST) -> bool:
 
 def data_cuts(tree: ast.AST) -> list[Found]:
     """Places that train on a fixed part of the data: `ds[:100]`, `.select(range(100))`, `.take(8)`..."""
+    return cached(tree, "data_cuts", lambda: _data_cuts(tree))
+
+
+def _data_cuts(tree: ast.AST) -> list[Found]:
     result = []
     for node in index(tree).nodes:
         if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Slice):
