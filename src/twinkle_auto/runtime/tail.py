@@ -299,6 +299,10 @@ def _metric_int(digits: str) -> int | float:
     return value if -(2**63) <= value < 2**63 else float(value)
 
 
+_METRIC_DECODER = json.JSONDecoder(parse_int=_metric_int)
+"""Built once: `json.loads(..., parse_int=...)` would build a decoder per line."""
+
+
 def parse_metric_line(line: bytes | str) -> dict[str, Any] | None:
     """One metrics.jsonl line as a dict, or None when it is not a JSON object (a torn or foreign line).
 
@@ -307,7 +311,7 @@ def parse_metric_line(line: bytes | str) -> dict[str, Any] | None:
     step: it is dropped, so no reader turns it into a huge int.
     """
     try:
-        obj = json.loads(line, parse_int=_metric_int)
+        obj = _METRIC_DECODER.decode(line.decode("utf-8") if isinstance(line, bytes) else line)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     if not isinstance(obj, dict):
