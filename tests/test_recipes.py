@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 from hubserver import HubServer, model_entry
 from recipe_data.helpers import GRPO_ROWS, SFT_ROWS, write_jsonl
 from stubs.server_helpers import free_port
@@ -301,3 +302,37 @@ def test_rendered_scripts_are_pyflakes_clean(name: str, data: dict[str, str]) ->
         timeout=60,
     )
     assert result.returncode == 0, result.stdout[-2000:]
+
+
+def test_recipe_command(data: dict[str, str], tmp_path: Path) -> None:
+    """`twinkle-auto recipe`: list, describe, render to a file; bad input is one line and exit 1."""
+    listed = run_cli("recipe", "--json")
+    assert listed.returncode == 0 and [r["name"] for r in json.loads(listed.stdout)] == [
+        r.name for r in RECIPES
+    ]
+    shown = json.loads(run_cli("recipe", "trl-grpo", "--show-params", "--json").stdout)
+    assert {"name": "num_generations", "required": False, "default": 4} in [
+        {k: row[k] for k in ("name", "required", "default")} for row in shown
+    ]
+    out = tmp_path / "train.py"
+    made = run_cli(
+        "recipe",
+        "torch-sft",
+        "--set",
+        f"model={data['model']}",
+        "--set",
+        f"dataset={data['sft']}",
+        "--set",
+        "lr=1e-4",
+        "--set",
+        "max_steps=7",
+        "-o",
+        str(out),
+        "--json",
+    )
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["params"]["lr"] == 1e-4
+    tree = ast.parse(out.read_text())
+    assert "MAX_STEPS = 7" in out.read_text() and tree.body
+    bad = run_cli("recipe", "torch-sft", "--set", f"model={data['model']}", "--set", "dataset=nope.jsonl")
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "does not exist" in bad.stderr
