@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     from twinkle_auto.app.watch import add_parser as add_watch_parser
 
     add_watch_parser(sub, [json_parent])
+    from twinkle_auto.recipes.cli import add_parser as add_recipe_parser
+
+    add_recipe_parser(sub, [json_parent])
     return parser
 
 
