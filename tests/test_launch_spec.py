@@ -205,3 +205,17 @@ def test_the_chat_tools_start_path_records_the_same_spec(home: Path, project: Pa
     with pytest.raises(RunError, match="needs --launcher torchrun"):
         controller.start("tool2", PROJECT_SCRIPT, nproc_per_node=2)
     assert not (home / "tool2").exists()
+
+
+def test_a_run_whose_interpreter_is_gone_is_refused_before_anything_starts(home: Path, controller) -> None:
+    controller.create("gone", "print(1)\n")
+    meta = read_meta(home, "gone")
+    spec = new_spec(interpreter="/nonexistent/venv/bin/python").to_meta()
+    (home / "gone" / "meta.json").write_text(json.dumps({**meta, "status": "paused", "launch": spec}))
+    result = run_cli("resume", "gone")
+    assert (
+        result.returncode == 1
+        and "/nonexistent/venv/bin/python" in result.stderr
+        and "is gone" in result.stderr
+    )
+    assert not (home / "gone" / "output.log").exists()

@@ -191,6 +191,7 @@ class RunController:
                 from twinkle_auto.connection import ray_jobs
 
                 return ray_jobs.submit(self, run_id, spec, count=count, version=version, reason=reason)
+            spec.check_local()
             extra = {
                 fmt.ENV_RUN_ID: run_id,
                 fmt.ENV_HOME: str(self.store.home),

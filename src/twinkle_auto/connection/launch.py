@@ -22,6 +22,7 @@ says what the old behaviour was: plain python in the run folder, `launch_env` as
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shlex
 import sys
@@ -32,7 +33,6 @@ from typing import Any
 
 from twinkle_auto.connection.errors import RunError
 from twinkle_auto.connection.process import child_env, is_secret
-from twinkle_auto.runtime import format as fmt
 from twinkle_auto.runtime.launch_info import ENV_LAUNCHED, hostname, recordable_environ
 
 PYTHON = "python"
@@ -83,9 +83,17 @@ class LaunchSpec:
             ]
         raise RunError(f"launcher {self.launcher!r} does not start a local process")
 
-    def entrypoint(self, script_name: str = fmt.SCRIPT_FILE) -> str:
-        """The shell command a Ray job runs inside its working directory (the run folder's copy)."""
-        return shlex.join(["python", "-u", script_name, *self.args])
+    def check_local(self) -> None:
+        """Refuse, in one line, a local launch that could only fail: the interpreter or launcher is gone."""
+        if not os.path.isfile(self.interpreter) or not os.access(self.interpreter, os.X_OK):
+            raise RunError(
+                f"the interpreter this run was started with ({self.interpreter}) is gone; "
+                "restore that environment, or start the run again with the current one"
+            )
+        module = _MODULE.get(self.launcher, "").split(".")[0]
+        same = os.path.realpath(self.interpreter) == os.path.realpath(sys.executable)
+        if module and same and importlib.util.find_spec(module) is None:
+            raise RunError(f"--launcher {self.launcher}: {module} is not installed in {self.interpreter}")
 
     def environment(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """The child's environment: ours minus secrets, then the recorded run environment, then `extra`."""
