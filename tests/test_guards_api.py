@@ -90,6 +90,23 @@ def test_findings_come_in_report_order() -> None:
         ("print('x', file=open('/tmp/x', 'a'))", "write-outside-run", "/tmp/x"),
         ("torch.save(model.state_dict(), '/tmp/m.pt')", "write-outside-run", "/tmp/m.pt"),
         ("torch.hub.load('someone/repo', 'model')", "network", "torch.hub.load"),
+        ("import pandas as pd\npd.read_csv('http://203.0.113.5/x.csv')", "network", "a call to a URL"),
+        ("import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)", "process-call", "signal.signal"),
+        ("os.kill(os.getppid(), 9)", "process-call", "os.kill"),
+        (
+            "import shutil\nshutil.make_archive('/tmp/leak', 'zip', '/home')",
+            "write-outside-run",
+            "make_archive",
+        ),
+        ("rt.run_dir = '/etc'\nopen(os.path.join(rt.run_dir, 'x'), 'w')", "write-outside-run", "rt.run_dir"),
+        (
+            "from transformers import AutoModel\nAutoModel.from_pretrained('a/b', trust_remote_code=True)",
+            "dynamic-code",
+            "trust_remote_code",
+        ),
+        ("g = getattr\ng(os, 'system')('id')", "process-call", "os.system"),
+        ("(f := os.system)('id')", "process-call", "os.system"),
+        ("type('X', (), {'__del__': lambda s: os.system('id')})()", "process-call", "os.system"),
     ],
 )
 def test_obfuscated_capabilities_are_resolved(code: str, rule: str, named: str) -> None:

@@ -98,11 +98,20 @@ PROCESS_MODULES = frozenset(
     }
 )
 PROCESS_OS = re.compile(
-    r"^os\.(system|popen\w*|exec\w*|spawn\w*|fork|forkpty|posix_spawnp?|startfile|kill|killpg)$"
+    r"^os\.(system|popen\w*|exec\w*|spawn\w*|fork|forkpty|posix_spawnp?|startfile|kill|killpg|setsid)$"
 )
 PROCESS_NAMES = frozenset(
-    {"asyncio.create_subprocess_exec", "asyncio.create_subprocess_shell", "platform.popen"}
+    {
+        "asyncio.create_subprocess_exec",
+        "asyncio.create_subprocess_shell",
+        "platform.popen",
+        "signal.signal",
+        "signal.pthread_sigmask",
+        "signal.siginterrupt",
+        "signal.pthread_kill",
+    }
 )
+"""Also process control: a script that ignores SIGTERM cannot be stopped by twinkle-auto."""
 
 DELETE_NAMES = frozenset(
     {
@@ -250,6 +259,8 @@ SAVE_FUNCTIONS = {
     "numpy.savetxt": (0, "fname"),
     "logging.FileHandler": (0, "filename"),
     "logging.basicConfig": (None, "filename"),
+    "shutil.make_archive": (0, "base_name"),
+    "shutil.unpack_archive": (1, "extract_dir"),
 }
 """Library functions that write a file: (position, keyword) of the path argument."""
 SAVE_METHODS = {
@@ -279,6 +290,13 @@ TRUSTED_MODULES = frozenset({"twinkle_auto.runtime"})
 """Our own runtime, which training scripts import to report: it writes only into the run folder."""
 
 BUILTIN_NAMES = frozenset(dir(builtins))
+URL = re.compile(r"^(https?|ftps?|s3|gs|wss?|ssh|sftp)://", re.IGNORECASE)
+"""A literal URL handed to any call (`pd.read_csv("http://...")`) reaches the network through it."""
+
+
+def _string_args(node: ast.Call) -> list[str]:
+    values = [*node.args, *(kw.value for kw in node.keywords)]
+    return [v.value for v in values if isinstance(v, ast.Constant) and isinstance(v.value, str)]
 
 
 @dataclass(frozen=True)
@@ -547,8 +565,15 @@ class _Paths:
         """Names bound to a TrainingRuntime: its `run_dir` is the run folder by definition."""
         self.handles: set[str] = set()
         """Names bound to an opened file (`with open(...) as f`): writing to them is judged at the open."""
+        moved: set[str] = set()
         for node in index(resolver.tree).nodes:
-            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr == "run_dir"
+                and not isinstance(node.ctx, ast.Load)
+            ):
+                moved.add(dotted(node.value))  # `rt.run_dir = "/etc"`: no longer the run folder
+            elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
                 names = {t.id for t in node.targets if isinstance(t, ast.Name)}
                 if call_name(node.value) == "TrainingRuntime":
                     self.runtimes |= names
@@ -561,6 +586,7 @@ class _Paths:
                     or (isinstance(expr.func, ast.Attribute) and expr.func.attr == "open")
                 ):
                     self.handles.add(node.optional_vars.id)
+        self.runtimes -= moved
 
     def literal_ok(self, text: str) -> bool:
         parts = re.split(r"[\\/]+", text)
@@ -858,6 +884,12 @@ class _Analysis:
         importer = func & {"__import__", "importlib.import_module"}
         if importer and node.args and fold_str(node.args[0], self.r.constants) is None:
             result.append(self._use("dynamic-code", "an import of a computed module name", node))
+        remote = keyword(node, "trust_remote_code")
+        if remote is not None and not (isinstance(remote, ast.Constant) and not remote.value):
+            result.append(self._use("dynamic-code", "trust_remote_code (runs code from the model hub)", node))
+        url = next((text for text in _string_args(node) if URL.match(text)), None)
+        if url is not None:
+            result.append(self._use("network", f"a call to a URL: {snippet(node, 50)}", node))
         if "torch.load" in func:
             weights_only = keyword(node, "weights_only")
             if (isinstance(weights_only, ast.Constant) and weights_only.value is False) or keyword(
