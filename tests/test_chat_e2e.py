@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -124,3 +126,202 @@ def test_ctrl_c_cancels_a_turn_and_monitor_messages_reach_the_prompt(home: Path,
             child.terminate(force=True)
         llm.stop()
     assert not (home / "crashy" / "train_v1.py").exists()
+
+
+# ------------------------------------------------------------------------- the seed's conversation, real
+def _checkpoint_values(home: Path, session: str) -> dict:
+    """The chat graph's state as the app saved it (read from its SQLite file while it runs)."""
+    from twinkle_auto.app.sessions import open_checkpointer, thread_id
+
+    saver = open_checkpointer(home)
+    try:
+        found = saver.get_tuple({"configurable": {"thread_id": thread_id(session)}})
+        return dict(found.checkpoint["channel_values"]) if found else {}
+    finally:
+        saver.conn.close()
+
+
+def _healthy(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url + "/api/v1/healthz", timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.llm
+@pytest.mark.twinkle_server
+@pytest.mark.skipif(
+    importlib.util.find_spec("twinkle") is None or importlib.util.find_spec("ray") is None,
+    reason="needs the server extra: twinkle-kit[server,client]==0.5.1 and ray[serve]",
+)
+def test_the_seed_conversation_with_the_real_model_and_the_mock_server(
+    home: Path, tmp_path: Path, local_llm: str
+) -> None:
+    """Every request of the README's list, in one session with the real local model: each is checked by
+    its effect — server processes and health, run folders, process state, the saved chart view, the hub
+    requests — not by the tool name alone."""
+    from hubserver import HubServer, model_entry
+    from recipe_data.helpers import GRPO_ROWS, write_jsonl
+    from stubs.server_helpers import STUBS, alive, free_port
+
+    from twinkle_auto.server.manager import ServerManager
+
+    folder = home / "warmup"
+    folder.mkdir()
+    (folder / "meta.json").write_text(json.dumps({"run_id": "warmup", "status": "finished", "model_id": "m"}))
+    (folder / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": i, "loss": 1 / i}) + "\n" for i in range(1, 9))
+    )
+    data = write_jsonl(tmp_path / "math.jsonl", GRPO_ROWS)
+    hub = HubServer()
+    hub.models = [model_entry("Qwen/Qwen2.5-7B-Instruct", downloads=9000)]
+    hub.datasets = [model_entry("modelscope/competition_math", downloads=8000, task="")]
+    hub.start()
+    port = free_port()
+    manager = ServerManager(home)
+    env = dict(
+        os.environ,
+        TERM="xterm",
+        COLUMNS="120",
+        LINES="40",
+        PAGER="cat",
+        MODELSCOPE_ENDPOINT=hub.url,
+        PATH=f"{STUBS}{os.pathsep}{os.environ.get('PATH', '')}",
+        STUB_GPUS="2",
+    )
+    child = pexpect.spawn(
+        sys.executable,
+        [
+            "-m",
+            "twinkle_auto",
+            "--llm-base-url",
+            local_llm,
+            "--llm-model",
+            "local",
+            "--auto-fix",
+            "off",
+            "--session",
+            "seed",
+        ],
+        env=env,
+        encoding="utf-8",
+        timeout=600,
+        logfile=open(os.environ.get("E2E_LOG", os.devnull), "w"),  # noqa: SIM115
+        dimensions=(40, 120),
+    )
+    pids: list[int] = []
+    """Every process of ours: the server's and the run's (checked gone at the end)."""
+    run_pids: list[int] = []
+    transcript: list[str] = []
+
+    def say(text: str, approve: bool = False) -> str:
+        """Send one request; approve what the chat asks; return the screen text of the turn."""
+        child.sendline(text)
+        seen = ""
+        while True:
+            i = child.expect([r"Approve\? \[y/N", r"Type 'yes'", r"you> "])
+            seen += child.before
+            if i == 2:
+                break
+            assert approve, f"unexpected question after {text!r}:\n{seen[-2000:]}"
+            child.sendline("yes" if i == 1 else "y")
+        transcript.append(f">>> {text}\n{seen}")
+        return seen
+
+    def run_of(recipe: str) -> str | None:
+        for meta_file in home.glob("*/meta.json"):
+            meta = json.loads(meta_file.read_text())
+            if (meta.get("config") or {}).get("recipe") == recipe:
+                return str(meta["run_id"])
+        return None
+
+    try:
+        child.expect("you> ")
+        screen = say("List my training runs")
+        assert "warmup" in screen
+
+        say(f"Start the Twinkle server with the mock backend and a mock-model sampler on port {port}")
+        state = manager.load_state() or {}
+        assert state.get("url") == f"http://127.0.0.1:{port}" and _healthy(state["url"])
+        pids += [p.pid for p in manager.processes()]
+        assert pids
+
+        screen = say("How many GPUs are available?")
+        assert "get_cluster_info" in screen and '"count":2' in screen.replace(" ", "")  # the stub's two
+        answer = screen.split("↳")[-1].split("\n", 1)[-1]
+        assert re.search(r"\b(2|two)\b", answer, re.I), answer
+
+        screen = say(f"Start a GRPO training with mock-model on {data} for 1000 steps", approve=True)
+        assert "TrainingRuntime" in screen  # the whole script was shown before it ran
+        run = run_of("twinkle-grpo")
+        assert run, screen[-2000:]
+        meta = read_meta(home, run)
+        pids.append(meta["pid"])
+        run_pids.append(meta["pid"])
+        assert meta["model_id"] == "mock-model" and meta["config"]["params"]["server_url"] == state["url"]
+        wait_for(lambda: any("reward" in r for r in _rows(home, run)), timeout=240)
+
+        screen = say("How is the training going?")
+        assert "get_training_status" in screen
+
+        say("Show me the reward-related metrics")
+        chart = _checkpoint_values(home, "seed").get("chart") or {}
+        assert any("reward" in k for k in chart.get("keys", [])), chart
+
+        say("Zoom into steps 100-200")
+        assert _checkpoint_values(home, "seed")["chart"]["step_range"] == [100, 200]
+        say("Reset the chart view")
+        assert _checkpoint_values(home, "seed")["chart"].get("step_range") is None
+
+        say("Pause the current run")
+        assert read_meta(home, run)["status"] == "paused" and alive([meta["pid"]]) == []
+
+        say("Resume training")
+        resumed = read_meta(home, run)
+        assert resumed["status"] == "running" and resumed["launch_count"] == 2 and alive([resumed["pid"]])
+        pids.append(resumed["pid"])
+        run_pids.append(resumed["pid"])
+
+        say("Stop training", approve=True)
+        wait_for(lambda: read_meta(home, run)["status"] == "stopped", timeout=60)
+
+        before = hub.hits("datasets")
+        screen = say("Search for math datasets")
+        assert hub.hits("datasets") > before and "competition_math" in screen
+        before = hub.hits("models")
+        screen = say("Find Qwen models on ModelScope")
+        assert hub.hits("models") > before and "Qwen2.5-7B-Instruct" in screen
+
+        say("Shut down the server", approve=True)
+        assert manager.processes() == [] and alive(pids) == [] and manager.load_state() is None
+        child.sendeof()
+        child.expect(pexpect.EOF, timeout=60)
+    except Exception:
+        print("\n".join(transcript)[-20000:])
+        raise
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+        hub.stop()
+        manager.shutdown()
+        for pid in alive(run_pids):  # the chat's training processes, in their own process groups
+            try:
+                os.killpg(pid, 9)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def _rows(home: Path, run_id: str) -> list[dict]:
+    path = home / run_id / "metrics.jsonl"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out

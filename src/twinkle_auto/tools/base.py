@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_args, get_origin
 
+from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, ConfigDict, model_validator
 from typing_extensions import TypedDict
 
@@ -215,7 +216,20 @@ class ToolArgs(BaseModel):
     What cannot be repaired fails with pydantic's message, which names the field and what it expects.
     """
 
-    model_config = ConfigDict(populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True, json_schema_extra=lambda schema: _drop_titles(schema))
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """Optional fields are drawn as their plain type: `anyOf [X, null]` and `default: null` cost the
+        model tokens on every call and say nothing a missing key does not say."""
+        super().__pydantic_init_subclass__(**kwargs)
+        changed = False
+        for info in cls.model_fields.values():
+            if _optional(info.annotation) and info.json_schema_extra is None:
+                info.json_schema_extra = _plain_optional
+                changed = True
+        if changed:
+            cls.model_rebuild(force=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -253,6 +267,30 @@ class ToolArgs(BaseModel):
                     value = [value]
             out[key] = value
         return out
+
+
+def _drop_titles(schema: Any) -> None:
+    """Property titles ('Start Step') repeat the names; the model reads names and descriptions."""
+    if isinstance(schema, dict):
+        schema.pop("title", None)
+        for value in schema.values():
+            if isinstance(value, dict):
+                for sub in value.values() if value is schema.get("properties") else [value]:
+                    _drop_titles(sub)
+            elif isinstance(value, list):
+                for item in value:
+                    _drop_titles(item)
+
+
+def _plain_optional(schema: dict[str, Any]) -> None:
+    options = schema.get("anyOf")
+    if isinstance(options, list):
+        kept = [o for o in options if o != {"type": "null"}]
+        if len(kept) == 1 and len(kept) < len(options):
+            del schema["anyOf"]
+            schema.update(kept[0])
+    if "default" in schema and schema["default"] is None:
+        del schema["default"]
 
 
 def _aliases(info: Any) -> list[str]:
@@ -337,3 +375,38 @@ def tool_error_message(exc: Exception, tool: str = "") -> str:
     if isinstance(exc, (ToolError, RunError, RunIdError)):
         return "Error: " + " ".join(str(exc).split())
     return f"Error: {tool} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+
+
+class SchemaTool(StructuredTool):
+    """A StructuredTool whose schema for the model is its own `args_schema` class.
+
+    LangChain rebuilds a subset model for the model-facing schema and drops field-level schema settings
+    on the way (our plain optional fields); our argument classes hold no injected fields, so the class
+    itself is the right schema.
+    """
+
+    @property
+    def tool_call_schema(self) -> Any:  # type: ignore[override]
+        schema = self.args_schema
+        if isinstance(schema, type) and issubclass(schema, ToolArgs):
+            return schema
+        return super().tool_call_schema
+
+
+def make_tool(
+    func: Callable[..., Any],
+    name: str,
+    description: str,
+    args_schema: type[ToolArgs] | None = None,
+    approval: Describer | None = None,
+) -> SchemaTool:
+    """One of our tools: `args_schema` None infers it from `func` (tools without arguments)."""
+    tool = SchemaTool.from_function(
+        func=func,
+        name=name,
+        description=description,
+        args_schema=args_schema,
+        metadata={"approval": approval} if approval else {},
+    )
+    assert isinstance(tool, SchemaTool)
+    return tool

@@ -10,12 +10,20 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from langchain_core.tools import BaseTool, StructuredTool
+from langchain_core.tools import BaseTool
 from langgraph.prebuilt import ToolRuntime
 from pydantic import AliasChoices, Field
 
 from twinkle_auto.connection.metrics import metric_keys
-from twinkle_auto.tools.base import MAX_CHART_KEYS, Scope, ToolArgs, ToolContext, ToolError, compact
+from twinkle_auto.tools.base import (
+    MAX_CHART_KEYS,
+    Scope,
+    ToolArgs,
+    ToolContext,
+    ToolError,
+    compact,
+    make_tool,
+)
 
 STEP_UNBOUNDED = 10**12
 
@@ -116,21 +124,21 @@ def make_chart_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
         )
 
     return [
-        StructuredTool.from_function(
+        make_tool(
             func=plot_metrics,
             name="plot_metrics",
             description=f"Show (plot, chart, graph) chosen metrics of a run, up to {MAX_CHART_KEYS}; a word "
             "such as 'reward' picks every metric whose name contains it.",
             args_schema=PlotArgs,
         ),
-        StructuredTool.from_function(
+        make_tool(
             func=zoom_chart,
             name="zoom_chart",
             description="Narrow the chart to a range of training steps (e.g. from step 100 to 200). Only "
             "changes which steps are shown, not which metrics.",
             args_schema=ZoomArgs,
         ),
-        StructuredTool.from_function(
+        make_tool(
             func=reset_chart,
             name="reset_chart",
             description="Reset the chart: every step again and the default metrics (undoes zoom_chart and "

@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from langchain_core.tools import BaseTool, StructuredTool
+from langchain_core.tools import BaseTool
 from langgraph.prebuilt import ToolRuntime
 from pydantic import AliasChoices, Field
 
@@ -28,6 +28,7 @@ from twinkle_auto.tools.base import (
     ToolError,
     approved_calls,
     compact,
+    make_tool,
 )
 from twinkle_auto.tools.scripts import MAX_SCRIPT_CHARS, check_source, review_update
 
@@ -227,12 +228,12 @@ def make_run_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
         ),
     ]
     return [
-        StructuredTool.from_function(
+        make_tool(
             func=fn,
             name=fn.__name__,
             description=description,
             args_schema=schema,  # None: inferred (keeps the injected runtime)
-            metadata={"approval": approval} if approval else {},
+            approval=approval,
         )
         for fn, schema, description, approval in specs
     ]

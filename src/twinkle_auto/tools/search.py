@@ -21,7 +21,7 @@ import datetime as dt
 import time
 from typing import Any
 
-from langchain_core.tools import BaseTool, StructuredTool
+from langchain_core.tools import BaseTool
 from pydantic import Field
 
 from twinkle_auto.skills.hub import (
@@ -32,7 +32,7 @@ from twinkle_auto.skills.hub import (
     hub_api,
     is_unreachable,
 )
-from twinkle_auto.tools.base import RESULT_BUDGET, ToolArgs, ToolContext, ToolError, compact
+from twinkle_auto.tools.base import RESULT_BUDGET, ToolArgs, ToolContext, ToolError, compact, make_tool
 
 DEFAULT_LIMIT = 5
 MAX_LIMIT = 20
@@ -196,7 +196,7 @@ def make_search_tools(ctx: ToolContext, *, timeout: float = HUB_TIMEOUT) -> list
         return _search("datasets", query, limit)
 
     return [
-        StructuredTool.from_function(
+        make_tool(
             func=search_datasets,
             name="search_datasets",
             description=(
@@ -205,7 +205,7 @@ def make_search_tools(ctx: ToolContext, *, timeout: float = HUB_TIMEOUT) -> list
             ),
             args_schema=SearchArgs,
         ),
-        StructuredTool.from_function(
+        make_tool(
             func=search_models,
             name="search_models",
             description=(

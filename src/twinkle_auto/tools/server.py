@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from langchain_core.tools import BaseTool, StructuredTool
+from langchain_core.tools import BaseTool
 from langgraph.prebuilt import ToolRuntime
 from pydantic import AliasChoices, Field, model_validator
 
@@ -19,7 +19,7 @@ from twinkle_auto.connection import Connection
 from twinkle_auto.server.config import ConfigError
 from twinkle_auto.server.manager import ServerError, ServerManager, StartRequest
 from twinkle_auto.server.plan import BACKENDS, ENGINES, PlanError, SamplerRequest
-from twinkle_auto.tools.base import Approval, Scope, ToolArgs, ToolContext, ToolError, compact
+from twinkle_auto.tools.base import Approval, Scope, ToolArgs, ToolContext, ToolError, compact, make_tool
 
 _PAIR = re.compile(r"([A-Za-z_]+)\s*[=:]\s*(\"[^\"]*\"|'[^']*'|[^\s,;]+)")
 
@@ -195,7 +195,7 @@ def make_server_tools(ctx: ToolContext | None = None, manager: ServerManager | N
             raise _fail(exc, mgr) from None
 
     return [
-        StructuredTool.from_function(
+        make_tool(
             start_server,
             name="start_server",
             description=(
@@ -205,22 +205,22 @@ def make_server_tools(ctx: ToolContext | None = None, manager: ServerManager | N
             ),
             args_schema=StartServerArgs,
         ),
-        StructuredTool.from_function(
+        make_tool(
             shutdown_server,
             name="shutdown_server",
             description=(
                 "Shut down (stop) the Twinkle server and the Ray nodes twinkle-auto started, never other "
                 "Ray processes. Destroys all model state held in the server."
             ),
-            metadata={"approval": _describe_shutdown},
+            approval=_describe_shutdown,
         ),
-        StructuredTool.from_function(
+        make_tool(
             get_cluster_info,
             name="get_cluster_info",
             description="Hardware of this machine: how many GPUs there are, which are free or busy and "
             "their memory; the Ray cluster in use and whether the Twinkle server is up.",
         ),
-        StructuredTool.from_function(
+        make_tool(
             list_supported_models,
             name="list_supported_models",
             description="Models the running Twinkle server can train; check before starting a Twinkle "

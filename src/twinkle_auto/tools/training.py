@@ -17,11 +17,11 @@ import re
 import time
 from typing import Any
 
-from langchain_core.tools import BaseTool, StructuredTool
+from langchain_core.tools import BaseTool
 from langgraph.prebuilt import ToolRuntime
 from pydantic import AliasChoices, Field
 
-from twinkle_auto.tools.base import Approval, Scope, ToolArgs, ToolContext, ToolError, compact
+from twinkle_auto.tools.base import Approval, Scope, ToolArgs, ToolContext, ToolError, compact, make_tool
 from twinkle_auto.tools.scripts import check_source, read_script_file, script_findings
 
 LAUNCH_OPTIONS = ("argv", "cwd", "launcher")
@@ -233,7 +233,7 @@ def make_training_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
     names = _recipe_names()
     listed = f" Recipes: {', '.join(names)}." if names else ""
     return [
-        StructuredTool.from_function(
+        make_tool(
             func=start_training,
             name="start_training",
             description=(
@@ -241,9 +241,9 @@ def make_training_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
                 f"from a complete script.{listed} The new run becomes the selected run."
             ),
             args_schema=StartArgs,
-            metadata={"approval": _describe_start},
+            approval=_describe_start,
         ),
-        StructuredTool.from_function(
+        make_tool(
             func=list_recipes,
             name="list_recipes",
             description="The training recipes start_training can use, with what each trains and its "

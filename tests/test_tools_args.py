@@ -1,0 +1,143 @@
+"""Tool arguments: typed schemas, repairs of common small-model slips, one-line errors the model can act
+on, and the request set's hygiene (none of its requests appears in a prompt or a tool description)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from langgraph.checkpoint.memory import InMemorySaver
+
+from twinkle_auto.connection import Connection
+from twinkle_auto.graphs.chat.graph import compile_chat_graph
+from twinkle_auto.graphs.chat.prompts import BUDGET_SPENT, system_prompt
+from twinkle_auto.tools import get_tools
+from twinkle_auto.tools.base import ToolContext, tool_error_message
+from twinkle_auto.tools.charts import PlotArgs, ZoomArgs
+from twinkle_auto.tools.runs import RunArg
+from twinkle_auto.tools.training import StartArgs
+
+sys.path.insert(0, str(Path(__file__).parent / "chat_requests"))
+import harness  # noqa: E402
+
+
+def test_every_tool_of_the_app_is_in_get_tools_defaults(home: Path) -> None:
+    names = {t.name for t in get_tools(ToolContext(Connection.open(home)))}
+    assert {
+        "list_training_runs",
+        "get_training_status",
+        "select_run",
+        "pause_training",
+        "resume_training",
+        "stop_training",
+        "update_script",
+        "start_training",
+        "list_recipes",
+        "plot_metrics",
+        "zoom_chart",
+        "reset_chart",
+        "start_server",
+        "shutdown_server",
+        "get_cluster_info",
+        "list_supported_models",
+        "search_datasets",
+        "search_models",
+    } == names  # load_skill joins when a skill manager is given
+
+
+def test_schemas_are_plain_and_every_argument_is_described(home: Path) -> None:
+    for tool in get_tools(ToolContext(Connection.open(home))):
+        spec = json.dumps(convert_to_openai_tool(tool))
+        assert '{"type": "null"}' not in spec and '"title"' not in spec, tool.name
+        params = convert_to_openai_tool(tool)["function"]["parameters"].get("properties", {})
+        assert all(p.get("description") for p in params.values()), tool.name
+
+
+@pytest.mark.parametrize(
+    ("schema", "given", "want"),
+    [
+        (ZoomArgs, {"start": "100", "end": "200"}, {"start_step": 100, "end_step": 200}),
+        (ZoomArgs, {"start_step": "null", "end_step": 50}, {"start_step": None, "end_step": 50}),
+        (PlotArgs, {"metrics": "reward, kl"}, {"keys": ["reward", "kl"]}),
+        (PlotArgs, {"keys": '["loss"]'}, {"keys": ["loss"]}),
+        (PlotArgs, {"keys": "loss"}, {"keys": ["loss"]}),
+        (RunArg, {"run": "alpha"}, {"run_id": "alpha"}),
+        (
+            StartArgs,
+            {"recipe": "trl-sft", "params": '{"lr": 0.001}', "steps": "20"},
+            {"params": {"lr": 0.001}, "max_steps": 20},
+        ),
+    ],
+)
+def test_common_slips_are_repaired(schema: type, given: dict, want: dict) -> None:
+    got = schema.model_validate(given)
+    assert {k: getattr(got, k) for k in want} == want
+
+
+def test_what_cannot_be_repaired_is_one_line_naming_the_field() -> None:
+    with pytest.raises(Exception) as err:
+        ZoomArgs.model_validate({"start_step": "soon"})
+    text = tool_error_message(err.value, "zoom_chart")
+    assert text.startswith("Error: invalid arguments for zoom_chart: start_step:") and "\n" not in text
+    assert '(got "soon")' in text and "call the tool again" in text
+
+
+def test_start_training_from_a_recipe_renders_the_whole_script_for_approval(
+    home: Path, tmp_path: Path
+) -> None:
+    """A recipe name and typed fields become a complete train.py shown before anything runs; a bad
+    parameter is one line naming it; neither a recipe nor a script is refused with the recipes listed."""
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"q{i}", "completion": f"a{i}"}) + "\n" for i in range(8)))
+    ctx = ToolContext(Connection.open(home))
+    tools = get_tools(ctx, search=False, server=False)
+    start = {"name": "start_training", "id": "c1"}
+    llm_calls = [
+        AIMessage(
+            "",
+            tool_calls=[
+                {
+                    **start,
+                    "args": {
+                        "recipe": "torch-sft",
+                        "model": str(tmp_path),
+                        "dataset": str(data),
+                        "params": {"lr": 5},
+                    },
+                }
+            ],
+        ),
+        AIMessage("", tool_calls=[{**start, "id": "c2", "args": {"model": "x"}}]),
+        "ok",
+    ]
+    from fakes import ScriptedChatModel
+
+    graph = compile_chat_graph(
+        ScriptedChatModel(responses=llm_calls), tools, checkpointer=InMemorySaver(), auto_approve=True
+    )
+    out = graph.invoke(
+        {"messages": [HumanMessage("train")]}, {"configurable": {"thread_id": "t"}}, context=ctx
+    )
+    errors = [m.content for m in out["messages"] if isinstance(m, ToolMessage)]
+    assert "lr" in errors[0] and "\n" not in errors[0]
+    assert "give exactly one of recipe (available: twinkle-grpo" in errors[1]
+    assert not any(p.is_dir() for p in home.iterdir() if p.name != "auto")
+
+
+def test_no_request_of_the_set_is_in_a_prompt_or_a_description(home: Path) -> None:
+    requests = harness.load_requests()
+    assert len(requests) >= 80
+    tools = get_tools(ToolContext(Connection.open(home)))
+    assert {r["steps"][0]["tool"] for r in requests if r["steps"]} >= {t.name for t in tools}
+    assert (
+        sum(1 for r in requests if not r["steps"]) >= 5
+        and sum(1 for r in requests if len(r["steps"]) > 1) >= 8
+    )
+    texts = [system_prompt("grpo-math"), BUDGET_SPENT]
+    for tool in tools:
+        texts.append(json.dumps(convert_to_openai_tool(tool)))
+    assert harness.leaks(texts) == []
