@@ -219,3 +219,20 @@ def test_a_run_whose_interpreter_is_gone_is_refused_before_anything_starts(home:
         and "is gone" in result.stderr
     )
     assert not (home / "gone" / "output.log").exists()
+
+
+def test_every_kind_of_child_gets_the_scrubbed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training (child_env), Ray nodes and the Twinkle server (ray_env) share one rule."""
+    from twinkle_auto.connection.process import child_env, register_secret
+    from twinkle_auto.server.cluster import ray_env
+
+    for name, value in {**SECRETS, "HF_TOKEN": "hf", "AWS_SECRET_ACCESS_KEY": "aws", "KEEP": "1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("INNOCENT_NAME", "sk-given-on-the-command-line")
+    register_secret("sk-given-on-the-command-line")
+    for env in (child_env(), ray_env()):
+        assert env["KEEP"] == "1" and "PATH" in env
+        leaked = set(SECRETS) | {"HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "INNOCENT_NAME"}
+        assert not leaked & set(env), leaked & set(env)
+    assert child_env(pass_env=["HF_TOKEN"])["HF_TOKEN"] == "hf"
+    assert ray_env()["RAY_AUTH_MODE"] == "disabled"
