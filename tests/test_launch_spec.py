@@ -236,3 +236,21 @@ def test_every_kind_of_child_gets_the_scrubbed_environment(monkeypatch: pytest.M
         assert not leaked & set(env), leaked & set(env)
     assert child_env(pass_env=["HF_TOKEN"])["HF_TOKEN"] == "hf"
     assert ray_env()["RAY_AUTH_MODE"] == "disabled"
+
+
+def test_an_auto_fix_relaunch_from_a_long_lived_assistant_has_no_secrets(
+    home: Path, project: Path, controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The monitor relaunches through `controller.launch` inside the assistant, whose environment has the key."""
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    first = controller.start("fixed", PROJECT_SCRIPT, cwd=project, source_dir=project)
+    wait_for(lambda: _reports(home, "fixed"))
+    controller.pause("fixed")
+    again = controller.launch("fixed", reason="auto-fix #1")
+    wait_for(lambda: len(_reports(home, "fixed")) == 2)
+    for pid in (again.pid,):
+        assert not set(SECRETS) & set(_environ(pid))
+    assert _reports(home, "fixed")[1]["secrets"] == [] and first.pid != again.pid
+    assert "launch #2 (auto-fix #1)" in (home / "fixed" / "output.log").read_text()
+    controller.pause("fixed")
