@@ -196,7 +196,7 @@ class TreeIndex:
         self.trains: set[ast.AST] = set()
         """Every node that is, or contains, a training call."""
         for call in self.of_type(ast.Call):
-            if is_training_call(call):  # type: ignore[arg-type]
+            if is_training_call(call):
                 self.trains.add(call)
                 self.trains.update(ancestors(call, self.parent_of))
         self.training_loops = [n for n in self.of_type(*LOOP_TYPES) if n in self.trains]
@@ -233,7 +233,7 @@ def cached(tree: ast.AST, key: object, compute: Callable[[], T]) -> T:
     store = index(tree).cache
     if key not in store:
         store[key] = compute()
-    return store[key]  # type: ignore[return-value]
+    return store[key]
 
 
 def has_training_call(nodes: Iterable[ast.AST]) -> bool:
@@ -241,7 +241,7 @@ def has_training_call(nodes: Iterable[ast.AST]) -> bool:
 
 
 def training_loops(tree: ast.AST) -> list[ast.For | ast.AsyncFor | ast.While]:
-    return index(tree).training_loops  # type: ignore[return-value]
+    return index(tree).training_loops
 
 
 def trainer_train_calls(tree: ast.AST) -> list[ast.Call]:
@@ -249,13 +249,13 @@ def trainer_train_calls(tree: ast.AST) -> list[ast.Call]:
     return [
         call
         for call in index(tree).of_type(ast.Call)
-        if call_name(call) == "train"  # type: ignore[arg-type]
-        and isinstance(call.func, ast.Attribute)  # type: ignore[attr-defined]
+        if call_name(call) == "train"
+        and isinstance(call.func, ast.Attribute)
         and (
-            "trainer" in receiver(call).rsplit(".", 1)[-1].lower()  # type: ignore[arg-type]
-            or any(kw.arg in RESUME_KEYWORDS for kw in call.keywords)  # type: ignore[attr-defined]
+            "trainer" in receiver(call).rsplit(".", 1)[-1].lower()
+            or any(kw.arg in RESUME_KEYWORDS for kw in call.keywords)
         )
-    ]  # type: ignore[misc]
+    ]
 
 
 def parents(tree: ast.AST) -> dict[ast.AST, ast.AST]:
@@ -385,7 +385,7 @@ def _fold(node: ast.AST, names: dict[str, ast.expr], depth: int) -> str | bytes 
     if isinstance(node, ast.BinOp):
         left, right = sub(node.left), sub(node.right)
         if isinstance(node.op, ast.Add) and type(left) is type(right) and left is not None:
-            return _limited(left + right)  # type: ignore[operator]
+            return _limited(left + right)
         if isinstance(node.op, ast.Mult) and isinstance(left, (str, bytes)) and isinstance(right, int):
             return _limited(left * right) if len(left) * right <= MAX_FOLD_LENGTH else None
         if isinstance(node.op, ast.Add) and isinstance(left, int) and isinstance(right, int):
@@ -401,7 +401,7 @@ def _fold(node: ast.AST, names: dict[str, ast.expr], depth: int) -> str | bytes 
             if any(g is not None and not isinstance(b, int) for g, b in zip(given, bounds)):
                 return None  # a bound that does not fold: the result is unknown, never the whole string
             try:
-                return base[slice(*bounds)]  # type: ignore[misc]
+                return base[slice(*bounds)]
             except ValueError:
                 return None
         index = sub(node.slice)
@@ -414,7 +414,9 @@ def _fold(node: ast.AST, names: dict[str, ast.expr], depth: int) -> str | bytes 
     return None
 
 
-def _fold_call(node: ast.Call, sub) -> str | bytes | int | None:  # noqa: ANN001 - local closure type
+def _fold_call(
+    node: ast.Call, sub: Callable[[ast.AST | None], str | bytes | int | None]
+) -> str | bytes | int | None:
     func = node.func
     args = [sub(a) for a in node.args]
     name = dotted(func)
@@ -447,7 +449,7 @@ def _fold_call(node: ast.Call, sub) -> str | bytes | int | None:  # noqa: ANN001
             return codecs.decode(args[0], "rot13")
         if isinstance(args[0], (str, bytes)):
             try:
-                return codecs.decode(args[0], args[1]) if name == "codecs.decode" else None  # type: ignore[call-overload]
+                return codecs.decode(args[0], args[1]) if name == "codecs.decode" else None
             except (LookupError, ValueError, TypeError):
                 return None
         return None
@@ -458,7 +460,7 @@ def _fold_call(node: ast.Call, sub) -> str | bytes | int | None:  # noqa: ANN001
             if method == "join" and len(node.args) == 1 and isinstance(node.args[0], (ast.List, ast.Tuple)):
                 pieces = [sub(e) for e in node.args[0].elts]
                 if all(type(p) is type(base) for p in pieces):
-                    return _limited(base.join(pieces))  # type: ignore[arg-type]
+                    return _limited(base.join(pieces))
                 return None
             if method == "decode" and isinstance(base, bytes):
                 try:
@@ -470,7 +472,7 @@ def _fold_call(node: ast.Call, sub) -> str | bytes | int | None:  # noqa: ANN001
             if method in ("lower", "upper", "strip", "lstrip", "rstrip", "title", "swapcase") and not args:
                 return getattr(base, method)()
             if method == "replace" and len(args) == 2 and all(type(a) is type(base) for a in args):
-                return _limited(base.replace(args[0], args[1]))  # type: ignore[arg-type]
+                return _limited(base.replace(args[0], args[1]))
     return None
 
 
@@ -481,11 +483,11 @@ def _limited(value: str | bytes) -> str | bytes | None:
 def single_assignments(tree: ast.AST) -> dict[str, ast.expr]:
     """Names assigned exactly once in the whole script (in any scope), with the value they get."""
     idx = index(tree)
-    counts = Counter(node.id for node in idx.of_type(ast.Name) if not isinstance(node.ctx, ast.Load))  # type: ignore[attr-defined]
+    counts = Counter(node.id for node in idx.of_type(ast.Name) if not isinstance(node.ctx, ast.Load))
     values: dict[str, ast.expr] = {}
     for statement in idx.of_type(ast.Assign, ast.AnnAssign):
-        targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]  # type: ignore[attr-defined]
-        value = statement.value  # type: ignore[attr-defined]
+        targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+        value = statement.value
         if len(targets) == 1 and isinstance(targets[0], ast.Name) and value is not None:
             values[targets[0].id] = value
     return {name: value for name, value in values.items() if counts[name] == 1}
@@ -520,7 +522,7 @@ class Found(NamedTuple):
 
 
 def found(node: ast.AST, line: int | None = None, text: str | None = None) -> Found:
-    return Found(ast.unparse(node), line if line is not None else node.lineno, text or snippet(node))  # type: ignore[attr-defined]
+    return Found(ast.unparse(node), line if line is not None else node.lineno, text or snippet(node))
 
 
 def surplus(old: Iterable[Found], new: Iterable[Found]) -> list[Found]:

@@ -472,8 +472,8 @@ def _pairs(target: ast.AST, value: ast.expr) -> list[tuple[str, ast.expr]]:
     if isinstance(target, ast.Name):
         return [(target.id, value)]
     same_shape = isinstance(target, (ast.Tuple, ast.List)) and isinstance(value, (ast.Tuple, ast.List))
-    if same_shape and len(target.elts) == len(value.elts):  # type: ignore[union-attr]
-        return [pair for t, v in zip(target.elts, value.elts) for pair in _pairs(t, v)]  # type: ignore[union-attr]
+    if same_shape and len(target.elts) == len(value.elts):
+        return [pair for t, v in zip(target.elts, value.elts) for pair in _pairs(t, v)]
     return []
 
 
@@ -842,7 +842,7 @@ class _Analysis:
         parent = self.r.parent_of.get(node)
         if found:
             chained = isinstance(parent, (ast.Attribute, ast.Subscript)) and parent.value is node
-            if chained and any(classify(name) for name in self.r.resolve(parent)):  # type: ignore[arg-type]
+            if chained and any(classify(name) for name in self.r.resolve(parent)):
                 return []  # the longer chain is the use: `subprocess.run`, not `subprocess`
             rule, name = found[0]
             called = isinstance(parent, ast.Call) and parent.func is node
@@ -948,7 +948,7 @@ class _Analysis:
         current = node
         while not isinstance(current, ast.stmt) and current in self.r.parent_of:
             current = self.r.parent_of[current]
-        return current  # type: ignore[return-value]
+        return current
 
 
 # ------------------------------------------------------------------------------------------- imports

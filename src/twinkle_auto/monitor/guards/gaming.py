@@ -178,7 +178,7 @@ def _raises(body: list[ast.stmt]) -> bool:
 
 
 def _trys(tree: ast.AST) -> list[ast.Try]:
-    return index(tree).of_type(*TRY_TYPES)  # type: ignore[return-value]
+    return index(tree).of_type(*TRY_TYPES)
 
 
 def _wraps_training_loop(tree: ast.AST, node: ast.Try) -> bool:
@@ -351,11 +351,11 @@ def _success_exits(tree: ast.AST) -> list[Found]:
             where = "inside an except handler"
         elif any(a in loops for a in chain):
             where = "inside the training loop"
-        elif node.lineno <= last_training_line:  # type: ignore[attr-defined]
+        elif node.lineno <= last_training_line:
             where = "before training ends"
         else:
             continue
-        result.append(Found(f"{where}:{ast.unparse(node)}", node.lineno, f"`{snippet(node)}` {where}"))  # type: ignore[attr-defined]
+        result.append(Found(f"{where}:{ast.unparse(node)}", node.lineno, f"`{snippet(node)}` {where}"))
     return result
 
 
@@ -519,7 +519,7 @@ def rule_no_constant_result(s: Scripts) -> list[GuardFinding]:
 
 def _data_loops(tree: ast.AST) -> set[ast.AST]:
     idx = index(tree)
-    data = {loop for loop in idx.of_type(ast.For, ast.AsyncFor) if data_like(loop.iter)}  # type: ignore[attr-defined]
+    data = {loop for loop in idx.of_type(ast.For, ast.AsyncFor) if data_like(loop.iter)}
     return data | set(idx.training_loops)
 
 
@@ -538,11 +538,13 @@ def _record_drops(tree: ast.AST) -> list[Found]:
         if test:
             result.append(
                 Found(
-                    f"continue:{test}", node.lineno, f"`if {snippet(ast.parse(test).body[0], 40)}: continue`"
+                    f"continue:{test}",
+                    node.lineno,
+                    f"`if {test if len(test) <= 40 else test[:37] + '...'}: continue`",
                 )
             )
     for node in idx.of_type(ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp):
-        generators = node.generators  # type: ignore[attr-defined]
+        generators = node.generators
         if any(g.ifs for g in generators) and any(data_like(g.iter) for g in generators):
             result.append(found(node, text=snippet(node, 50)))
     for node in idx.of_type(ast.Call):
@@ -588,10 +590,10 @@ def _dead_conditions(tree: ast.AST) -> list[Found]:
     idx = index(tree)
     result = []
     for node in idx.of_type(ast.If, ast.While, ast.IfExp):
-        if _falsy(node.test):  # type: ignore[attr-defined]
-            result.append(found(node.test, line=node.lineno, text=f"condition `{snippet(node.test, 40)}`"))  # type: ignore[attr-defined]
+        if _falsy(node.test):
+            result.append(found(node.test, line=node.lineno, text=f"condition `{snippet(node.test, 40)}`"))
     for node in idx.of_type(ast.comprehension):
-        for test in node.ifs:  # type: ignore[attr-defined]
+        for test in node.ifs:
             if _falsy(test):
                 result.append(found(test, text=f"condition `{snippet(test, 40)}`"))
     return result
@@ -935,12 +937,12 @@ def cap_markers(expr: ast.AST) -> Counter[str]:
 def _loop_key(loop: ast.AST) -> str:
     if isinstance(loop, (ast.For, ast.AsyncFor)):
         return "for " + ast.unparse(loop.target)
-    names = sorted(n.id for n in ast.walk(loop.test) if isinstance(n, ast.Name))  # type: ignore[attr-defined]
+    names = sorted(n.id for n in ast.walk(loop.test) if isinstance(n, ast.Name))
     return "while " + (names[0] if names else "")
 
 
 def _bound(loop: ast.AST) -> ast.AST:
-    return loop.iter if isinstance(loop, (ast.For, ast.AsyncFor)) else loop.test  # type: ignore[attr-defined]
+    return loop.iter if isinstance(loop, (ast.For, ast.AsyncFor)) else loop.test
 
 
 def _literals(expr: ast.AST) -> Counter[float]:
@@ -989,7 +991,7 @@ def _bound_changes(old: ast.AST, new: ast.AST) -> list[GuardFinding]:
                 rules.finding(
                     "loop-bound-cut",
                     f"training loop bound capped with {marker} (line {new_loop.lineno}): `{header}`",
-                    new_loop.lineno,  # type: ignore[attr-defined]
+                    new_loop.lineno,
                 )
             )
         both_literal = _numeric_bound(old_loop) is not None and _numeric_bound(new_loop) is not None
@@ -999,7 +1001,7 @@ def _bound_changes(old: ast.AST, new: ast.AST) -> list[GuardFinding]:
                 rules.finding(
                     "loop-bound-cut",
                     f"training loop bound now uses the literal {fmt(added[0])} (line {new_loop.lineno}): `{header}`",
-                    new_loop.lineno,  # type: ignore[attr-defined]
+                    new_loop.lineno,
                 )
             )
     return result
@@ -1011,7 +1013,7 @@ def _numeric_bound(loop: ast.AST) -> float | None:
             args = loop.iter.args
             return number(args[0] if len(args) == 1 else args[1])
         return None
-    test = loop.test  # type: ignore[attr-defined]
+    test = loop.test
     if isinstance(test, ast.Compare) and len(test.comparators) == 1:
         return number(test.comparators[0])
     return None

@@ -253,7 +253,7 @@ def _data_name(name: str) -> bool:
 
 
 def _target_names(statement: ast.stmt) -> list[str]:
-    targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]  # type: ignore[attr-defined]
+    targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
     names = []
     for target in targets:
         for node in ast.walk(target):
@@ -354,7 +354,7 @@ def rule_data_kept(s: Scripts) -> list[GuardFinding]:
         for before, after in zip(old_statements, new.get(key, [])):
             if after.lineno in cut_lines or _same_text(s, before, after):
                 continue  # a slice of the data: the gaming rule `data-cut` reports it
-            was, now = _data_calls(before.value), _data_calls(after.value)  # type: ignore[arg-type]
+            was, now = _data_calls(before.value), _data_calls(after.value)
             changed = [(a, b) for (a, la), (b, lb) in zip(was, now) if la != lb]
             named = any(_data_name(name) for name in _target_names(before))
             if named and was and now and (changed or len(was) != len(now)):
@@ -370,7 +370,7 @@ def rule_data_kept(s: Scripts) -> list[GuardFinding]:
                     after.value, (ast.Constant, ast.UnaryOp)
                 )  # a scalar is a setting, not data
                 and _is_literal_data(after.value)
-            ):  # type: ignore[arg-type]
+            ):
                 message = (
                     f"replaces the dataset contents: `{snippet(before, 45)}` became `{snippet(after, 45)}`"
                 )
@@ -432,16 +432,16 @@ def _training_call_names(tree: ast.AST) -> Counter[str]:
     """How often the script calls each training method (`backward`, `step`, `train`...); reporting
     (`log_metrics`) does not train."""
     return Counter(
-        call_name(call)  # type: ignore[arg-type]
+        call_name(call)
         for call in index(tree).of_type(ast.Call)
-        if is_training_call(call) and call_name(call) != "log_metrics"  # type: ignore[arg-type]
+        if is_training_call(call) and call_name(call) != "log_metrics"
     )
 
 
 def _referenced(tree: ast.AST) -> set[str]:
     idx = index(tree)
-    names = {n.id for n in idx.of_type(ast.Name) if isinstance(n.ctx, ast.Load)}  # type: ignore[attr-defined]
-    return names | {n.attr for n in idx.of_type(ast.Attribute)}  # type: ignore[attr-defined]
+    names = {n.id for n in idx.of_type(ast.Name) if isinstance(n.ctx, ast.Load)}
+    return names | {n.attr for n in idx.of_type(ast.Attribute)}
 
 
 def _unreachable_owner(tree: ast.AST, node: ast.AST) -> str | None:

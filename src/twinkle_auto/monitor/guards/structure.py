@@ -86,7 +86,7 @@ def rule_trainer_train_kept(s: Scripts) -> list[GuardFinding]:
 def _runtime_counts(tree: ast.AST) -> Counter[str]:
     counts: Counter[str] = Counter()
     for call in index(tree).of_type(ast.Call):
-        name = call_name(call)  # type: ignore[arg-type]
+        name = call_name(call)
         if name == RUNTIME_CONSTRUCTOR:
             counts[f"{RUNTIME_CONSTRUCTOR}("] += 1
         elif isinstance(call.func, ast.Attribute) and name in RUNTIME_METHODS:
