@@ -27,7 +27,7 @@ from openai_stub import Rule, StubLLM
 
 from twinkle_auto.app.alerts import WebhookSender, bell, body_for, dingtalk_signed
 from twinkle_auto.app.monitor_loop import MonitorLoop, events_from_tick
-from twinkle_auto.app.watch import daemon_presence, format_line, hold_presence
+from twinkle_auto.app.watch import LineWriter, daemon_presence, format_line, hold_presence
 from twinkle_auto.connection import Connection
 from twinkle_auto.connection.control import RunController
 
@@ -284,6 +284,22 @@ def test_events_from_a_tick() -> None:
     assert [e["event"] for e in refused] == ["verdict", "fix_rejected"]
     line = format_line({**fixed[1], "message": "first\nsecond"})
     assert line.endswith("fix             r FIX: first") and "\n" not in line
+
+
+def test_a_stuck_stdout_holds_only_the_writer_thread() -> None:
+    unblock, written = threading.Event(), []
+
+    def write(text: str) -> None:
+        unblock.wait(30)  # a pipe nobody reads
+        written.append(text)
+
+    out = LineWriter(write, lambda: None, limit=3)
+    for i in range(10):
+        out.put(f"line {i}")  # returns at once every time
+    assert out.dropped >= 6
+    unblock.set()
+    out.close()
+    assert written[0] == "line 0\n" and len(written) == 10 - out.dropped
 
 
 # ------------------------------------------------------------------------------ the daemon and chat

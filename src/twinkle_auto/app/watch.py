@@ -23,9 +23,11 @@ import contextlib
 import json
 import math
 import os
+import queue
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -114,19 +116,50 @@ def format_line(event: dict[str, Any]) -> str:
     return f"{when} {event.get('event', ''):<15} {event.get('run_id', '')} {event.get('decision') or '-'}: {message}"
 
 
-def printer(
-    as_json: bool, write: Callable[[str], Any], flush: Callable[[], Any]
-) -> Callable[[dict[str, Any]], None]:
-    """An event listener that prints each event on one line (flushed: stdout is often a pipe)."""
+class LineWriter:
+    """Lines to a stream from a thread of its own, in order: a stdout nobody reads (a paused pager, a
+    stuck pipe) holds this thread, never the ticks. Past `limit` queued lines new ones are dropped and
+    counted, so memory stays bounded however long the reader is gone."""
+
+    def __init__(self, write: Callable[[str], Any], flush: Callable[[], Any], limit: int = 10_000) -> None:
+        self._write, self._flush = write, flush
+        self._queue: queue.Queue[str | None] = queue.Queue(maxsize=limit)
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="watch-stdout", daemon=True)
+        self._thread.start()
+
+    def put(self, line: str) -> None:
+        try:
+            self._queue.put_nowait(line)
+        except queue.Full:
+            self.dropped += 1
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued (for at most `timeout` seconds)."""
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            return
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            line = self._queue.get()
+            if line is None:
+                return
+            try:
+                self._write(line + "\n")
+                self._flush()
+            except (OSError, ValueError):  # a closed pipe must not stop the watch
+                pass
+
+
+def printer(as_json: bool, put: Callable[[str], Any]) -> Callable[[dict[str, Any]], None]:
+    """An event listener that turns each event into one line (JSON or text) for `put`."""
     from twinkle_auto.app.commands import _strict
 
     def on_event(event: dict[str, Any]) -> None:
-        line = json.dumps(_strict(event), default=str, allow_nan=False) if as_json else format_line(event)
-        try:
-            write(line + "\n")
-            flush()
-        except (OSError, ValueError):  # a closed pipe must not stop the watch
-            pass
+        put(json.dumps(_strict(event), default=str, allow_nan=False) if as_json else format_line(event))
 
     return on_event
 
@@ -197,7 +230,8 @@ def run_watch(args: argparse.Namespace) -> int:
         from twinkle_auto.app.llm import make_chat_model
 
         llm = make_chat_model(args.llm_base_url, args.llm_model, args.llm_api_key, timeout=120, max_retries=1)
-    show = printer(args.json, sys.stdout.write, sys.stdout.flush)
+    out = LineWriter(sys.stdout.write, sys.stdout.flush)
+    show = printer(args.json, out.put)
 
     def on_event(event: dict[str, Any]) -> None:
         event = _clean(event)
@@ -235,6 +269,7 @@ def run_watch(args: argparse.Namespace) -> int:
         try:
             asyncio.run(_serve(loop, args.once))
         finally:
+            out.close()
             if sender is not None:
                 sender.close(WEBHOOK_DRAIN_S)
     return 0
