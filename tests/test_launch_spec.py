@@ -254,3 +254,20 @@ def test_an_auto_fix_relaunch_from_a_long_lived_assistant_has_no_secrets(
     assert _reports(home, "fixed")[1]["secrets"] == [] and first.pid != again.pid
     assert "launch #2 (auto-fix #1)" in (home / "fixed" / "output.log").read_text()
     controller.pause("fixed")
+
+
+def test_reading_a_launchers_command_line() -> None:
+    from twinkle_auto.runtime.launch_info import split_launcher_cmdline as split
+
+    py = "/venv/bin/python"
+    assert split([py, "-u", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "/r/t.py", "-x"],
+                 "/r/t.py", None) == ("torchrun", ["--standalone", "--nproc-per-node", "2"])  # fmt: skip
+    assert split([py, "/venv/bin/torchrun", "--nproc-per-node=2", "t.py"], "/w/t.py", "/w") == (
+        "torchrun", ["--nproc-per-node=2"],
+    )  # fmt: skip
+    assert split([py, "/venv/bin/accelerate", "launch", "--num_processes", "2", "t.py"], "/w/t.py", "/w") == (
+        "accelerate", ["--num_processes", "2"],
+    )  # fmt: skip
+    # a launcher's name later on the command line is an argument, not the launcher; a shell is no launcher
+    assert split([py, "train.py", "--out", "deepspeed"], "/w/train.py", "/w") is None
+    assert split(["bash", "run.sh"], "", None) is None

@@ -178,12 +178,13 @@ def split_launcher_cmdline(cmdline: list[str], script: str, cwd: str | None) -> 
     """(launcher, launcher options) from a launcher's argv, e.g. torchrun's, or None if it is not one."""
     launcher: str | None = None
     start = -1
-    for i, arg in enumerate(cmdline):
+    # The launcher is the program itself or the script/module its interpreter runs, never a later argument.
+    for i, arg in enumerate(cmdline[:3]):
         if arg == "-m" and i + 1 < len(cmdline) and cmdline[i + 1] in _LAUNCHER_MODULES:
             launcher, start = _LAUNCHER_MODULES[cmdline[i + 1]], i + 2
             break
         base = os.path.basename(arg)
-        if base in _LAUNCHER_PROGRAMS:
+        if i <= 1 and base in _LAUNCHER_PROGRAMS:
             launcher, start = _LAUNCHER_PROGRAMS[base], i + 1
             if launcher == "accelerate" and start < len(cmdline) and cmdline[start] == "launch":
                 start += 1
@@ -199,10 +200,14 @@ def split_launcher_cmdline(cmdline: list[str], script: str, cwd: str | None) -> 
 
 
 def launcher_pid(ranks: Ranks) -> int:
-    """The process that stands for the whole job: the local launcher of a distributed job, else us."""
+    """The process that stands for the whole job: the local launcher of a distributed job, else us.
+
+    Only a parent that is a known launcher (torchrun, accelerate, deepspeed) stands for the job; under
+    anything else (srun, mpirun, a shell) this process is recorded, and only it is signalled.
+    """
     if ranks.distributed:
         parent = os.getppid()
-        if parent > 1:
+        if parent > 1 and split_launcher_cmdline(proc_cmdline(parent), "", None) is not None:
             return parent
     return os.getpid()
 
