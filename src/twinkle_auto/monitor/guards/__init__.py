@@ -12,6 +12,12 @@ with `ast` (never by running it):
 `review_patch` returns every finding; `check_patch` is the same as a list of one-line messages (empty
 means the patch is fine); `script_capabilities` lists what a whole new script can do, for approving a
 script proposed in the chat. All are pure functions: no I/O, no LLM.
+
+Modules: `capability` (family "unsafe", with `catalog` saying what counts, `resolve` seeing through
+aliases and obfuscation, `paths` deciding what is inside the run folder), `honesty`, `gaming` (errors
+swallowed, early exits, constant results, dropped records, dead conditions) and `work` (steps, epochs,
+data and loop bounds cut), `structure`; `ast_util` and `rules` are shared. Rule ids are in `RULES`; a
+finding's `rule` names the finer capability (`process-call`, `network`, `write-outside-run`...).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from twinkle_auto.monitor.guards import capability, gaming, honesty, structure
+from twinkle_auto.monitor.guards import capability, gaming, honesty, structure, work
 from twinkle_auto.monitor.guards.ast_util import parse
 from twinkle_auto.monitor.guards.findings import FAMILIES, GuardFinding, PatchReview
 from twinkle_auto.monitor.guards.rules import Rule, Scripts
@@ -39,6 +45,7 @@ RULES: list[tuple[str, Rule]] = [
     *capability.rules.rules,
     *honesty.rules.rules,
     *gaming.rules.rules,
+    *work.rules.rules,
     *structure.rules.rules,
 ]
 """(rule id, rule) in report order: parse first (nothing else can judge a script that does not parse),

@@ -25,8 +25,9 @@ from twinkle_auto.monitor.guards.ast_util import (
     training_loops,
 )
 from twinkle_auto.monitor.guards.findings import GuardFinding
-from twinkle_auto.monitor.guards.gaming import constant_like, data_cuts
+from twinkle_auto.monitor.guards.gaming import constant_like
 from twinkle_auto.monitor.guards.rules import RuleSet, Scripts
+from twinkle_auto.monitor.guards.work import data_cuts
 
 rules = RuleSet("honesty")
 
