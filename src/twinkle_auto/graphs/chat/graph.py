@@ -1,9 +1,7 @@
 """The chat agent as an explicit LangGraph graph: repair → agent ⇄ tools, with approvals and a round cap.
 
     START → repair → agent ─┬─ answered ───────────────▶ END
-                            ├─ malformed calls only ───▶ agent
                             ├─ needs the person ─▶ approve ─┬─▶ tools ─▶ agent
-                            │                               ├─▶ approve (an edited call is asked again)
                             │                               └─▶ agent (all declined)
                             └─ tool calls ─────────────▶ tools ─▶ agent
 
@@ -82,11 +80,9 @@ def build_chat_graph(
     graph.add_conditional_edges(
         "agent",
         partial(nodes.route_agent, by_name=by_name, auto_approve=auto_approve),
-        ["approve", "tools", "agent", END],
+        ["approve", "tools", END],
     )
-    graph.add_conditional_edges(
-        "approve", partial(nodes.route_approved, by_name=by_name), ["tools", "approve", "agent"]
-    )
+    graph.add_conditional_edges("approve", nodes.route_approved, ["tools", "agent"])
     graph.add_edge("tools", "agent")
     return graph
 

@@ -163,26 +163,31 @@ def agent(
     max_tool_rounds: int,
     window_size: int,
 ) -> dict[str, Any]:
-    """One model call. At the round cap the model is called without tools and must answer."""
+    """The model's next step. At the round cap it is called without tools and must answer.
+
+    Tool calls whose arguments are not JSON are answered here at once and the model is asked again
+    (each such retry counts as a round), so the graph needs no edge back into this node.
+    """
     messages = list(state.get("messages") or [])
     rounds = tool_rounds(messages)
-    sent: list[AnyMessage] = [
-        SystemMessage(build_system_prompt(prompt, state, runtime, fallback)),
-        *window(messages, window_size),
-    ]
-    if rounds >= max_tool_rounds:
-        sent.append(SystemMessage(BUDGET_SPENT))
-        answer = llm.invoke(sent)
-        if isinstance(answer, AIMessage) and (answer.tool_calls or answer.invalid_tool_calls):
-            # a model that calls tools anyway: keep its words, drop the calls nobody would answer
-            answer = AIMessage(
-                content=answer.content or "I stopped here: the tool budget for this turn is spent."
-            )
-    else:
-        answer = model.invoke(sent)
-    out: list[AnyMessage] = [answer]
-    if isinstance(answer, AIMessage):
-        rounds += bool(answer.tool_calls or answer.invalid_tool_calls)
+    system = SystemMessage(build_system_prompt(prompt, state, runtime, fallback))
+    out: list[AnyMessage] = []
+    while True:
+        sent: list[AnyMessage] = [system, *window([*messages, *out], window_size)]
+        if rounds >= max_tool_rounds:
+            sent.append(SystemMessage(BUDGET_SPENT))
+            answer = llm.invoke(sent)
+            if isinstance(answer, AIMessage) and (answer.tool_calls or answer.invalid_tool_calls):
+                # a model that calls tools anyway: keep its words, drop the calls nobody would answer
+                answer = AIMessage(
+                    content=answer.content or "I stopped here: the tool budget for this turn is spent."
+                )
+        else:
+            answer = model.invoke(sent)
+        out.append(answer)
+        if not isinstance(answer, AIMessage) or not (answer.tool_calls or answer.invalid_tool_calls):
+            break
+        rounds += 1
         for bad in answer.invalid_tool_calls:
             out.append(
                 ToolMessage(
@@ -192,6 +197,8 @@ def agent(
                     status="error",
                 )
             )
+        if answer.tool_calls:
+            break
     return {"messages": out, "tool_rounds": rounds}
 
 
@@ -210,24 +217,19 @@ def _sends(state: ChatState, calls: list[dict[str, Any]]) -> list[Send]:
 def route_agent(state: ChatState, *, by_name: Mapping[str, BaseTool], auto_approve: bool) -> str | list[Send]:
     """END when the model answered; approve when a call needs the person; else each call to tools."""
     messages = state.get("messages") or []
-    ai = last_ai(messages)
-    if ai is None or not (ai.tool_calls or ai.invalid_tool_calls):
-        return END
     calls = pending_calls(messages)
     if not calls:
-        return "agent"  # only malformed calls, already answered: let the model try again
+        return END
     approved = set(state.get("approved_calls") or [])
     if not auto_approve and any(_needs_asking(c, by_name, approved) for c in calls):
         return "approve"
     return _sends(state, calls)
 
 
-def route_approved(state: ChatState, *, by_name: Mapping[str, BaseTool]) -> str | list[Send]:
-    """After the person answered: ask again about an edited call; run the approved; else the model."""
+def route_approved(state: ChatState) -> str | list[Send]:
+    """After the person answered: run the approved calls (and any that needed no question), else back
+    to the model with the refusals."""
     calls = pending_calls(state.get("messages") or [])
-    approved = set(state.get("approved_calls") or [])
-    if any(_needs_asking(c, by_name, approved) for c in calls):
-        return "approve"
     return _sends(state, calls) if calls else "agent"
 
 
@@ -238,7 +240,8 @@ def approve(
 
     interrupt() re-runs this node on resume, so everything before it only reads. The answer is True /
     False / "y" / "n" for all calls, or {call_id: answer} where an answer is a bool, a word, or
-    {"action": "approve" | "reject" | "edit", "args": {…}, "message": "…"}.
+    {"action": "approve" | "reject" | "edit", "args": {…}, "message": "…"}. An edited call is described
+    and asked about again (a second interrupt in this node), so the person approves what will run.
     """
     messages = list(state.get("messages") or [])
     approved = set(state.get("approved_calls") or [])
@@ -246,24 +249,32 @@ def approve(
     if not calls:
         return {}
     scope = scope_of(state, runtime, fallback)
-    asks = []
-    for call in calls:
-        scope.tool_name = str(call["name"])
-        ask = describe_call(by_name[call["name"]], dict(call.get("args") or {}), scope)
-        asks.append({"id": call["id"], "name": call["name"], "args": call.get("args") or {}, **ask})
-    answer = interrupt({"kind": "tool_approval", "calls": asks})
     out: list[AnyMessage] = []
     yes: list[str] = []
     edits: dict[str, dict[str, Any]] = {}
-    for ask in asks:
-        action, args, note = decision(answer, ask["id"])
-        if action == "approve":
-            yes.append(ask["id"])
-        elif action == "edit" and isinstance(args, dict):
-            edits[ask["id"]] = args
-        else:
-            text = DECLINED if not note else f"{DECLINED} They said: {note}"
-            out.append(ToolMessage(content=text, tool_call_id=ask["id"], name=ask["name"], status="error"))
+    open_calls = calls
+    while open_calls:
+        asks = []
+        for call in open_calls:
+            scope.tool_name = str(call["name"])
+            args = edits.get(call["id"], dict(call.get("args") or {}))
+            ask = describe_call(by_name[call["name"]], args, scope)
+            asks.append({"id": call["id"], "name": call["name"], "args": args, **ask})
+        answer = interrupt({"kind": "tool_approval", "calls": asks})
+        edited_now = []
+        for ask in asks:
+            action, args, note = decision(answer, ask["id"])
+            if action == "approve":
+                yes.append(ask["id"])
+            elif action == "edit" and isinstance(args, dict):
+                edits[ask["id"]] = args
+                edited_now.append(ask["id"])
+            else:
+                text = DECLINED if not note else f"{DECLINED} They said: {note}"
+                out.append(
+                    ToolMessage(content=text, tool_call_id=ask["id"], name=ask["name"], status="error")
+                )
+        open_calls = [c for c in open_calls if c["id"] in edited_now]
     update: dict[str, Any] = {"approved_calls": yes}
     ai = last_ai(messages)
     if edits and ai is not None:
