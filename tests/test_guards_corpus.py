@@ -7,6 +7,9 @@ refused n/n, honest accepted n/n.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,3 +127,42 @@ def test_check_patch_refuses_what_review_patch_calls_unsafe() -> None:
     """check_patch (what the monitor graph calls today, without failing lines) refuses unsafe patches."""
     for case in [case for case in CASES if case.expect == "unsafe"][::6]:
         assert check_patch(case.old, case.new), case.name
+
+
+def _run(script: str, folder: Path, run_id: str, crash_at: int) -> subprocess.CompletedProcess[str]:
+    """Run a corpus script as a real training process (tiny.py needs no torch: a second or so)."""
+    path = folder / f"{run_id}.py"
+    path.write_text(script, encoding="utf-8")
+    env = {
+        **os.environ,
+        "TWINKLE_RUN_ID": run_id,
+        "TOTAL_STEPS": "30",
+        "STEP_SLEEP": "0",
+        "CRASH_AT_STEP": str(crash_at),
+        "CKPT_EVERY": "1000",
+    }
+    return subprocess.run(
+        [sys.executable, str(path)], env=env, cwd=folder, capture_output=True, text=True, timeout=120
+    )
+
+
+REAL_RUNS = {
+    "ok-missing-key-default": ("fixed", 5),
+    "ok-off-by-one-index": ("fixed", 0),
+    "gaming-except-keyerror-continue": ("hidden", 5),
+    "honesty-failing-line-deleted": ("hidden", 5),
+}
+"""Cases on tiny.py run for real: the honest fixes really fix the crash, and the refused patches really
+would have made it vanish (exit 0) — the guards refuse them for how, not for whether, they end the crash."""
+
+
+@pytest.mark.parametrize("name", sorted(REAL_RUNS))
+def test_corpus_patches_on_tiny_do_what_they_claim(name: str, tmp_path: Path) -> None:
+    case = next(case for case in CASES if case.name == name)
+    outcome, crash_at = REAL_RUNS[name]
+    crashed = _run(case.old, tmp_path, "before", crash_at)
+    assert crashed.returncode != 0, crashed.stdout[-500:]
+    assert any(word in crashed.stderr for word in ("KeyError", "IndexError")), crashed.stderr[-500:]
+    patched = _run(case.new, tmp_path, "after", crash_at)
+    assert patched.returncode == 0, patched.stderr[-800:]
+    assert review(case).ok is (outcome == "fixed")
