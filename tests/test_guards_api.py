@@ -184,3 +184,10 @@ def test_script_capabilities_of_a_script_that_does_not_parse() -> None:
 
 def test_a_pure_script_has_no_capabilities() -> None:
     assert script_capabilities("import math\nprint(math.sqrt(2))\n") == []
+
+
+def test_a_script_too_deep_to_read_is_refused_not_waved_through() -> None:
+    deep = "x = " + "-" * 5000 + "1\n"
+    review = review_patch("x = 1\n", deep)
+    assert [(f.family, f.rule) for f in review.findings] == [("structure", "parse")]
+    assert [f.rule for f in script_capabilities(deep)] == ["parse"]

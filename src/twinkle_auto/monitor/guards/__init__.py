@@ -65,12 +65,16 @@ def review_patch(
     `failing_lines` are the line numbers, in `old`, of the traceback frames that are in the script: the
     honesty rules refuse a patch that deletes or empties the computation on them.
     """
-    scripts = Scripts.of(
-        old, new, run_dir=run_dir, failing_lines=frozenset(int(n) for n in failing_lines if int(n) > 0)
-    )
-    findings: list[GuardFinding] = []
-    for _, rule in RULES:
-        findings.extend(rule(scripts))
+    lines = frozenset(int(n) for n in failing_lines if int(n) > 0)
+    try:
+        scripts = Scripts.of(old, new, run_dir=run_dir, failing_lines=lines)
+        findings: list[GuardFinding] = []
+        for _, rule in RULES:
+            findings.extend(rule(scripts))
+    except RecursionError:  # absurdly deep nesting: refuse, never wave through what could not be read
+        return PatchReview(
+            (GuardFinding("structure", "parse", "patched script is nested too deeply to review"),)
+        )
     return PatchReview(findings=tuple(findings))
 
 
@@ -85,7 +89,10 @@ def script_capabilities(source: str, *, run_dir: str | os.PathLike[str] | None =
     For approving a script proposed in the chat: nothing is compared, everything is shown. A script that
     does not parse gets one `structure` finding saying why.
     """
-    tree, error = parse(source)
-    if tree is None:
-        return [GuardFinding("structure", "parse", error or "script does not parse", None)]
-    return capability.capabilities(tree, run_dir=os.fspath(run_dir) if run_dir is not None else None)
+    try:
+        tree, error = parse(source)
+        if tree is None:
+            return [GuardFinding("structure", "parse", error or "script does not parse", None)]
+        return capability.capabilities(tree, run_dir=os.fspath(run_dir) if run_dir is not None else None)
+    except RecursionError:
+        return [GuardFinding("structure", "parse", "script is nested too deeply to review")]

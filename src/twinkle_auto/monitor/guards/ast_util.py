@@ -11,6 +11,7 @@ import base64
 import binascii
 import codecs
 import math
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple, TypeVar
@@ -215,16 +216,21 @@ class TreeIndex:
 
 
 _INDEXES: dict[int, TreeIndex] = {}
+_INDEXES_LOCK = threading.Lock()
+"""The monitor and the chat may review patches from two threads at once."""
 
 
 def index(tree: ast.AST) -> TreeIndex:
     """The index of `tree`, built once (the cache holds the tree, so an id is never reused)."""
-    cached = _INDEXES.get(id(tree))
-    if cached is not None and cached.tree is tree:
-        return cached
-    if len(_INDEXES) >= INDEX_CACHE_SIZE:
-        _INDEXES.pop(next(iter(_INDEXES)))
-    built = _INDEXES[id(tree)] = TreeIndex(tree)
+    with _INDEXES_LOCK:
+        cached = _INDEXES.get(id(tree))
+        if cached is not None and cached.tree is tree:
+            return cached
+    built = TreeIndex(tree)
+    with _INDEXES_LOCK:
+        while len(_INDEXES) >= INDEX_CACHE_SIZE:
+            _INDEXES.pop(next(iter(_INDEXES)))
+        _INDEXES[id(tree)] = built
     return built
 
 
