@@ -452,3 +452,20 @@ def test_a_handled_traceback_the_run_trained_past_is_not_the_crash() -> None:
     # A progress bar closing after the crash still shows its last loss: that is not training on.
     crashed = "\n".join(TB_BODY) + "\n 12%|█▏        | 120/1000 [00:30<03:40, 4.0it/s, loss=1.02]\n"
     assert classify_error(crashed)["kind"] == "CODE"  # type: ignore[index]
+
+
+def test_ray_task_error_defers_to_the_workers_own_traceback() -> None:
+    text = (
+        "Traceback (most recent call last):\n"
+        '  File "/work/driver.py", line 5, in <module>\n'
+        "    ray.get(ref)\n"
+        '  File "/venv/lib/python3.10/site-packages/ray/_private/worker.py", line 2, in get\n'
+        "    raise value.as_instanceof_cause()\n"
+        "ray.exceptions.RayTaskError(KeyError): ray::train_fn() (pid=123, ip=10.0.0.1)\n"
+        '  File "/work/train.py", line 9, in train_fn\n'
+        '    x = batch["text"]\n'
+        "KeyError: 'text'\n"
+    )
+    parsed = parse_traceback(text)
+    assert parsed is not None and parsed.exception == "KeyError"
+    assert [f.file for f in parsed.frames] == ["/work/train.py"]

@@ -97,9 +97,9 @@ _EXC_NAME = (
     r"(?:[A-Za-z_]\w*\.)*(?:[A-Z]\w*(?:Error|Exception|Failure|Fault|Interrupt|Exit)"
     r"|StopIteration|StopAsyncIteration|GeneratorExit)"
 )
-_STRICT_EXC_RE = re.compile(rf"^(?P<name>{_EXC_NAME})(?::[ \t]*(?P<msg>.*?))?\s*$")
+_STRICT_EXC_RE = re.compile(rf"^(?P<name>{_EXC_NAME})(?:\(\w+\))?(?::[ \t]*(?P<msg>.*?))?\s*$")
 """An exception line outside a traceback block: a class name that reads like an exception."""
-_LOOSE_EXC_RE = re.compile(r"^(?P<name>[A-Za-z_][\w.]*)(?::[ \t]*(?P<msg>.*?))?\s*$")
+_LOOSE_EXC_RE = re.compile(r"^(?P<name>[A-Za-z_][\w.]*)(?:\(\w+\))?(?::[ \t]*(?P<msg>.*?))?\s*$")
 """An exception line right after a block's frames: any dotted name, optionally ': message'."""
 _FRAME_STD = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+)(?:, in (?P<func>.+?))?\s*$')
 _FRAME_IPY = re.compile(r"^\s*File (?P<file>\S.*?):(?P<line>\d+)(?:, in (?P<func>.+?))?\s*$")
@@ -125,7 +125,9 @@ _MAX_LINE_CHARS = 4000
 """Each line is judged on its first 4,000 characters: a 50 MB line of worker noise costs no more."""
 _MAX_FRAME_CHARS = 2000
 _MAX_NOISE_IN_BLOCK = 40
-WRAPPER_EXCEPTIONS = frozenset({"ChildFailedError", "CalledProcessError", "ProcessRaisedException"})
+WRAPPER_EXCEPTIONS = frozenset(
+    {"ChildFailedError", "CalledProcessError", "ProcessRaisedException", "RayTaskError", "RayActorError"}
+)
 """Exceptions raised by launchers about a child that failed: the child's own traceback says why."""
 
 
