@@ -59,6 +59,11 @@ WORK_KEYS = frozenset(
         "num_iters",
         "iterations",
         "max_iters",
+        "n_train",
+        "num_train",
+        "n_samples",
+        "n_examples",
+        "num_examples",
     }
 )
 """Settings (assignments, keyword arguments, dict keys, argparse defaults, env defaults) that say how
@@ -381,6 +386,8 @@ def cap_markers(expr: ast.AST) -> Counter[str]:
         elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Slice):
             if node.slice.upper is not None or node.slice.step is not None or node.slice.lower is not None:
                 markers["a slice"] += 1
+        elif isinstance(node, ast.IfExp):
+            markers["a conditional value"] += 1
         elif isinstance(node, ast.BoolOp) and isinstance(node.op, ast.And):
             markers["an extra `and` condition"] += len(node.values) - 1
         elif isinstance(node, ast.Compare) and len(node.ops) > 1:
