@@ -269,10 +269,23 @@ def _with_code(frame: Frame, code: str, line: int | None = None) -> Frame:
     return Frame(frame.file, frame.line if frame.line is not None else line, frame.function, code.strip())
 
 
+_CHAIN_HEADS = (
+    "During handling of the above exception, another exception occurred",
+    "The above exception was the direct cause of the following exception",
+)
+
+
+def _cut_chain_marker(text: str) -> bool:
+    """A chain marker the log cut short (`During handl`): not part of any message."""
+    text = text.strip()
+    return len(text) >= 6 and any(head.startswith(text) for head in _CHAIN_HEADS)
+
+
 def _continues_message(line: Line, exc_line: Line) -> bool:
     text = line.text
     return not (
-        not text.strip()
+        _cut_chain_marker(text)
+        or not text.strip()
         or (line.logged and not exc_line.logged)
         or _HEADER_RE.search(text)
         or _CHAIN_RE.match(text.strip())
