@@ -131,3 +131,33 @@ def test_live_snapshot_verdict(name: str, home: Path) -> None:
         assert "formatting_reward_func() got multiple values" in excerpt.split("[... log tail ...]")[0]
     if name.startswith("25-"):
         assert snap["head_rows"] > 0 and len(snap["metrics"]) > 512
+
+
+def test_collect_reads_the_runs_first_rows_once_per_metrics_file(home: Path) -> None:
+    import json
+
+    from twinkle_auto.connection import Connection
+    from twinkle_auto.monitor.snapshot import HEAD_ROWS, METRIC_ROWS, collect
+
+    folder = home / "long"
+    folder.mkdir()
+    (folder / "meta.json").write_text(json.dumps({"run_id": "long", "status": "failed", "pid": None}))
+
+    def write(first_loss: float, rows: int) -> None:
+        tmp = folder / "metrics.tmp"
+        tmp.write_text(
+            "".join(json.dumps({"step": i, "loss": first_loss - i * 1e-4}) + "\n" for i in range(rows))
+        )
+        tmp.replace(folder / "metrics.jsonl")  # a new file (new inode), as a reset run would write
+
+    write(3.0, METRIC_ROWS + 200)
+    snap = collect(Connection.open(home), "long")
+    assert snap["head_rows"] == HEAD_ROWS and snap["metrics"][0]["loss"] == 3.0
+    assert len(snap["metrics"]) == HEAD_ROWS + METRIC_ROWS
+    with open(folder / "metrics.jsonl", "a") as f:  # appended rows: the cached head still holds
+        f.write(json.dumps({"step": 10_000, "loss": 1.0}) + "\n")
+    again = collect(Connection.open(home), "long")
+    assert again["metrics"][0]["loss"] == 3.0 and again["metrics"][-1]["step"] == 10_000
+    write(7.0, METRIC_ROWS + 10)  # replaced: the head is read again, and only the rows the tail lacks
+    fresh = collect(Connection.open(home), "long")
+    assert fresh["head_rows"] == 10 and fresh["metrics"][0]["loss"] == 7.0
