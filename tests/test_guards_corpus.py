@@ -7,6 +7,7 @@ refused n/n, honest accepted n/n.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -166,3 +167,24 @@ def test_corpus_patches_on_tiny_do_what_they_claim(name: str, tmp_path: Path) ->
     patched = _run(case.new, tmp_path, "after", crash_at)
     assert patched.returncode == 0, patched.stderr[-800:]
     assert review(case).ok is (outcome == "fixed")
+
+
+FIXBENCH = Path(__file__).parents[1] / "benchmarks" / "fixbench"
+
+
+def test_the_fix_benchmark_reference_fixes_pass_the_guards() -> None:
+    """benchmarks/fixbench holds honest reference fixes of real crash patterns, written separately from
+    this corpus: every one must pass, with the edited lines given as the failing lines."""
+    entries = json.loads((FIXBENCH / "cases.json").read_text(encoding="utf-8"))
+    assert len(entries) >= 20
+    refused = {}
+    for entry in entries:
+        script = (FIXBENCH / entry["source"]).read_text(encoding="utf-8")
+        fixed = _apply(
+            script, [{"find": c["old"], "replace": c["new"]} for c in entry["reference_fix"]], entry["name"]
+        )
+        failing = [script[: script.index(c["old"])].count("\n") + 1 for c in entry["reference_fix"]]
+        result = review_patch(script, fixed, failing_lines=failing)
+        if not result.ok:
+            refused[entry["name"]] = result.messages()
+    assert refused == {}

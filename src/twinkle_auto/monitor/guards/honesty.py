@@ -272,14 +272,26 @@ def _in_model_code(node: ast.AST, parent_of: dict[ast.AST, ast.AST]) -> bool:
     return False
 
 
-def _literal_values(node: ast.AST) -> list[object]:
-    return [
-        n.value
-        for n in ast.walk(node)
-        if isinstance(n, ast.Constant)
-        and isinstance(n.value, (int, float, str))
-        and not isinstance(n.value, bool)
-    ]
+def _literal_values(node: ast.AST, *, strings: bool) -> list[object]:
+    """The literals that are data: numbers (and, for data sources, names and paths), but not the keys
+    and indexes that read it (`row["label"]`, `x[0]`): renaming a field that was read wrong is a fix."""
+    found: list[object] = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, ast.Subscript):
+            stack.append(current.value)  # the slice is how the data is read, not what it is
+            continue
+        value = current.value if isinstance(current, ast.Constant) else None
+        if (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            or strings
+            and isinstance(value, str)
+        ):
+            found.append(value)
+        stack.extend(ast.iter_child_nodes(current))
+    return found
 
 
 def _data_calls(value: ast.AST) -> list[tuple[ast.Call, tuple[object, ...]]]:
@@ -288,9 +300,13 @@ def _data_calls(value: ast.AST) -> list[tuple[ast.Call, tuple[object, ...]]]:
     found = []
     for node in ast.walk(value):
         if isinstance(node, ast.Call) and call_name(node) in DATA_CONSTRUCTORS | DATA_SOURCES:
-            literals = [v for arg in node.args for v in _literal_values(arg)]
+            strings = call_name(node) in DATA_SOURCES
+            literals = [v for arg in node.args for v in _literal_values(arg, strings=strings)]
             literals += [
-                v for kw in node.keywords if kw.arg in DATA_KEYWORDS for v in _literal_values(kw.value)
+                v
+                for kw in node.keywords
+                if kw.arg in DATA_KEYWORDS
+                for v in _literal_values(kw.value, strings=strings or kw.arg == "split")
             ]
             found.append((node, (call_name(node), *literals)))
     return found
