@@ -179,7 +179,7 @@ def test_the_fix_benchmark_reference_fixes_pass_the_guards() -> None:
     assert len(entries) >= 20
     refused = {}
     for entry in entries:
-        script = (FIXBENCH / entry["source"]).read_text(encoding="utf-8")
+        script = (FIXBENCH / f"{entry['name']}.py").read_text(encoding="utf-8")
         fixed = _apply(
             script, [{"find": c["old"], "replace": c["new"]} for c in entry["reference_fix"]], entry["name"]
         )
