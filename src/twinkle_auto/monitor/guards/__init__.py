@@ -16,7 +16,8 @@ script proposed in the chat. All are pure functions: no I/O, no LLM.
 Modules: `capability` (family "unsafe", with `catalog` saying what counts, `resolve` seeing through
 aliases and obfuscation, `paths` deciding what is inside the run folder), `honesty`, `gaming` (errors
 swallowed, early exits, constant results, dropped records, dead conditions) and `work` (steps, epochs,
-data and loop bounds cut), `structure`; `ast_util` and `rules` are shared. Rule ids are in `RULES`; a
+data and loop bounds cut), `structure`; `ast_util`, `folding` (literal strings however spelled)
+and `rules` are shared. Rule ids are in `RULES`; a
 finding's `rule` names the finer capability (`process-call`, `network`, `write-outside-run`...).
 """
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 from twinkle_auto.monitor.guards.ast_util import (
     dotted,
-    fold_str,
     index,
     keyword,
     snippet,
@@ -48,6 +47,7 @@ from twinkle_auto.monitor.guards.catalog import (
     under,
 )
 from twinkle_auto.monitor.guards.findings import GuardFinding
+from twinkle_auto.monitor.guards.folding import fold_str
 from twinkle_auto.monitor.guards.paths import RunPaths, path_root
 from twinkle_auto.monitor.guards.resolve import Resolver
 from twinkle_auto.monitor.guards.rules import RuleSet, Scripts

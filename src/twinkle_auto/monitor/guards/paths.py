@@ -6,13 +6,14 @@ import ast
 import posixpath
 import re
 
-from twinkle_auto.monitor.guards.ast_util import call_name, dotted, fold_str, index
+from twinkle_auto.monitor.guards.ast_util import call_name, dotted, index
 from twinkle_auto.monitor.guards.catalog import (
     OPEN_FUNCTIONS,
     PATH_CONSTRUCTORS,
     PATH_METHODS_SAME,
     PATH_PASSTHROUGH,
 )
+from twinkle_auto.monitor.guards.folding import fold_str
 from twinkle_auto.monitor.guards.resolve import Resolver
 
 

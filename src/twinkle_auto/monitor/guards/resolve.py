@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import ast
 
-from twinkle_auto.monitor.guards.ast_util import fold_str, index, keyword, parents, single_assignments
+from twinkle_auto.monitor.guards.ast_util import index, keyword, parents, single_assignments
 from twinkle_auto.monitor.guards.catalog import BUILTIN_NAMES
+from twinkle_auto.monitor.guards.folding import fold_str
 
 
 # ----------------------------------------------------------------------------------- name resolution
