@@ -61,6 +61,7 @@ def main() -> int:
         os.environ["TWINKLE_AUTO_COMMUNITY_SKILLS"] = "0"
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         llm = make_chat_model(url, "local", "x", timeout=900, max_retries=0)
+        llm.max_tokens = harness.ANSWER_TOKENS
         t0 = time.monotonic()
         outcomes, figures = harness.evaluate(
             home, ROOT / "examples", llm, requests, echo=lambda line: print(line, flush=True)

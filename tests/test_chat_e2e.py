@@ -128,6 +128,40 @@ def test_ctrl_c_cancels_a_turn_and_monitor_messages_reach_the_prompt(home: Path,
     assert not (home / "crashy" / "train_v1.py").exists()
 
 
+def test_resume_keeps_the_selected_run_and_the_chart_view(home: Path) -> None:
+    """Session one selects a run (slash command) and zooms (the model's tool call); --resume shows both."""
+    folder = home / "kept"
+    folder.mkdir()
+    (folder / "meta.json").write_text(json.dumps({"run_id": "kept", "status": "finished", "model_id": "m"}))
+    (folder / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": i, "loss": 1 / i}) + "\n" for i in range(1, 20))
+    )
+    llm = StubLLM(
+        [
+            Rule(match="closer look", tool_calls=[("zoom_chart", {"start_step": 2, "end_step": 6})]),
+            Rule(match="closer look", after_tool=True, text="Zoomed in."),
+        ]
+    )
+    url = llm.start()
+    try:
+        child = spawn(url, "--session", "keep")
+        child.expect("you>")
+        child.sendline("/select kept")
+        child.expect("selected")
+        child.expect("you>")
+        child.sendline("take a closer look at the start")
+        child.expect("Zoomed in.")
+        child.expect("you>")
+        child.sendline("/quit")
+        child.expect(pexpect.EOF, timeout=30)
+        again = spawn(url, "--resume")
+        again.expect("resumed session: run kept selected, steps 2-6", timeout=60)
+        again.sendline("/quit")
+        again.expect(pexpect.EOF, timeout=30)
+    finally:
+        llm.stop()
+
+
 # ------------------------------------------------------------------------- the seed's conversation, real
 def _checkpoint_values(home: Path, session: str) -> dict:
     """The chat graph's state as the app saved it (read from its SQLite file while it runs)."""

@@ -26,6 +26,7 @@ def test_request_subset_picks_the_right_tools(home: Path, local_llm: str) -> Non
     requests = harness.load_requests(subset=True)
     assert 15 <= len(requests) <= 20
     llm = make_chat_model(local_llm, "local", "x", timeout=600, max_retries=0)
+    llm.max_tokens = harness.ANSWER_TOKENS
     outcomes, figures = harness.evaluate(home, EXAMPLES, llm, requests)
     lines = "\n".join(o.line() for o in outcomes)
     print(lines)

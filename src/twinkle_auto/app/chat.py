@@ -189,7 +189,7 @@ class ChatApp:
         state = self.graph.get_state(self.config)
         if state and state.next:
             return  # a question is pending; the changes go with the next turn instead
-        self.graph.update_state(self.config, self.view.take_changes(), as_node="repair")
+        self.graph.update_state(self.config, self.view.take_changes(), as_node="agent")
 
     # ---------------------------------------------------------------------------------------- output
     def say(self, renderable: Any) -> None:
