@@ -141,3 +141,35 @@ def test_no_request_of_the_set_is_in_a_prompt_or_a_description(home: Path) -> No
     for tool in tools:
         texts.append(json.dumps(convert_to_openai_tool(tool)))
     assert harness.leaks(texts) == []
+
+
+def test_start_training_passes_launch_options_to_the_controller(home: Path, tmp_path: Path) -> None:
+    """argv, env and cwd reach the real process; the run becomes the selected run (graph state)."""
+    from conftest import wait_for
+    from fakes import ScriptedChatModel
+
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "open('seen.json', 'w').write(json.dumps({'argv': sys.argv[1:], 'env': os.environ.get('MY_FLAG')}))\n"
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    ctx = ToolContext(Connection.open(home))
+    args = {
+        "script_path": str(script),
+        "run_id": "opts",
+        "argv": "--lr 0.1 --name 'a b'",
+        "env": {"MY_FLAG": "1"},
+        "cwd": str(work),
+    }
+    llm = ScriptedChatModel(
+        responses=[AIMessage("", tool_calls=[{"name": "start_training", "args": args, "id": "c1"}]), "ok"]
+    )
+    graph = compile_chat_graph(
+        llm, get_tools(ctx, search=False, server=False), checkpointer=InMemorySaver(), auto_approve=True
+    )
+    out = graph.invoke({"messages": [HumanMessage("go")]}, {"configurable": {"thread_id": "t"}}, context=ctx)
+    assert out["selected_run"] == "opts", out["messages"][-2].content
+    seen = wait_for(lambda: (work / "seen.json").exists() and json.loads((work / "seen.json").read_text()))
+    assert seen == {"argv": ["--lr", "0.1", "--name", "a b"], "env": "1"}

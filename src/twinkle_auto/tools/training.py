@@ -14,17 +14,18 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import shlex
 import time
 from typing import Any
 
 from langchain_core.tools import BaseTool
 from langgraph.prebuilt import ToolRuntime
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 
 from twinkle_auto.tools.base import Approval, Scope, ToolArgs, ToolContext, ToolError, compact, make_tool
 from twinkle_auto.tools.scripts import check_source, read_script_file, script_findings
 
-LAUNCH_OPTIONS = ("argv", "cwd", "launcher")
+LAUNCH_OPTIONS = ("launcher", "nproc_per_node", "argv", "cwd", "ray_address")
 """Launch settings passed to `RunController.start` when its signature has them (env always is)."""
 RENDER_CACHE = 8
 """Rendered recipes kept per tool set: the describer and the tool render the same call once."""
@@ -68,6 +69,13 @@ def _recipe_names() -> list[str]:
         return []
 
 
+def _split_argv(value: list[str]) -> list[str]:
+    """'--lr 1e-4 --steps 5' sent as one string is what the person meant: shell words."""
+    if len(value) == 1 and " " in value[0].strip():
+        return shlex.split(value[0])
+    return value
+
+
 class StartArgs(ToolArgs):
     recipe: str | None = Field(
         default=None,
@@ -105,8 +113,18 @@ class StartArgs(ToolArgs):
         default_factory=dict, description="Environment variables for the training process"
     )
     launcher: str | None = Field(
-        default=None, description="How to launch: python (default), torchrun, accelerate or ray"
+        default=None, description="How to launch: python (default), torchrun, accelerate, deepspeed or ray"
     )
+    nproc_per_node: int | None = Field(
+        default=None, ge=1, description="Processes (GPUs) per node for torchrun/accelerate/deepspeed"
+    )
+    argv: list[str] = Field(default_factory=list, description="Command-line arguments for the script")
+    cwd: str | None = Field(
+        default=None, description="Working directory of the process; default the run folder"
+    )
+    ray_address: str | None = Field(default=None, description="host:port of the Ray cluster for launcher ray")
+
+    _argv = field_validator("argv")(_split_argv)
 
 
 def _short(model: str) -> str:
@@ -184,15 +202,13 @@ def make_training_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
         kwargs: dict[str, Any] = {}
         if args.get("env"):
             kwargs["env"] = {str(k): str(v) for k, v in args["env"].items()}
-        if args.get("launcher") and args["launcher"] != "python":
-            if "launcher" not in params:
-                raise ToolError(
-                    f"launcher {args['launcher']!r} is not supported here; leave it out to use python"
-                )
-            kwargs["launcher"] = args["launcher"]
         for name in LAUNCH_OPTIONS:
-            if name != "launcher" and args.get(name) and name in params:
-                kwargs[name] = args[name]
+            value = args.get(name)
+            if value in (None, "", []) or (name == "launcher" and value == "python"):
+                continue
+            if name not in params:
+                raise ToolError(f"{name} is not supported by this version's run controller; leave it out")
+            kwargs[name] = value
         return kwargs
 
     def start_training(runtime: ToolRuntime[Any, Any] = None, **args: Any) -> Any:  # type: ignore[assignment]
@@ -214,6 +230,8 @@ def make_training_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
         head += f", model {model_id}" if model_id else ""
         if args.get("env"):
             head += f", env {', '.join(sorted(args['env']))}"
+        if args.get("launcher") and args["launcher"] != "python":
+            head += f", launched with {args['launcher']}"
         if notes:
             head += ". " + " ".join(notes)
         return {
