@@ -336,3 +336,71 @@ def test_recipe_command(data: dict[str, str], tmp_path: Path) -> None:
     assert "MAX_STEPS = 7" in out.read_text() and tree.body
     bad = run_cli("recipe", "torch-sft", "--set", f"model={data['model']}", "--set", "dataset=nope.jsonl")
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "does not exist" in bad.stderr
+
+
+def _snippet(name: str) -> dict:
+    """A shared template snippet run on its own (what every rendered script pastes in)."""
+    from twinkle_auto.recipes.render import template_text
+
+    namespace: dict = {"__name__": "snippet"}
+    exec(
+        compile("import json, re\nfrom pathlib import Path\n" + template_text(name), name, "exec"), namespace
+    )
+    return namespace
+
+
+def test_rewards_read_the_final_answer() -> None:
+    ns = _snippet("_rewards")
+    accuracy, fmt_reward = ns["accuracy_reward"], ns["format_reward"]
+    gsm8k = "Tom has 3 + 4 = 7 apples\n#### 7"
+    assert accuracy("so 3 + 4 = 7, the answer is 7", gsm8k) == 1.0
+    assert accuracy("The answer is \\boxed{7}. Check: 8 - 1", gsm8k) == 1.0  # boxed beats the last number
+    assert accuracy("#### 1,234", "#### 1234") == 1.0 and accuracy("#### 7.0", "#### 7") == 1.0
+    assert accuracy("3 + 4 = 8", gsm8k) == 0.0 and accuracy("no number", gsm8k) == 0.0
+    assert accuracy("7", None) == 0.0  # no reference answer, no reward
+    assert fmt_reward("#### 7") == 1.0 and fmt_reward("\\boxed{ -3 }") == 1.0 and fmt_reward("it is 7") == 0.0
+
+
+def test_rows_of_every_common_shape(tmp_path: Path) -> None:
+    ns = _snippet("_data")
+    sft_pair, prompt_answer = ns["sft_pair"], ns["prompt_answer"]
+    chat = {
+        "messages": [
+            {"role": "system", "content": "S"},
+            {"role": "user", "content": "Q"},
+            {"role": "assistant", "content": "A"},
+        ]
+    }
+    assert sft_pair(chat) == (chat["messages"][:2], "A")
+    share_gpt = {"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}
+    assert sft_pair(share_gpt) == ([{"role": "user", "content": "Q"}], "A")
+    alpaca = {"instruction": "Translate", "input": "chat", "output": "cat"}
+    assert sft_pair(alpaca) == ([{"role": "user", "content": "Translate\nchat"}], "cat")
+    assert sft_pair({"text": "plain"}) == ([], "plain")
+    assert prompt_answer({"question": "Q?", "answer": "#### 3"}) == ("Q?", "#### 3")
+    assert prompt_answer({"problem": "P", "solution": 12}) == ("P", "12")
+    assert prompt_answer({"messages": [{"role": "user", "content": "Hi"}]}) == ("Hi", None)
+    with pytest.raises(ValueError, match="needs 'messages', 'text'"):
+        sft_pair({"foo": 1})
+    with pytest.raises(ValueError, match="GRPO row needs a prompt field"):
+        prompt_answer({"answer": "3"})
+    # the loader: JSON lines (a bad line is named), a JSON list, parquet
+    ns["DATASET"] = str(write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}, {"text": "b"}]))
+    assert ns["load_rows"]() == [{"text": "a"}, {"text": "b"}]
+    (tmp_path / "bad.jsonl").write_text('{"text": "a"}\n{oops\n')
+    ns["DATASET"] = str(tmp_path / "bad.jsonl")
+    with pytest.raises(ValueError, match="bad.jsonl:2: not a JSON line"):
+        ns["load_rows"]()
+    (tmp_path / "d.json").write_text(json.dumps([{"text": "c"}]))
+    ns["DATASET"] = str(tmp_path / "d.json")
+    assert ns["load_rows"]() == [{"text": "c"}]
+
+
+def test_parquet_rows(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow", reason="parquet files need pyarrow (installed with the hf extra)")
+    import pyarrow.parquet as pq
+
+    ns = _snippet("_data")
+    pq.write_table(pa.Table.from_pylist([{"question": "Q", "answer": "1"}]), tmp_path / "d.parquet")
+    ns["DATASET"] = str(tmp_path / "d.parquet")
+    assert ns["load_rows"]() == [{"question": "Q", "answer": "1"}]
