@@ -1,6 +1,6 @@
 """Test material for the recipe tests: datasets written on the spot and a tiny random causal LM.
 
-The model is a 2-layer Llama built from a config (random weights, ~60k parameters) with a small
+The model is a 2-layer Llama built from a config (random weights, ~30k parameters) with a small
 byte-level BPE tokenizer trained here from the test sentences by the `tokenizers` package: everything
 offline, and a step takes milliseconds on one CPU thread, so the real recipe scripts run unchanged.
 """
