@@ -78,6 +78,10 @@ def main() -> int:
     print(
         f"baseline (always the most common tool): {base:.1f}% first tool; ratio {figures['first_tool_pct'] / base:.1f}x"
     )
+    subset = [o for o in outcomes if o.request.get("subset")]
+    if subset and len(subset) < len(outcomes):
+        sub = harness.summarize(subset)
+        print(f"subset of the llm test ({sub['requests']}): overall {sub['overall']} ({sub['overall_pct']}%)")
     print(f"misses: {len(misses)}")
     for o in misses:
         print("  " + o.line())

@@ -137,7 +137,7 @@ def test_no_request_of_the_set_is_in_a_prompt_or_a_description(home: Path) -> No
         sum(1 for r in requests if not r["steps"]) >= 5
         and sum(1 for r in requests if len(r["steps"]) > 1) >= 8
     )
-    texts = [system_prompt("grpo-math"), BUDGET_SPENT]
+    texts = [system_prompt(), BUDGET_SPENT]
     for tool in tools:
         texts.append(json.dumps(convert_to_openai_tool(tool)))
     assert harness.leaks(texts) == []

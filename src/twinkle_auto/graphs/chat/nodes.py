@@ -149,7 +149,7 @@ def build_system_prompt(prompt: Prompt, state: Mapping[str, Any], runtime: Any, 
             section = skills.prompt_section()
         except Exception:  # skills are optional: never block a turn on them
             section = ""
-    return system_prompt(state.get("selected_run"), section)
+    return system_prompt(section)
 
 
 def agent(
