@@ -225,3 +225,20 @@ def test_original_script_is_untouched_on_failure() -> None:
             plan(Edit(start_line=9, end_line=9, replacement="y"), Edit(anchor="nope nope", replacement="z")),
         )
     assert original == SCRIPT
+
+
+def test_lost_indentation_after_a_faithful_first_line_is_restored() -> None:
+    # "replace a line with itself plus the new lines", the new line typed without the loop's indent
+    new = apply_edits(
+        SCRIPT,
+        plan(Edit(start_line=10, end_line=10, replacement="    loss = y.pow(2).mean()\nloss = loss * 1.0")),
+    )
+    assert "    loss = y.pow(2).mean()\n    loss = loss * 1.0\n    loss.backward()" in new
+
+
+def test_deeper_block_keeps_its_structure() -> None:
+    new = apply_edits(
+        SCRIPT,
+        plan(Edit(start_line=9, end_line=9, replacement="        if True:\n            y = x @ w")),
+    )
+    assert "    if True:\n        y = x @ w\n" in new

@@ -127,12 +127,30 @@ def _common_indent(lines: list[str]) -> str:
     return prefix
 
 
-def _reindent(replacement: list[str], target: str) -> list[str]:
-    """Shift the replacement so its common indentation is `target`, keeping its inner structure."""
-    current = _common_indent(replacement)
-    if current == target:
+def _reindent(replacement: list[str], first: str, floor: str) -> list[str]:
+    """Shift the replacement so its first line has the indentation `first`, keeping its inner structure.
+
+    Models copy the first line of a block faithfully and lose the indentation of the rest (or the other
+    way round): the shift is the one that puts the first line where the replaced line was, and no line
+    ends up left of `floor` (the replaced block's own indentation), which would silently close a loop.
+    """
+    text = [line for line in replacement if line.strip()]
+    if not text:
         return replacement
-    return [target + line[len(current) :] if line.strip() else "" for line in replacement]
+    current = _leading_ws(text[0])
+    out = []
+    for line in replacement:
+        if not line.strip():
+            out.append("")
+            continue
+        own = _leading_ws(line)
+        body = line[len(own) :]
+        # A line less indented than the first keeps its offset from the block's floor.
+        indent = first + own[len(current) :] if own.startswith(current) else floor + own
+        if len(indent) < len(floor):
+            indent = floor
+        out.append(indent + body)
+    return out
 
 
 def _anchor_lines(anchor: str) -> list[str]:
@@ -275,14 +293,16 @@ def _new_lines(lines: list[str], start: int, end: int, replacement: str) -> list
     if not replacement.strip():
         return []
     if end >= start:
-        target = _common_indent(lines[start : end + 1])
+        block = lines[start : end + 1]
+        first_line = next((line for line in block if line.strip()), "")
+        return _reindent(new, _leading_ws(first_line), _common_indent(block))
     else:  # insertion: indent like the line it goes before, or the one above at the end of a block
         after = next((line for line in lines[start:] if line.strip()), "")
         before = next((line for line in reversed(lines[:start]) if line.strip()), "")
         target = _leading_ws(after) if after else _leading_ws(before)
         if before.rstrip().endswith(":") and len(_leading_ws(after)) <= len(_leading_ws(before)):
             target = _leading_ws(before) + "    "
-    return _reindent(new, target)
+    return _reindent(new, target, target)
 
 
 def _check_overlaps(spans: list[tuple[int, int, int, Edit]]) -> None:
