@@ -17,7 +17,6 @@ from twinkle_auto.monitor.guards.folding import fold_str
 from twinkle_auto.monitor.guards.resolve import Resolver
 
 
-# ------------------------------------------------------------------------------------------- paths
 class RunPaths:
     """Decides whether a path expression is provably inside the run folder.
 

@@ -15,7 +15,6 @@ from twinkle_auto.monitor.guards.catalog import BUILTIN_NAMES
 from twinkle_auto.monitor.guards.folding import fold_str
 
 
-# ----------------------------------------------------------------------------------- name resolution
 class Resolver:
     """Resolves expressions to the dotted names of what they refer to (`o.system` → `os.system`).
 
