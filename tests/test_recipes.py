@@ -404,3 +404,14 @@ def test_parquet_rows(tmp_path: Path) -> None:
     pq.write_table(pa.Table.from_pylist([{"question": "Q", "answer": "1"}]), tmp_path / "d.parquet")
     ns["DATASET"] = str(tmp_path / "d.parquet")
     assert ns["load_rows"]() == [{"question": "Q", "answer": "1"}]
+
+
+def test_render_offline_keeps_the_hub_id_and_says_so(data: dict[str, str]) -> None:
+    rendered = render_recipe("trl-sft", {"model": "Qwen/Qwen2.5-0.5B-Instruct", "dataset": data["sft"]})
+    assert (
+        rendered.params["model"] == "Qwen/Qwen2.5-0.5B-Instruct"
+        and "MODEL = 'Qwen/Qwen2.5-0.5B-Instruct'" in rendered.script
+    )
+    assert (
+        len(rendered.notes) == 1 and "could not verify model Qwen/Qwen2.5-0.5B-Instruct" in rendered.notes[0]
+    )
