@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -40,6 +41,8 @@ from twinkle_auto.monitor.ledger import error_signature
 from twinkle_auto.monitor.snapshot import collect as collect_snapshot
 from twinkle_auto.monitor.snapshot import log_excerpt, trends
 from twinkle_auto.runtime import format as fmt
+
+log = logging.getLogger("twinkle_auto.monitor")
 
 ISSUE_SEVERITIES = ("warning", "critical")
 MAX_HISTORY = 20
@@ -186,9 +189,16 @@ def _exception_line(traceback: str | None) -> str:
     return f"{parsed.short_name}: {' '.join(parsed.message.split())[:200]}"
 
 
-def _first_sentence(text: str) -> str:
+def _first_sentence(text: str, diff: str) -> str:
+    """What changed, in one plain sentence: the model's summary cut at its first sentence, else a count."""
     text = " ".join((text or "").split())
-    return text[:300] if text else "the script was edited"
+    for end in (". ", "! ", "? "):
+        if end in text:
+            text = text[: text.index(end) + 1]
+    if text:
+        return text[:300]
+    changed = sum(1 for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++"))
+    return f"Changed {changed} line(s) of train.py."
 
 
 # --------------------------------------------------------------------------------------- collecting
@@ -532,8 +542,17 @@ def rewrite(state: MonitorState, ctx: MonitorContext) -> dict[str, Any]:
             "fix_status": "no_script",
             "message": f"[Monitor] WARNING {run_id}: train.py cannot be read; no fix",
         }
-    inp = _attempt_input(state, ctx, saved, script)
-    proposal = fixing.propose(ctx.model, inp)
+    try:
+        inp = _attempt_input(state, ctx, saved, script)
+        proposal = fixing.propose(ctx.model, inp)
+    except Exception as exc:  # our own bug must neither hold the run nor count as the model's attempt
+        ctx.release(run_id)
+        log.exception("fix attempt for %s failed", run_id)
+        return {
+            "fix_status": "error",
+            "message": f"[Monitor] WARNING {run_id}: the fix attempt failed inside twinkle-auto "
+            f"({short_error(exc)}); train.py unchanged, not counted",
+        }
     out: dict[str, Any] = {
         "llm_calls": int(state.get("llm_calls") or 0) + proposal.llm_calls,
         "fix_rounds": proposal.rounds,
@@ -544,7 +563,7 @@ def rewrite(state: MonitorState, ctx: MonitorContext) -> dict[str, Any]:
     if offer and candidate is not None:
         fix = {
             "attempt": attempt,
-            "summary": _first_sentence(candidate.summary or state.get("diagnosis", "")),
+            "summary": _first_sentence(candidate.summary, candidate.diff),
             "source": candidate.source,
             "hash": candidate.hash,
             "warnings": candidate.review.messages,
