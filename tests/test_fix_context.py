@@ -129,3 +129,12 @@ def test_traceback_without_script_frames_shows_the_head() -> None:
     assert ctx.failing_lines == []
     assert "names no line of train.py" in ctx.text
     assert 1 in ctx.lines and ctx.error == "RuntimeError: something failed in a worker"
+
+
+def test_a_short_script_is_shown_whole(tmp_path: Path) -> None:
+    script = "import math\n\nvalues = [1, 2]\nSCALE = 3\nprint(math.sqrt(values[2]) * SCALE)\n"
+    traceback = run_script(tmp_path, script)
+    ctx = build_fix_context(script, traceback)
+    assert ctx.lines == [1, 2, 3, 4, 5]
+    assert "    1 | import math" in ctx.text and ">    5 | print(" in ctx.text
+    assert "Outline" not in ctx.text and "..." not in ctx.text

@@ -45,6 +45,8 @@ MAX_LINE_CHARS = 240
 """Lines longer than this are cut in the excerpt (never the failing line), so one data literal cannot
 eat the budget."""
 MAX_ERROR_CHARS = 600
+WHOLE_SCRIPT_LINES = 60
+"""Scripts up to this many lines are shown whole (when they fit the budget): nothing to focus away."""
 MAX_OUTLINE = 40
 """Outline headers shown at most (those nearest the failing lines): past that an outline is noise."""
 
@@ -325,6 +327,12 @@ def build_fix_context(
 
     text = ""
     shown: set[int] = set()
+    if n_lines <= WHOLE_SCRIPT_LINES:
+        # A short script is shown whole: its imports and setup are context too, and cost little.
+        shown = set(range(1, n_lines + 1))
+        text = _render(lines, shown, [], failing_set, error, frames, name)
+        if estimate_tokens(text) <= max_tokens:
+            return FixContext(text, sorted(shown), error, failing, estimate_tokens(text), frames)
     for window in WINDOWS:
         for with_defs, outline_limit in ((True, MAX_OUTLINE), (True, 15), (False, 0)):
             shown = set()
