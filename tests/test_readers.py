@@ -268,3 +268,30 @@ def test_the_chat_tools_refuse_a_script_path_that_is_not_a_small_regular_file(tm
     ):
         with pytest.raises(ToolError, match=why):
             finishes(lambda p=path: read_script_file(str(p)))
+
+
+def test_training_script_starts_and_finishes_with_fifos_for_its_files(tmp_path: Path, home: Path) -> None:
+    """A FIFO in place of metrics.jsonl and output.log must not hang a training script at start."""
+    run = home / "fifo-run"
+    run.mkdir()
+    os.mkfifo(run / "metrics.jsonl")
+    os.mkfifo(run / "output.log")
+    script = tmp_path / "train.py"
+    script.write_text(
+        "from twinkle_auto.runtime import TrainingRuntime\n"
+        "rt = TrainingRuntime('fifo-run')\n"
+        "rt.start(config={'total_steps': 3})\n"
+        "for step in range(1, 4):\n"
+        "    rt.log_metrics(step=step, loss=1.0 / step)\n"
+        "rt.finish()\n"
+        "print('DONE')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TWINKLE_AUTO_OUTPUT_CAPTURED"}
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "DONE" in proc.stdout
+    assert "metrics.jsonl is a FIFO or socket" in proc.stderr
+    assert "output.log is a FIFO or socket" in proc.stderr
+    assert json.loads((run / "meta.json").read_text())["status"] == fmt.FINISHED

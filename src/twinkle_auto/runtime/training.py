@@ -26,11 +26,14 @@ SIGTERM; a script run by hand still gets its stdout/stderr into output.log.
 from __future__ import annotations
 
 import atexit
+import errno
+import fcntl
 import json
 import math
 import os
 import shutil
 import signal
+import stat
 import sys
 import threading
 import time
@@ -99,6 +102,32 @@ def _warn(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
     except (OSError, ValueError, AttributeError):  # stderr may be the very file that is full
         pass
+
+
+def _open_append(path: Path) -> int | None:
+    """An O_APPEND descriptor for a run file, or None (told once on stderr) when it is a FIFO or socket.
+
+    Opened with O_NONBLOCK: a FIFO in place of metrics.jsonl or output.log must not hang the training script
+    at start (an open for writing blocks until a reader appears). Devices stay allowed (a write to /dev/full
+    fails like a full disk, which the write gate handles). Bookkeeping never stops training, so the run goes
+    on without that file.
+    """
+    refused = (
+        f"twinkle runtime: {path.name} is a FIFO or socket, not a regular file; the run goes on without it"
+    )
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644)
+    except OSError as exc:
+        _warn(refused if exc.errno == errno.ENXIO else f"twinkle runtime: cannot open {path.name}: {exc}")
+        return None
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        os.close(fd)
+        _warn(refused)
+        return None
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
+    return fd
 
 
 def _write_all(fd: int, data: bytes) -> int:
@@ -241,7 +270,7 @@ class TrainingRuntime:
 
         fmt.update_meta(self.run_dir, fields, transform=_merge)
         metrics_path = self.run_dir / fmt.METRICS_FILE
-        self._metrics_fd = os.open(metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._metrics_fd = _open_append(metrics_path)
         self._seal_torn_line(metrics_path)
         self._last_step = last_step(metrics_path)
         if not os.environ.get(fmt.ENV_OUTPUT_CAPTURED):
@@ -307,7 +336,9 @@ class TrainingRuntime:
             pass
 
     def _tee_output(self) -> None:
-        self._log_fd = os.open(self.run_dir / fmt.LOG_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._log_fd = _open_append(self.run_dir / fmt.LOG_FILE)
+        if self._log_fd is None:
+            return
         marker = (
             f"===== twinkle-auto: {self.run_id} started by hand, pid {os.getpid()}, "
             f"{time.strftime('%Y-%m-%d %H:%M:%S')} =====\n"
