@@ -173,3 +173,32 @@ def test_start_training_passes_launch_options_to_the_controller(home: Path, tmp_
     assert out["selected_run"] == "opts", out["messages"][-2].content
     seen = wait_for(lambda: (work / "seen.json").exists() and json.loads((work / "seen.json").read_text()))
     assert seen == {"argv": ["--lr", "0.1", "--name", "a b"], "env": "1"}
+
+
+@pytest.mark.parametrize(
+    "fake", ["your-run-id", "selected_run_id", "<run_id>", "current", "your-run-id-here"]
+)
+def test_a_placeholder_run_id_means_the_selected_run(fake: str) -> None:
+    assert RunArg.model_validate({"run_id": fake}).run_id is None
+    assert RunArg.model_validate({"run_id": "grpo-math"}).run_id == "grpo-math"
+
+
+def test_a_tool_call_the_server_could_not_parse_is_asked_again(home: Path) -> None:
+    """llama.cpp answers HTTP 500 when the model's tool-call JSON does not parse; the agent asks once more."""
+    from fakes import ScriptedChatModel
+
+    refused = RuntimeError("Error code: 500 - Failed to parse tool call arguments as JSON: parse error")
+    llm = ScriptedChatModel(
+        responses=[
+            refused,
+            AIMessage("", tool_calls=[{"name": "list_training_runs", "args": {}, "id": "c1"}]),
+            "none",
+        ]
+    )
+    ctx = ToolContext(Connection.open(home))
+    graph = compile_chat_graph(llm, get_tools(ctx, search=False, server=False), checkpointer=InMemorySaver())
+    out = graph.invoke(
+        {"messages": [HumanMessage("runs?")]}, {"configurable": {"thread_id": "t"}}, context=ctx
+    )
+    assert out["messages"][-1].content == "none"
+    assert "not valid JSON" in llm.calls[1][-1].content

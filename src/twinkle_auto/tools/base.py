@@ -194,6 +194,13 @@ def approved_calls(scope: Scope) -> set[str]:
 
 # ------------------------------------------------------------------------------------------ arguments
 _NONE_WORDS = {"", "none", "null", "nil", "default"}
+PLACEHOLDER_RUN_ID = re.compile(
+    r"^<.*>$|^\{.*\}$|\b(your|selected|current|active|this|the)[-_ ]?(run)?[-_ ]?(id|name)?([-_ ]?here)?$"
+    r"|^(run[-_ ]?id|run[-_ ]?name|selected|current|example)$",
+    re.IGNORECASE,
+)
+"""What a small model writes for a run id it was not given ("your-run-id", "selected_run_id",
+"<run_id>"): read as "not given", so the tool uses the selected run instead of failing on a fake id."""
 
 
 def _wants(annotation: Any, kinds: tuple[type, ...]) -> bool:
@@ -249,6 +256,10 @@ class ToolArgs(BaseModel):
             value = out[key]
             annotation = info.annotation
             if isinstance(value, str) and value.strip().lower() in _NONE_WORDS and _optional(annotation):
+                out.pop(key)
+                continue
+            placeholder = isinstance(value, str) and bool(PLACEHOLDER_RUN_ID.search(value.strip()))
+            if name == "run_id" and placeholder and _optional(annotation):
                 out.pop(key)
                 continue
             wants_list = _wants(annotation, (list,))

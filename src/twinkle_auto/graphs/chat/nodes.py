@@ -183,7 +183,7 @@ def agent(
                     content=answer.content or "I stopped here: the tool budget for this turn is spent."
                 )
         else:
-            answer = model.invoke(sent)
+            answer = invoke_repairing_json(model, sent)
         out.append(answer)
         if not isinstance(answer, AIMessage) or not (answer.tool_calls or answer.invalid_tool_calls):
             break
@@ -200,6 +200,25 @@ def agent(
         if answer.tool_calls:
             break
     return {"messages": out, "tool_rounds": rounds}
+
+
+MALFORMED_BY_SERVER = ("parse tool call", "tool call arguments", "failed to parse tool")
+"""How OpenAI-compatible servers that parse tool calls themselves (llama.cpp) refuse a model's malformed
+tool-call JSON: an HTTP 500 instead of a message, so the graph never sees the bad call."""
+RETRY_JSON = (
+    "Your last reply tried to call a tool, but its arguments were not valid JSON. Call the tool again "
+    "with a JSON object of its arguments, or answer in plain text."
+)
+
+
+def invoke_repairing_json(model: Runnable[Any, Any], sent: list[AnyMessage]) -> Any:
+    """The model's answer; when the server refused its tool-call JSON, one more try with that said."""
+    try:
+        return model.invoke(sent)
+    except Exception as exc:
+        if not any(m in str(exc).lower() for m in MALFORMED_BY_SERVER):
+            raise
+        return model.invoke([*sent, SystemMessage(RETRY_JSON)])
 
 
 def _needs_asking(call: Mapping[str, Any], by_name: Mapping[str, BaseTool], approved: set[str]) -> bool:
