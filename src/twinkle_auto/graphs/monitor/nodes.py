@@ -445,14 +445,8 @@ def claim(state: MonitorState, ctx: MonitorContext) -> dict[str, Any]:
         stage = pending.get("stage")
         fix = {k: pending.get(k) for k in ("attempt", "summary", "source", "hash", "warnings", "unsafe")}
         if stage in ("approved", "written"):
-            if current == pending.get("new_sha"):
-                return {
-                    "fix_status": "recover",
-                    "fix": fix,
-                    "patch": pending.get("diff"),
-                    "fix_attempts": attempts,
-                }
-            if current == pending.get("old_sha"):
+            # written or not yet: `archive` writes it when train.py is still the old one, then relaunches
+            if current in (pending.get("new_sha"), pending.get("old_sha")):
                 return {
                     "fix_status": "recover",
                     "fix": fix,
