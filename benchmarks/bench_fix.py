@@ -15,6 +15,7 @@ a reference fix that fails). Without a reachable LLM (TWINKLE_TEST_LLM_URL, else
 server) it prints "skipped" and exits 0.
 
   python benchmarks/bench_fix.py [case-name-prefix ...]     (default: every case)
+  python benchmarks/bench_fix.py --no-llm [prefix ...]      (the graph without an LLM: known fixes only)
   BENCH_FIX_TICKS   ticks per case (default 3)
 """
 
@@ -223,8 +224,11 @@ def _wait(predicate: Any, timeout: float) -> bool:
     return predicate()
 
 
-def run_case(case: Case, base_url: str, work: Path, *, ticks: int = TICKS) -> CaseResult:
-    """Start the case as a real run, let it crash, give the monitor `ticks` ticks; judge the result."""
+def run_case(case: Case, base_url: str | None, work: Path, *, ticks: int = TICKS) -> CaseResult:
+    """Start the case as a real run, let it crash, give the monitor `ticks` ticks; judge the result.
+
+    `base_url` None runs the graph without an LLM (rules and deterministic fixes only).
+    """
     result = CaseResult(case.name, case.pattern)
     result.reference_check = reference_check(case, work)
     if result.reference_check is None:
@@ -239,7 +243,8 @@ def run_case(case: Case, base_url: str, work: Path, *, ticks: int = TICKS) -> Ca
     logger.addHandler(rounds)
     previous_level = logger.level
     logger.setLevel(logging.INFO)
-    graph = compile_monitor_graph(make_llm(base_url, meter), connection, policy="on")
+    llm = make_llm(base_url, meter) if base_url else None
+    graph = compile_monitor_graph(llm, connection, policy="on")
 
     def ended() -> bool:
         status = store.status(run_id)
@@ -408,6 +413,12 @@ def table(results: list[CaseResult]) -> str:
 
 
 def main(argv: list[str]) -> int:
+    if "--no-llm" in argv:  # the graph with rules and deterministic fixes only: no server needed
+        cases = load_cases([a for a in argv if a != "--no-llm"] or None)
+        with tempfile.TemporaryDirectory(prefix="bench-fix-") as tmp:
+            results = [run_case(case, None, Path(tmp)) for case in cases]
+        print(table(results))
+        return 1 if any(r.reason.startswith("BROKEN") for r in results) else 0
     sys.path.insert(0, str(ROOT / "tests"))
     from llm_server import running_llm, xllamacpp_missing
 
