@@ -93,12 +93,13 @@ def assert_fixed(tmp_path: Path, script: str, stderr: str, name: str) -> str:
     return fix.new_script
 
 
-def test_catalogue_has_the_four_recipes() -> None:
+def test_catalogue_order() -> None:
     names = [name for name, _ in RECIPES]
     assert names == [
         "renamed keyword",
         "missing pad token",
         "integer tensor in a float op",
+        "per-token logits to cross_entropy",
         "device mismatch",
     ]
 
@@ -355,3 +356,37 @@ def test_already_moved_tensor_is_not_moved_again(tmp_path: Path) -> None:
 @pytest.mark.parametrize("log", ["", "KeyError: 'labels'\n", "RuntimeError: CUDA out of memory.\n"])
 def test_unrelated_errors_have_no_known_fix(log: str) -> None:
     assert find_known_fix("import torch\nx = torch.zeros(1)\nprint(x.mean())\n", log) is None
+
+
+# ------------------------------------------------------------------------------ per-token cross_entropy
+def test_per_token_logits_are_flattened_for_cross_entropy(tmp_path: Path) -> None:
+    script, stderr = crash(
+        tmp_path,
+        """\
+        import torch
+        import torch.nn.functional as F
+        torch.manual_seed(0)
+        logits = torch.randn(2, 5, 7)
+        targets = torch.randint(0, 7, (2, 5))
+        loss = F.cross_entropy(logits, targets)
+        print(round(loss.item(), 4))
+        """,
+    )
+    new = assert_fixed(tmp_path, script, stderr, "per-token logits to cross_entropy")
+    assert "F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))" in new
+
+
+def test_other_target_size_errors_are_not_flattened(tmp_path: Path) -> None:
+    # Batch sizes differ (a data bug, not unflattened logits): no known fix.
+    script, stderr = crash(
+        tmp_path,
+        """\
+        import torch
+        import torch.nn.functional as F
+        logits = torch.randn(4, 3, 6)
+        targets = torch.randint(0, 3, (2, 6))
+        print(F.cross_entropy(logits, targets))
+        """,
+    )
+    assert "Expected" in stderr
+    assert find_known_fix(script, stderr, script_path=str(tmp_path / "train.py")) is None

@@ -486,7 +486,54 @@ def recipe_integer_mean(crash: _Crash) -> KnownFix | None:
     )
 
 
-# ------------------------------------------------------------------------- recipe 4: device mismatch
+# ------------------------------------------------------------ recipe 4: per-token logits to cross_entropy
+# cross_entropy reads dim 1 as the classes, so (B, T, V) logits with (B, T) targets fail with "Expected
+# target size [B, V], got [B, T]"; language-model losses flatten both to (B*T, V) and (B*T,).
+# https://github.com/karpathy/ng-video-lecture/issues/53 (logits.view(B*T, C), targets.view(B*T))
+_TARGET_SIZE_RE = re.compile(r"Expected target size \[(\d+), (\d+)\], got \[(\d+), (\d+)\]")
+_CE_FUNCTIONS = frozenset({"cross_entropy", "nll_loss"})
+
+
+@_recipe("per-token logits to cross_entropy")
+def recipe_token_cross_entropy(crash: _Crash) -> KnownFix | None:
+    """Flatten logits to (-1, V) and targets to (-1) in the one cross_entropy call on the failing line."""
+    match = _TARGET_SIZE_RE.search(crash.error)
+    if not match or match.group(1) != match.group(3):
+        return None  # not the (B, V) vs (B, T) signature of unflattened per-token logits
+    statements = _frame_statements(crash)
+    if not statements:
+        return None
+    calls = [
+        node
+        for node in ast.walk(statements[0])
+        if isinstance(node, ast.Call) and _callee(node) in _CE_FUNCTIONS and len(node.args) >= 2
+    ]
+    if len(calls) != 1:
+        return None
+    call = calls[0]
+    logits, target = call.args[0], call.args[1]
+    text = _Text(crash.script)
+    flat = []
+    for arg, shape in ((logits, "-1, {x}.size(-1)"), (target, "-1")):
+        segment = ast.get_source_segment(crash.script, arg)
+        if segment is None:
+            return None
+        simple = isinstance(arg, (ast.Name, ast.Attribute, ast.Call, ast.Subscript))
+        base = segment if simple else f"({segment})"
+        text.replace(text.start(arg), text.end(arg), f"{base}.reshape({shape.format(x=base)})")
+        flat.append(segment)
+    return KnownFix(
+        name="per-token logits to cross_entropy",
+        source="https://github.com/karpathy/ng-video-lecture/issues/53",
+        summary=(
+            f"Flattened {flat[0]} to (tokens, classes) and {flat[1]} to (tokens,) in {_callee(call)}() on line "
+            f"{call.lineno}, because it reads dimension 1 as the classes."
+        ),
+        new_script=text.result(),
+    )
+
+
+# ------------------------------------------------------------------------- recipe 5: device mismatch
 # A batch built on the CPU meets a model on the GPU; the script already has `device`, the failing
 # line's tensors were never moved. https://github.com/SamLynnEvans/Transformer/issues/27 (the fix moved
 # src/trg to the GPU before create_masks), same in https://github.com/SamLynnEvans/Transformer/issues/30
