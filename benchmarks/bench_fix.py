@@ -17,6 +17,7 @@ server) it prints "skipped" and exits 0.
   python benchmarks/bench_fix.py [case-name-prefix ...]     (default: every case)
   python benchmarks/bench_fix.py --no-llm [prefix ...]      (the graph without an LLM: known fixes only)
   BENCH_FIX_TICKS   ticks per case (default 3)
+  BENCH_FIX_JSONL   append each case's result to this file as it finishes
 """
 
 from __future__ import annotations
@@ -443,6 +444,9 @@ def main(argv: list[str]) -> int:
                     flush=True,
                 )
                 results.append(result)
+                if os.environ.get("BENCH_FIX_JSONL"):  # results survive an interrupted run
+                    with open(os.environ["BENCH_FIX_JSONL"], "a") as f:
+                        f.write(json.dumps(result.__dict__) + "\n")
                 if result.reason.startswith("BROKEN"):
                     broken.append(f"{case.name}: {result.reason}")
         except KeyboardInterrupt:
