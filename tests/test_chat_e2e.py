@@ -175,6 +175,10 @@ def _checkpoint_values(home: Path, session: str) -> dict:
         saver.conn.close()
 
 
+EMPTY_PROMPT = r"you>\x1b\[\d+D"
+"""The prompt drawn empty, waiting for the next line (its redraws of an accepted line carry the text)."""
+
+
 def _healthy(url: str) -> bool:
     import urllib.request
 
@@ -219,7 +223,7 @@ def test_the_seed_conversation_with_the_real_model_and_the_mock_server(
     env = dict(
         os.environ,
         TERM="xterm",
-        COLUMNS="120",
+        COLUMNS="200",
         LINES="40",
         PAGER="cat",
         MODELSCOPE_ENDPOINT=hub.url,
@@ -244,7 +248,7 @@ def test_the_seed_conversation_with_the_real_model_and_the_mock_server(
         encoding="utf-8",
         timeout=600,
         logfile=open(os.environ.get("E2E_LOG", os.devnull), "w"),  # noqa: SIM115
-        dimensions=(40, 120),
+        dimensions=(40, 200),
     )
     pids: list[int] = []
     """Every process of ours: the server's and the run's (checked gone at the end)."""
@@ -256,7 +260,7 @@ def test_the_seed_conversation_with_the_real_model_and_the_mock_server(
         child.sendline(text)
         seen = ""
         while True:
-            i = child.expect([r"Approve\? \[y/N", r"Type 'yes'", r"you> "])
+            i = child.expect([r"Approve\? \[y/N", r"Type 'yes'", EMPTY_PROMPT])
             seen += child.before
             if i == 2:
                 break
@@ -273,7 +277,7 @@ def test_the_seed_conversation_with_the_real_model_and_the_mock_server(
         return None
 
     try:
-        child.expect("you> ")
+        child.expect("you>")
         screen = say("List my training runs")
         assert "warmup" in screen
 

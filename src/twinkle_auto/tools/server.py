@@ -18,7 +18,7 @@ from pydantic import AliasChoices, Field, model_validator
 from twinkle_auto.connection import Connection
 from twinkle_auto.server.config import ConfigError
 from twinkle_auto.server.manager import ServerError, ServerManager, StartRequest
-from twinkle_auto.server.plan import BACKENDS, ENGINES, PlanError, SamplerRequest
+from twinkle_auto.server.plan import BACKENDS, ENGINES, MOCK_MODEL_ID, PlanError, SamplerRequest
 from twinkle_auto.tools.base import Approval, Scope, ToolArgs, ToolContext, ToolError, compact, make_tool
 
 _PAIR = re.compile(r"([A-Za-z_]+)\s*[=:]\s*(\"[^\"]*\"|'[^']*'|[^\s,;]+)")
@@ -158,6 +158,12 @@ def make_server_tools(ctx: ToolContext | None = None, manager: ServerManager | N
             for a in args.get("samplers") or []
         ]
         backend = args.get("backend") or "transformers"
+        added = False
+        if backend == "mock" and not samplers:
+            # the mock backend is for trying the whole flow on CPU: with a sampler for its model every
+            # recipe (GRPO samples on the server) runs against it
+            samplers = [SamplerArg(model_id=args.get("model_id") or MOCK_MODEL_ID)]
+            added = True
         train, samplers = split_gpus(args.get("total_gpus"), args.get("train_gpus"), samplers, backend)
         requests = [
             SamplerRequest(s.model_id, s.gpus, s.tp, s.dp, s.engine, s.max_model_len) for s in samplers
@@ -175,6 +181,8 @@ def make_server_tools(ctx: ToolContext | None = None, manager: ServerManager | N
             result = mgr.start(request)
         except (ServerError, PlanError, ConfigError) as exc:
             raise _fail(exc, mgr) from None
+        if added:
+            result = {**result, "note": "mock backend: a mock sampler was added, so GRPO recipes can run"}
         return compact(result)
 
     def shutdown_server(runtime: ToolRuntime[Any, Any] = None) -> str:  # type: ignore[assignment]
