@@ -11,7 +11,7 @@ X = torch.randn(20, 3)
 y = X @ torch.tensor([[1.0], [2.0], [-1.0]])
 w = torch.zeros(3, 1, requires_grad=True)
 step = 0
-for epoch in range(3):
+for _epoch in range(3):
     for i in range(1, len(X) + 1):
         xi, yi = X[i], y[i]
         loss = ((xi @ w - yi) ** 2).mean()

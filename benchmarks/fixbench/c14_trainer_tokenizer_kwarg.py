@@ -1,8 +1,8 @@
 """Renamed keyword: SFTTrainer(tokenizer=...) after TRL renamed it processing_class."""
 
 import torch
-
 from standin_hf import CharTokenizer, SFTConfig, SFTTrainer, TinyLM
+
 from twinkle_auto.runtime import TrainingRuntime
 
 torch.manual_seed(0)

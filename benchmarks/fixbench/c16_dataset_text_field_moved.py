@@ -1,8 +1,8 @@
 """Moved keyword: dataset_text_field passed to SFTTrainer after TRL moved it into SFTConfig."""
 
 import torch
-
 from standin_hf import CharTokenizer, SFTConfig, SFTTrainer, TinyLM
+
 from twinkle_auto.runtime import TrainingRuntime
 
 torch.manual_seed(0)

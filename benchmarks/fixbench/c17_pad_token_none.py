@@ -1,8 +1,8 @@
 """Missing pad token: batching padded sequences with a tokenizer that has none."""
 
 import torch
-
 from standin_hf import CharTokenizer, TinyLM
+
 from twinkle_auto.runtime import TrainingRuntime
 
 torch.manual_seed(0)

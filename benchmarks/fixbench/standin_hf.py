@@ -78,7 +78,9 @@ class SFTTrainer:
         loss = torch.tensor(0.0)
         for step in range(1, self.args.max_steps + 1):
             logits = self.model(batch[:, :-1])
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1)
+            )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
