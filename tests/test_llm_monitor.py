@@ -26,7 +26,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -284,6 +284,9 @@ class FixRow:
     """Every version train.py went through parsed and passed the guards (or was left untouched)."""
     note: str
     seconds: float
+    prompt_tokens: list[int] = field(default_factory=list)
+    """Estimated prompt tokens of every LLM round asked for a patch."""
+    rounds: int = 0
 
     @property
     def past_error(self) -> bool:
@@ -313,11 +316,11 @@ def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
     return False
 
 
-def run_fix_trial(base_url: str, home: Path, trial: CrashTrial, max_ticks: int = 1) -> FixRow:
+def run_fix_trial(base_url: str, home: Path, trial: CrashTrial, max_ticks: int = 3) -> FixRow:
     """Launch the buggy script for real, let the monitor (policy on) patch and relaunch it, see it run.
 
-    One tick by default: after a rejected patch the graph sends the very same prompt again, and at
-    temperature 0 the model gives the very same answer, so more ticks cost minutes and change nothing.
+    Up to `max_ticks` ticks: each attempt already holds up to three correction rounds, a later attempt
+    sees the earlier ones and must differ, and a tick after a relaunch judges it (worked, failed, worse).
     """
     connection = Connection.open(home, stop_grace=3.0)
     store, controller = connection.store, connection.controller
@@ -330,9 +333,10 @@ def run_fix_trial(base_url: str, home: Path, trial: CrashTrial, max_ticks: int =
         status = store.status(run_id)
         return status.process != "alive" and status.status != "running"
 
-    ticks = applied = 0
+    ticks = applied = rounds = 0
     intact = True
     note = ""
+    tokens: list[int] = []
     try:
         if not _wait(ended, 60):
             return FixRow(trial.name, 0, 0, False, 0, trial.crash_step, True, "never crashed", 0.0)
@@ -340,6 +344,8 @@ def run_fix_trial(base_url: str, home: Path, trial: CrashTrial, max_ticks: int =
             before = store.script(run_id)
             out = graph.invoke({"run_id": run_id}, monitor_thread(run_id))
             ticks += 1
+            tokens += list(out.get("prompt_tokens") or [])
+            rounds += int(out.get("fix_rounds") or 0)
             after = store.script(run_id)
             if after != before:
                 applied += 1
@@ -371,6 +377,8 @@ def run_fix_trial(base_url: str, home: Path, trial: CrashTrial, max_ticks: int =
         intact=intact,
         note=note,
         seconds=time.perf_counter() - started,
+        prompt_tokens=tokens,
+        rounds=rounds,
     )
 
 
@@ -386,6 +394,11 @@ def fix_table(rows: list[FixRow]) -> str:
         f"finished {sum(r.finished for r in rows)}/{len(rows)}; train.py intact {sum(r.intact for r in rows)}"
         f"/{len(rows)}"
     )
+    tokens = [t for r in rows for t in r.prompt_tokens]
+    if tokens:
+        lines.append(
+            f"patch prompts: {len(tokens)} rounds, mean {sum(tokens) / len(tokens):.0f} tokens, max {max(tokens)}"
+        )
     return "\n".join(lines)
 
 
@@ -418,3 +431,4 @@ def test_llm_patches_a_real_crash_and_never_corrupts_train_py(
     for r in rows:
         assert r.ticks >= 1, r
         assert r.intact, r
+        assert all(t <= 2500 for t in r.prompt_tokens), r.prompt_tokens
