@@ -196,7 +196,7 @@ def approved_calls(scope: Scope) -> set[str]:
 _NONE_WORDS = {"", "none", "null", "nil", "default"}
 PLACEHOLDER_RUN_ID = re.compile(
     r"^<.*>$|^\{.*\}$|\b(your|selected|current|active|this|the)[-_ ]?(run)?[-_ ]?(id|name)?([-_ ]?here)?$"
-    r"|^(run[-_ ]?id|run[-_ ]?name|selected|current|example)$",
+    r"|^(run[-_ ]?id|run[-_ ]?name|selected|current|example)$|[-_ ]run[-_ ]?id$",
     re.IGNORECASE,
 )
 """What a small model writes for a run id it was not given ("your-run-id", "selected_run_id",
