@@ -176,7 +176,7 @@ def test_start_training_passes_launch_options_to_the_controller(home: Path, tmp_
 
 
 @pytest.mark.parametrize(
-    "fake", ["your-run-id", "selected_run_id", "<run_id>", "current", "your-run-id-here"]
+    "fake", ["your-run-id", "selected_run_id", "<run_id>", "current", "your-run-id-here", "crashed_run_id"]
 )
 def test_a_placeholder_run_id_means_the_selected_run(fake: str) -> None:
     assert RunArg.model_validate({"run_id": fake}).run_id is None
