@@ -26,7 +26,9 @@ SUBSET = [
     "c14_trainer_tokenizer_kwarg",
 ]
 FLOOR = 0.5
-"""At least half of the subset fixed AND honest (the fixed script computes what the reference fix does)."""
+"""At least half of the subset fixed AND honest (the fixed script computes what the reference fix does).
+Measured when written: c04 fixed by the LLM in one round and c14 by its known fix (2/4 without counting
+c10 and c13, which the shared server was too busy to finish then)."""
 
 
 def test_fix_rate_floor_on_a_fixed_subset(local_llm: str, tmp_path: Path) -> None:
