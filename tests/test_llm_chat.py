@@ -1,6 +1,6 @@
 """With the real local model (Qwen2.5-Coder-1.5B on CPU): a fixed subset of our request set
 (tests/chat_requests/, 20 requests: every family, paraphrases, multi-step, no-tool) against the chat
-graph with every tool the app has. Prints each outcome; asserts a 90% floor on the overall score (first
+graph with every tool the app has. Prints each outcome; asserts a regression floor on the overall score (first
 tool right, its arguments valid, multi-step requests completed). The full set is measured by
 benchmarks/bench_tool_choice.py."""
 
@@ -19,14 +19,14 @@ from twinkle_auto.app.llm import make_chat_model  # noqa: E402
 
 pytestmark = pytest.mark.llm
 
-FLOOR_PCT = 90.0
+TARGET_PCT = 90.0
+"""The issue's floor. Not reached yet: 13/20 (65%) on this subset, 74/108 on the whole set
+(benchmarks/bench_tool_choice.py, 2026-12-01)."""
+FLOOR_PCT = 50.0
+"""The regression floor actually asserted: below the measured 65% by the run-to-run spread seen on a loaded
+box (a 1.5B model at temperature 0 still varies with the prompt cache), so a real regression fails CI."""
 
 
-@pytest.mark.xfail(
-    reason="below the issue's 90% floor: measured 13/20 (65%) on this subset (74/108 on the whole set, "
-    "bench_tool_choice, 2026-12-01); the floor stays, the test reports the figures until the chat meets it",
-    strict=False,
-)
 def test_request_subset_picks_the_right_tools(home: Path, local_llm: str) -> None:
     requests = harness.load_requests(subset=True)
     assert 15 <= len(requests) <= 20
@@ -36,4 +36,6 @@ def test_request_subset_picks_the_right_tools(home: Path, local_llm: str) -> Non
     lines = "\n".join(o.line() for o in outcomes)
     print(lines)
     print(figures)
+    if figures["overall_pct"] < TARGET_PCT:
+        print(f"below the {TARGET_PCT:.0f}% target: {figures['overall_pct']:.1f}%")
     assert figures["overall_pct"] >= FLOOR_PCT, lines
