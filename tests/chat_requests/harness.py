@@ -110,6 +110,14 @@ def seed_world(home: Path, examples: Path) -> Any:
 
 
 def stop_world(conn: Any) -> None:
+    """Kill every training process of this world: the harness's own and those the tools relaunched.
+
+    A request such as "resume it" starts a process through the tools' controller, not the harness's, so
+    processes are found by what they run: a script inside this world's private home (a fresh tmp folder,
+    so whatever runs from it is ours).
+    """
+    import psutil
+
     for pid, child in list(conn.controller._children.items()):
         if child.poll() is None:
             try:
@@ -117,6 +125,14 @@ def stop_world(conn: Any) -> None:
             except ProcessLookupError:
                 pass
             child.wait(timeout=10)
+    home = str(conn.store.home)
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if proc.pid != os.getpid() and any(arg.startswith(home + os.sep) for arg in cmdline):
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
 
 
 def start_hub() -> Any:
