@@ -263,7 +263,12 @@ def _start_node(
     env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # so CUDA's numbering is nvidia-smi's
     env.pop("RAY_ADDRESS", None)
     temp_dir.mkdir(parents=True, exist_ok=True)
-    child, created = spawn_logged(cmd, log_path=log_path, marker=f"ray node {spec.role}", env=env)
+    # Ray's workers (the Serve replicas among them) inherit the node's working directory and write relative
+    # paths there (the Twinkle server's `outputs/` checkpoints): keep them in our state folder, not in
+    # whatever directory the person started the assistant from.
+    child, created = spawn_logged(
+        cmd, log_path=log_path, marker=f"ray node {spec.role}", env=env, cwd=temp_dir.parent
+    )
     ctime = created if created is not None else time.time()
     return NodeProc(
         spec.role, child.pid, ctime, str(temp_dir), spec.num_gpus, spec.cuda_visible_devices, str(log_path)
