@@ -68,3 +68,41 @@ def test_the_runtime_records_the_host_and_a_local_run_is_not_remote(home: Path) 
     assert meta["host"] == hostname()
     status = RunStore(home).status("here")
     assert not status.remote and status.host == hostname() and status.process_label == status.process
+
+
+CRASH_LOG = (
+    "step 3 loss 0.33\n"
+    "Traceback (most recent call last):\n"
+    '  File "/srv/job/train.py", line 12, in <module>\n'
+    "    loss = model(batch)['los']\n"
+    "KeyError: 'los'\n"
+)
+
+
+def test_the_monitor_judges_a_remote_run_on_its_files_and_names_the_host(home: Path) -> None:
+    """A traceback in a remote run's log is a WARNING that says where to act, never a FIX here; a remote run
+    whose metrics stopped is a STALL (its files are the only sign of life); nothing is launched or signalled."""
+    local = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
+    try:
+        folder = _remote_run(home, local.pid, psutil.Process(local.pid).create_time())
+        (folder / "output.log").write_text(CRASH_LOG)
+        script_before = (folder / "train.py").read_text()
+        result = run_cli("check", "far", "--json", "--no-llm")
+        verdict = json.loads(result.stdout)
+        assert result.returncode == 1 and verdict["decision"] == "WARNING", result.stdout
+        assert OTHER in verdict["diagnosis"] and "KeyError" in verdict["diagnosis"]
+        assert (folder / "train.py").read_text() == script_before and not list(folder.glob("train_v*.py"))
+        assert local.poll() is None
+
+        (folder / "output.log").write_text("step 3 loss 0.33\n")
+        old = time.time() - 3600
+        with open(folder / "metrics.jsonl", "w") as f:
+            f.write(json.dumps({"ts": old, "step": 3, "loss": 0.33}) + "\n")
+        stalled = json.loads(run_cli("check", "far", "--json", "--no-llm").stdout)
+        assert stalled["decision"] == "WARNING", stalled
+        assert [f["kind"] for f in stalled["findings"] if f["severity"] != "info"] == ["STALL"], stalled
+        assert OTHER in stalled["diagnosis"]
+        assert local.poll() is None and json.loads((folder / "meta.json").read_text())["status"] == "running"
+    finally:
+        local.kill()
+        local.wait()

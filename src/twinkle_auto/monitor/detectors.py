@@ -124,6 +124,8 @@ def detect_process(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
     script = snapshot.get("script") if isinstance(snapshot.get("script"), str) else None
     if script is None and isinstance(snapshot.get("script_mentions"), dict):
         script = snapshot["script_mentions"]
+    if state == "remote":
+        return _remote_findings(snapshot, log_tail, status, script, exit_code)
     if state == "unknown":
         if status not in ("running", "unknown", ""):
             return []
@@ -160,16 +162,43 @@ def detect_process(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
     return [finding("CODE_ERROR", "critical", f"process died with a code error: {what}{where}", **evidence)]
 
 
+def _remote_findings(
+    snapshot: dict[str, Any], log_tail: str, status: str, script: Any, exit_code: int | None
+) -> list[dict[str, Any]]:
+    """A run recorded on another host: judged on its files only, never a FIX (nothing is relaunched from
+    here, and its process cannot be asked whether it is alive), and every message names the host to act on.
+    """
+    host = snapshot.get("host") or "another host"
+    error = classify_error(log_tail, script=script, exit_code=exit_code)
+    if error is None:
+        return []
+    message = (
+        f"run on host {host}: its log ends in an error ({error['kind']} {error['category']}): "
+        f"{_error_what(error)} — act on {host}; this assistant never signals or relaunches a run of another host"
+    )
+    return [
+        finding("REMOTE_ERROR", "warning", message, process_state="remote", status=status, host=host, **error)
+    ]
+
+
 def detect_stall(
     snapshot: dict[str, Any], thresholds: Thresholds = DEFAULT_THRESHOLDS
 ) -> list[dict[str, Any]]:
     """STALL: the process is alive and running but no metric arrived for longer than the limit."""
     stall = snapshot.get("stall_seconds")
     status = str(snapshot.get("status") or "").lower()
-    if snapshot.get("process_state") != "alive" or stall is None:
+    state = snapshot.get("process_state")
+    if state not in ("alive", "remote") or stall is None:
         return []
     if status in USER_STOPPED_STATUSES or status in FINISHED_STATUSES or stall <= thresholds.stall_seconds:
         return []
+    if state == "remote":  # its process cannot be asked from here: the files are all there is
+        host = snapshot.get("host") or "another host"
+        message = (
+            f"no new metric for {stall:.0f} s (limit {thresholds.stall_seconds:.0f} s) from a run on host "
+            f"{host} whose status is still {status or 'unknown'} — look at it on {host}"
+        )
+        return [finding("STALL", "warning", message, stall_seconds=stall, host=host)]
     message = (
         f"no new metric for {stall:.0f} s (limit {thresholds.stall_seconds:.0f} s) while the process is alive"
     )

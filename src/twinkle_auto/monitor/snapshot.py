@@ -158,7 +158,8 @@ def collect(connection: Connection, run_id: str, *, stall_reset_at: float | None
     now = time.time()
     last_ts = next((row["ts"] for row in reversed(metrics) if isinstance(row.get("ts"), (int, float))), None)
     anchors = [t for t in (last_ts, meta.get("launched_at"), stall_reset_at) if isinstance(t, (int, float))]
-    stall = max(0.0, now - max(anchors)) if anchors and status.process == "alive" else None
+    watched = status.process == "alive" or status.remote  # a remote run's only sign of life is its files
+    stall = max(0.0, now - max(anchors)) if anchors and watched else None
     process_state = status.process
     if process_state == "unknown" and status.status not in ("running", "stopping", "unknown"):
         process_state = "dead"  # no pid to ask, but the run itself reported that it ended
@@ -176,6 +177,8 @@ def collect(connection: Connection, run_id: str, *, stall_reset_at: float | None
         "effective_status": status.effective_status,
         "process_state": process_state,
         "pid": status.pid,
+        "host": status.host,
+        "remote": status.remote,
         "last_step": last_step,
         "total_steps": status.total_steps,
         "metrics": head + metrics,
