@@ -202,6 +202,42 @@ def _keeps(old: ast.stmt, candidates: list[ast.stmt]) -> bool:
     return False
 
 
+def _input_names(node: ast.AST) -> set[str]:
+    """Names a statement reads as values (its inputs), not the functions it calls by name: `criterion(out, y)`
+    reads out and y, `x.float()` reads x. Swapping which function computes is an edit; dropping what it
+    computes on is not."""
+    called = {id(n.func) for n in ast.walk(node) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    return {
+        n.id
+        for n in ast.walk(node)
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and id(n) not in called
+    }
+
+
+def _imported(tree: ast.AST) -> set[str]:
+    names = set()
+    for n in ast.walk(tree):
+        if isinstance(n, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in n.names)
+    return names
+
+
+def _dropped_inputs(old: ast.stmt, candidates: list[ast.stmt], modules: set[str]) -> list[str]:
+    """Inputs of the failing statement that the edit removes without putting another input in their place.
+
+    A fix may change how the failing computation reads its inputs (`rec['target']`, `rec.get(...)`,
+    `y.long()`, `y.to(device)`) or which variable it reads (a wrong name replaced by the right one); removing
+    a term (`pred - rec['targets']` becoming `pred`) makes the error go away by computing something else.
+    """
+    before = _input_names(getattr(old, "value", None) or old) - _targets(old)
+    after: set[str] = set()
+    for candidate in candidates:
+        after |= _input_names(getattr(candidate, "value", None) or candidate)
+    dropped = sorted(before - after)
+    added = after - before - modules  # `torch.zeros(...)` in place of the data is a constant, not an input
+    return dropped if len(dropped) > len(added) else []
+
+
 @rules.rule("failing-code-removed")
 def rule_failing_code_kept(s: Scripts) -> list[GuardFinding]:
     """The statement on a failing line must survive the fix, edited if need be, never deleted, commented
@@ -211,6 +247,7 @@ def rule_failing_code_kept(s: Scripts) -> list[GuardFinding]:
         return []
     new_statements = [st for st in _statements(s.new_tree) if not isinstance(st, COMPOUND)]
     new_text = Counter(line.strip() for line in s.new_lines)
+    modules = _imported(s.new_tree)
     findings = []
     seen: set[int] = set()
     for line in sorted(s.failing_lines):
@@ -231,6 +268,16 @@ def rule_failing_code_kept(s: Scripts) -> list[GuardFinding]:
             if mapped and st.lineno <= max(mapped) and (st.end_lineno or st.lineno) >= min(mapped)
         ]
         if _keeps(old, candidates):
+            dropped = _dropped_inputs(old, candidates, modules)
+            if dropped:
+                findings.append(
+                    rules.finding(
+                        "failing-code-removed",
+                        f"drops {', '.join(dropped)} from the failing statement `{snippet(old, 50)}` "
+                        f"(old line {old.lineno}): the error goes away because something else is computed",
+                        min(mapped) if mapped else None,
+                    )
+                )
             continue
         now = "; ".join(snippet(c, 40) for c in candidates[:2]) if candidates else "nothing"
         findings.append(
