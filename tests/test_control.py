@@ -340,3 +340,22 @@ def test_a_pid_out_of_range_is_not_a_pid(home: Path, controller) -> None:
         result = run_cli(verb, "huge")
         assert result.returncode == 1 and "not a valid pid" in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_update_script_of_a_symlinked_train_py_archives_content_and_never_writes_the_target(
+    home: Path, tmp_path: Path
+) -> None:
+    from twinkle_auto.connection.control import RunController
+    from twinkle_auto.connection.store import RunStore
+
+    outside = tmp_path / "shared_train.py"
+    outside.write_text("print('original')\n")
+    folder = home / "linked"
+    folder.mkdir()
+    (folder / "meta.json").write_text('{"run_id": "linked", "status": "failed"}')
+    (folder / "train.py").symlink_to(outside)
+    update = RunController(RunStore(home)).update_script("linked", "print('fixed')\n")
+    archive = folder / update.archived_as
+    assert not archive.is_symlink() and archive.read_text() == "print('original')\n"
+    assert outside.read_text() == "print('original')\n", "the link's target outside the run was written"
+    assert not (folder / "train.py").is_symlink() and (folder / "train.py").read_text() == "print('fixed')\n"

@@ -443,7 +443,11 @@ class RunController:
 
     # ------------------------------------------------------------------------------------------ script
     def update_script(self, run_id: str, new_text: str) -> ScriptUpdate:
-        """Archive train.py as train_v{N}.py (N = highest + 1, never overwriting) and write the new one."""
+        """Archive train.py as train_v{N}.py (N = highest + 1, never overwriting) and write the new one.
+
+        A train.py that is a symlink is archived as a copy of its content and replaced by a regular file:
+        the link's target (which may lie outside the run folder) is never written.
+        """
         folder = self.store.require(run_id)
         script = folder / fmt.SCRIPT_FILE
         old_text = script.read_text(encoding="utf-8") if script.exists() else ""
@@ -455,7 +459,12 @@ class RunController:
             while True:
                 target = folder / f"train_v{version}.py"
                 try:
-                    os.link(script, target)  # fails if it exists: an archive is never overwritten
+                    if script.is_symlink():  # the archive holds the content, never a link that can change
+                        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                        with os.fdopen(fd, "w", encoding="utf-8") as f:
+                            f.write(old_text)
+                    else:
+                        os.link(script, target)  # fails if it exists: an archive is never overwritten
                     break
                 except FileExistsError:
                     version += 1
