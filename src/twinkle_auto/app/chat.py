@@ -20,6 +20,7 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.text import Text
 
@@ -377,7 +378,7 @@ class ChatApp:
         return tasks
 
     def _banner(self) -> None:
-        run = f", attached to run [bold]{self.view.selected_run}[/]" if self.view.selected_run else ""
+        run = f", attached to run [bold]{escape(self.view.selected_run)}[/]" if self.view.selected_run else ""
         gguf = getattr(self.args, "llm_gguf", None)
         llm = (
             f"local model {Path(gguf).name} (loading)"
@@ -385,7 +386,8 @@ class ChatApp:
             else f"{self.args.llm_model} at {self.args.llm_base_url}"
         )
         self.console.print(
-            f"[bold]twinkle-auto[/] — session [bold]{self.session}[/]{run}. LLM {llm}. /help for commands, Ctrl-D to quit."
+            f"[bold]twinkle-auto[/] — session [bold]{escape(self.session)}[/]{run}. LLM {escape(llm)}. "
+            "/help for commands, Ctrl-D to quit."
         )
 
     async def run(self) -> int:
@@ -399,7 +401,7 @@ class ChatApp:
         self.prompt_session = PromptSession(history=FileHistory(str(history)))
         self._banner()
         if self.view.selected_run and not self.connection.store.exists(self.view.selected_run):
-            self.console.print(f"[yellow]run {self.view.selected_run!r} does not exist yet[/]")
+            self.console.print(Text(f"run {self.view.selected_run!r} does not exist yet", style="yellow"))
         elif self.view.selected_run:
             self.show_chart()
         background = self._start_background()

@@ -12,8 +12,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich.markup import escape
+
 from twinkle_auto.connection import Connection
 from twinkle_auto.connection.errors import RunError
+from twinkle_auto.connection.text import printable
 from twinkle_auto.runtime.format import RunIdError
 from twinkle_auto.tools.base import MAX_CHART_KEYS
 
@@ -72,6 +75,12 @@ class SessionView:
         return changes
 
 
+def esc(value: object) -> str:
+    """Data (model ids, errors, metric names, diagnoses) printed inside markup: `[/x]` must print as text,
+    and control bytes from a log must not reach the terminal."""
+    return escape(printable(str(value)))
+
+
 @dataclass
 class SlashResult:
     text: str | None = None
@@ -98,17 +107,17 @@ class SlashCommands:
         try:
             parts = shlex.split(line[1:])
         except ValueError as exc:
-            return SlashResult(f"[red]cannot parse command: {exc}[/]")
+            return SlashResult(f"[red]cannot parse command: {esc(exc)}[/]")
         if not parts:
             return SlashResult(HELP)
         name, args = parts[0].lower(), parts[1:]
         handler = getattr(self, f"cmd_{name}", None)
         if handler is None:
-            return SlashResult(f"[red]unknown command /{name}[/]; /help lists them")
+            return SlashResult(f"[red]unknown command /{esc(name)}[/]; /help lists them")
         try:
             return await handler(args)
         except (RunError, RunIdError, ValueError) as exc:
-            return SlashResult(f"[red]{exc}[/]")
+            return SlashResult(f"[red]{esc(exc)}[/]")
 
     def _run(self, args: list[str]) -> str:
         run = args[0] if args else self.view.selected_run
@@ -140,27 +149,28 @@ class SlashCommands:
                 if s.total_steps
                 else str(s.last_step if s.last_step is not None else "-")
             )
-            table.add_row(mark, s.run_id, s.effective_status, step, s.model_id or "-")
+            table.add_row(mark, s.run_id, s.effective_status, step, esc(s.model_id or "-"))
         return SlashResult(renderable=table)
 
     async def cmd_status(self, args: list[str]) -> SlashResult:
         s = self.connection.store.status(self._run(args))
         auto = self.connection.store.auto_state(s.run_id)
         last = "  ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            esc(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
             for k, v in (s.last_metrics or {}).items()
             if k != "ts"
         )
         lines = [
             f"[bold]{s.run_id}[/]  {s.effective_status}  (process {s.process}{f', pid {s.pid}' if s.pid else ''})",
-            f"step {s.last_step}/{s.total_steps or '?'}  model {s.model_id or '-'}  train.py v{s.script_version or 1}",
+            f"step {s.last_step}/{s.total_steps or '?'}  model {esc(s.model_id or '-')}  "
+            f"train.py v{s.script_version or 1}",
         ]
         if last:
             lines.append(last)
         if s.error:
-            lines.append(f"[red]{s.error}[/]")
+            lines.append(f"[red]{esc(s.error)}[/]")
         if auto.get("decision"):
-            lines.append(f"monitor: {auto['decision']} — {auto.get('diagnosis', '')}")
+            lines.append(esc(f"monitor: {auto['decision']} — {auto.get('diagnosis', '')}"))
         return SlashResult("\n".join(lines))
 
     async def cmd_select(self, args: list[str]) -> SlashResult:
