@@ -23,7 +23,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from twinkle_auto.monitor.patching import PatchError, apply_patch, extract_patch
+from twinkle_auto.monitor.patching import (  # one indentation helper for both formats
+    PatchError,
+    _common_indent,
+    _leading_ws,
+    apply_patch,
+    extract_patch,
+)
 
 __all__ = [
     "Edit",
@@ -110,21 +116,6 @@ def _squash(text: str) -> str:
 def _quote(text: str) -> str:
     text = _squash(text)
     return json.dumps(text if len(text) <= MAX_QUOTE else text[: MAX_QUOTE - 3] + "...")
-
-
-def _leading_ws(line: str) -> str:
-    return line[: len(line) - len(line.lstrip())]
-
-
-def _common_indent(lines: list[str]) -> str:
-    indents = [_leading_ws(line) for line in lines if line.strip()]
-    if not indents:
-        return ""
-    prefix = indents[0]
-    for indent in indents[1:]:
-        while not indent.startswith(prefix):
-            prefix = prefix[:-1]
-    return prefix
 
 
 def _reindent(replacement: list[str], first: str, floor: str) -> list[str]:
