@@ -43,8 +43,9 @@ test: $(VENV)/.stamp-test $(MODEL)
 test-fast: $(VENV)/.stamp-test
 	$(PY) -m pytest -q -m "not slow and not torch and not hf and not llm and not ray and not twinkle_server"
 
-bench: $(VENV)/.stamp-test
+bench: $(VENV)/.stamp-test $(MODEL)
 	$(PY) benchmarks/run_all.py
+	$(PY) -m pytest -q -m bench
 
 lint: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check .

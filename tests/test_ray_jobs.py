@@ -149,7 +149,7 @@ def test_a_run_as_a_ray_job(home: Path, tmp_path: Path, ray_dashboard: str) -> N
     wait_for(lambda: max(_steps(home, "rj")) > paused_at + 5, timeout=90)
     steps = _steps(home, "rj")
     assert steps == sorted(set(steps)) and steps[steps.index(paused_at) + 1] == paused_at + 1
-    assert len(_reports(home, "rj")) == 2
+    wait_for(lambda: len(_reports(home, "rj")) == 2, timeout=60)  # the log streamer trails the metrics
 
     stopped = run_cli("stop", "rj", "--grace", "5", timeout=120)
     assert stopped.returncode == 0, stopped.stderr

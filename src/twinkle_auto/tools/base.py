@@ -51,7 +51,8 @@ class ToolContext:
     `server` is built on first use: most sessions never touch the Twinkle server.
     """
 
-    connection: Connection
+    connection: Connection = field(default_factory=Connection.open)
+    """Default: the runs under TWINKLE_HOME (what a LangGraph server builds when a request brings no context)."""
     server: Any = None
     """A `twinkle_auto.server.manager.ServerManager`; default: one over the connection's TWINKLE_HOME."""
     skills: Any = None
