@@ -409,7 +409,9 @@ def _seed_conversation(home: Path, tmp_path: Path, llm_url: str, llm_model: str,
         say("Shut down the server", approve=True)
         assert manager.processes() == [] and alive(pids) == [] and manager.load_state() is None
         child.sendeof()
-        child.expect(pexpect.EOF, timeout=60)
+        child.expect(
+            pexpect.EOF, timeout=180
+        )  # quitting waits for in-flight background ticks (seen > 60 s once)
     except Exception:
         print("\n".join(transcript)[-20000:])
         raise

@@ -229,7 +229,7 @@ def _dropped_inputs(old: ast.stmt, candidates: list[ast.stmt], modules: set[str]
     `y.long()`, `y.to(device)`) or which variable it reads (a wrong name replaced by the right one); removing
     a term (`pred - rec['targets']` becoming `pred`) makes the error go away by computing something else.
     """
-    before = _input_names(getattr(old, "value", None) or old) - _targets(old)
+    before = _input_names(getattr(old, "value", None) or old) - _targets(old) - modules  # np.abs → torch ops
     after: set[str] = set()
     for candidate in candidates:
         after |= _input_names(getattr(candidate, "value", None) or candidate)
