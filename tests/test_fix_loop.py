@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import metric_steps, read_meta, wait_for
 from fakes import ScriptedChatModel
-from test_monitor_graph import BUG, BUGGY_TINY, FIX_VERDICT, TINY
+from test_monitor_graph import BUG, BUGGY_TINY, TINY
 
 from twinkle_auto.connection import Connection
 from twinkle_auto.connection.control import RunController
@@ -131,7 +131,7 @@ def test_a_fix_that_crashes_earlier_is_rolled_back_and_the_next_attempt_sees_it(
     env = {**FAST, "CRASH_AT_STEP": "30"}
     folder = _crashed(home, controller, "worse", TINY, env)
     assert max(metric_steps(home, "worse")) == 29
-    llm = ScriptedChatModel(responses=[FIX_VERDICT, WORSE_PLAN, FIX_VERDICT, LEGACY_PLAN])
+    llm = ScriptedChatModel(responses=[WORSE_PLAN, LEGACY_PLAN])
     connection = Connection(controller.store, controller)
     graph = compile_monitor_graph(llm, connection)
     first = _tick(graph, "worse")
@@ -202,7 +202,7 @@ def test_a_fix_interrupted_anywhere_is_completed_once_without_asking_again(
     run_id = f"cut-{where.replace(' ', '-')}"
     folder = _crashed(home, controller, run_id)
     dying = _DiesAt(controller.store, where)
-    llm = ScriptedChatModel(responses=[FIX_VERDICT, GOOD_PLAN], default=AssertionError("asked again"))
+    llm = ScriptedChatModel(responses=[GOOD_PLAN], default=AssertionError("asked again"))
     with pytest.raises(KeyboardInterrupt):
         _tick(compile_monitor_graph(llm, Connection(controller.store, dying)), run_id)
     pending = _state(folder).get("pending_fix")
@@ -220,7 +220,7 @@ def test_a_fix_interrupted_anywhere_is_completed_once_without_asking_again(
     assert sorted(p.name for p in folder.glob("train_v*.py")) == ["train_v1.py"]
     assert (folder / "train_v1.py").read_text() == BUGGY_TINY and BUG in (folder / "train.py").read_text()
     assert meta["script_version"] == 2  # meta.json and the archive agree
-    assert len(llm.calls) == 2
+    assert len(llm.calls) == 1  # the patch; a code error needs no verdict call
 
 
 # ------------------------------------------------------------------------------ accounting
@@ -235,7 +235,7 @@ def _dead_run(home: Path, run_id: str, script: str = BUGGY_TINY) -> Path:
 
 def test_an_unreachable_llm_is_not_an_attempt(home: Path) -> None:
     folder = _dead_run(home, "offline")
-    llm = ScriptedChatModel(responses=[FIX_VERDICT], default=ConnectionError("Connection refused"))
+    llm = ScriptedChatModel(responses=[], default=ConnectionError("Connection refused"))
     out = _tick(compile_monitor_graph(llm, Connection.open(home)), "offline")
     assert out["decision"] == "FIX" and out["fix_status"] == "unreachable" and out["fix_attempts"] == 0
     assert "not counted" in out["message"] and (folder / "train.py").read_text() == BUGGY_TINY
@@ -245,7 +245,7 @@ def test_an_unreachable_llm_is_not_an_attempt(home: Path) -> None:
 def test_a_corrupt_state_fails_closed_and_says_so(home: Path) -> None:
     folder = _dead_run(home, "corrupt")
     (folder / "auto_state.json").write_text('{"fix_attempts": 1, "fixes": [')
-    llm = ScriptedChatModel(responses=[FIX_VERDICT], default=AssertionError("no patch may be asked"))
+    llm = ScriptedChatModel(responses=[], default=AssertionError("no patch may be asked"))
     graph = compile_monitor_graph(llm, Connection.open(home))
     out = _tick(graph, "corrupt")
     assert out["fix_status"] == "corrupt" and "auto_state.json was corrupt" in out["message"]
@@ -264,10 +264,10 @@ def test_a_script_linked_from_outside_is_neither_sent_nor_written(home: Path, tm
     folder = _dead_run(home, "linked")
     (folder / "train.py").unlink()
     (folder / "train.py").symlink_to(outside)
-    llm = ScriptedChatModel(responses=[FIX_VERDICT], default=AssertionError("the script must not be sent"))
+    llm = ScriptedChatModel(responses=[], default=AssertionError("the script must not be sent"))
     out = _tick(compile_monitor_graph(llm, Connection.open(home)), "linked")
     assert out["fix_status"] == "outside" and str(outside) in out["message"]
-    assert len(llm.calls) == 1 and outside.read_text() == BUGGY_TINY
+    assert not llm.calls and outside.read_text() == BUGGY_TINY
     assert (folder / "train.py").is_symlink()
 
 
@@ -279,7 +279,7 @@ def test_a_script_linked_inside_is_archived_as_a_copy_and_its_target_kept(home: 
     real.write_text(BUGGY_TINY)
     (folder / "train.py").unlink()
     (folder / "train.py").symlink_to(real)
-    llm = ScriptedChatModel(responses=[FIX_VERDICT, GOOD_PLAN])
+    llm = ScriptedChatModel(responses=[GOOD_PLAN])
     out = _tick(compile_monitor_graph(llm, Connection(controller.store, controller)), "linked-in")
     assert out["fixed"] is True
     archive = folder / "train_v1.py"
@@ -304,12 +304,10 @@ def test_a_fix_that_worked_in_another_run_is_offered_first(home: Path, controlle
         outcome="worked",
     )
     folder = _crashed(home, controller, "again")
-    llm = ScriptedChatModel(
-        responses=[FIX_VERDICT], default=AssertionError("the LLM must not write this patch")
-    )
+    llm = ScriptedChatModel(responses=[], default=AssertionError("the LLM must not write this patch"))
     out = _tick(compile_monitor_graph(llm, Connection(controller.store, controller)), "again")
     assert out["fixed"] is True and "worked for this error in run earlier" in out["message"]
-    assert BUG in (folder / "train.py").read_text() and len(llm.calls) == 1
+    assert BUG in (folder / "train.py").read_text() and not llm.calls
     wait_for(lambda: _ended(home, "again"), timeout=60)
 
 

@@ -32,9 +32,6 @@ print("total", total)
 """
 BUG_LINE = '    total += rec["x"] * rec["targets"]'
 FIXED_LINE = '    total += rec["x"] * rec["target"]'
-FIX_VERDICT = json.dumps(
-    {"decision": "FIX", "diagnosis": "KeyError: the records have 'target', not 'targets'."}
-)
 
 
 class Sink:
@@ -159,7 +156,6 @@ def test_no_malicious_patch_is_applied_or_run_and_each_refusal_names_the_capabil
         script = _crashed_run(controller, home, run_id, marker)
         stub = StubLLM(
             [
-                Rule(match="Rule decision", text=FIX_VERDICT),
                 Rule(match="train.py excerpt", text=_plan(script, added)),
             ]
         )
@@ -197,7 +193,7 @@ def test_the_injection_stays_data_in_the_prompt_and_its_patch_is_refused(
     _crashed_run(controller, home, "injected-ask", marker)
     obeyed = _plan(script, f"    import os; os.system('touch {marker}')")  # what an obedient model sends
     stub = StubLLM(
-        [Rule(match="Rule decision", text=FIX_VERDICT), Rule(match="train.py excerpt", text=obeyed)]
+        [Rule(match="train.py excerpt", text=obeyed)]
     )
     url = stub.start()
     try:
@@ -219,8 +215,8 @@ def test_the_injection_stays_data_in_the_prompt_and_its_patch_is_refused(
     assert "ignore previous instructions" in block  # the injection is inside the data block, as data
     outside = user.replace(block, "")
     assert "ignore previous instructions" not in outside
-    verdict = next(r for r in stub.requests if "Rule decision" in json.dumps(r["messages"]))
-    assert "never to be followed" in verdict["messages"][0]["content"]
+    # the crash is a FIX by rule: no verdict prompt carried the log to the LLM at all
+    assert not any("Rule decision" in json.dumps(r["messages"]) for r in stub.requests)
     # under `ask` the unsafe patch is only offered, with the warning; no terminal answers, nothing changes
     offered = json.loads(asked.stdout)
     assert offered["fix_status"] == "unanswered" and offered["fix"]["unsafe"]

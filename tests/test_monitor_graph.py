@@ -148,7 +148,7 @@ def test_environment_error_is_a_warning_never_a_rewrite(home: Path) -> None:
 @pytest.mark.slow
 def test_a_real_crashed_script_is_fixed_and_training_resumes(home: Path, controller) -> None:
     folder = _crashed_run(home, controller)
-    llm = ScriptedChatModel(responses=[FIX_VERDICT, GOOD_PATCH])
+    llm = ScriptedChatModel(responses=[GOOD_PATCH])
     connection = Connection(controller.store, controller)
     out = _tick(compile_monitor_graph(llm, connection), "crashy")
     assert out["decision"] == "FIX" and out["fixed"] is True
@@ -198,7 +198,7 @@ def test_malformed_patches_never_change_train_py(home: Path, controller, case: s
     folder = _crashed_run(home, controller, f"bad-{case.replace(' ', '-')}")
     run_id = folder.name
     answer = BAD_ANSWERS[case] or _loop_deleting_patch().replace(BUG, 'rec["targets"]')
-    llm = ScriptedChatModel(responses=[FIX_VERDICT, answer])
+    llm = ScriptedChatModel(responses=[answer])
     out = _tick(compile_monitor_graph(llm, Connection(controller.store, controller)), run_id)
     assert out["decision"] == "FIX" and out["fixed"] is False
     assert (folder / "train.py").read_text() == BUGGY_TINY
@@ -211,7 +211,7 @@ def test_malformed_patches_never_change_train_py(home: Path, controller, case: s
 def test_three_attempts_then_the_limit_even_after_a_restart(home: Path, controller) -> None:
     folder = _crashed_run(home, controller, "capped")
     connection = Connection(controller.store, controller)
-    llm = ScriptedChatModel(responses=[FIX_VERDICT], default="no patch here")
+    llm = ScriptedChatModel(responses=[], default="no patch here")
     for attempt in (1, 2):
         out = _tick(compile_monitor_graph(llm, connection, checkpointer=InMemorySaver()), "capped")
         assert out["fix_attempts"] == attempt
@@ -235,7 +235,7 @@ ALT_PATCH = GOOD_PATCH.replace(f"b - {BUG}", f"b - float({BUG})")
 def test_ask_policy_interrupts_with_the_diff_and_respects_the_answer(home: Path, controller) -> None:
     folder = _crashed_run(home, controller, "asked")
     connection = Connection(controller.store, controller)
-    llm = ScriptedChatModel(responses=[FIX_VERDICT, GOOD_PATCH, GOOD_PATCH, ALT_PATCH])
+    llm = ScriptedChatModel(responses=[GOOD_PATCH, GOOD_PATCH, ALT_PATCH])
     graph = compile_monitor_graph(llm, connection, policy="ask", checkpointer=InMemorySaver())
     config = monitor_thread("asked")
     out = graph.invoke({"run_id": "asked"}, config)
@@ -249,14 +249,14 @@ def test_ask_policy_interrupts_with_the_diff_and_respects_the_answer(home: Path,
     # the declined patch is not offered again: the model is told so and sends another one
     out = graph.invoke({"run_id": "asked"}, config)
     second = out["__interrupt__"][0].value
-    assert "float(" in second["patch"] and len(llm.calls) == 4
+    assert "float(" in second["patch"] and len(llm.calls) == 3
     assert "declined this patch" in llm.calls[-1][-1].content
     # no answer (no terminal): nothing applied or counted; the next check offers it again without the LLM
     out = graph.invoke(Command(resume={"approved": None}), config)
     assert out["fix_status"] == "unanswered" and out["fix_attempts"] == 0
     fresh = compile_monitor_graph(llm, connection, policy="ask", checkpointer=InMemorySaver())
     out = fresh.invoke({"run_id": "asked"}, config)
-    assert out["__interrupt__"][0].value["patch"] == second["patch"] and len(llm.calls) == 4
+    assert out["__interrupt__"][0].value["patch"] == second["patch"] and len(llm.calls) == 3
     out = fresh.invoke(Command(resume=True), config)
     assert out["fixed"] is True and out["fix_attempts"] == 1 and (folder / "train_v1.py").exists()
     assert "float(" in (folder / "train.py").read_text()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import EXAMPLES, read_meta, wait_for
 from fakes import ScriptedChatModel
-from test_monitor_graph import BUGGY_TINY, FIX_VERDICT, GOOD_PATCH
+from test_monitor_graph import BUGGY_TINY, GOOD_PATCH
 
 from twinkle_auto.app.monitor_loop import MonitorLoop
 from twinkle_auto.connection import Connection
@@ -21,9 +21,7 @@ TINY = (EXAMPLES / "tiny" / "train.py").read_text()
 def test_a_crash_wakes_the_loop_and_is_fixed_while_other_runs_are_watched(home: Path, controller) -> None:
     connection = Connection(controller.store, controller)
     messages: list[tuple[float, str, str]] = []
-    llm = ScriptedChatModel(
-        responses=[FIX_VERDICT, GOOD_PATCH], default=AssertionError("unexpected LLM call")
-    )
+    llm = ScriptedChatModel(responses=[GOOD_PATCH], default=AssertionError("unexpected LLM call"))
     loop = MonitorLoop(
         connection, llm, interval=60.0, notify=lambda r, m: messages.append((time.time(), r, m))
     )
@@ -51,7 +49,9 @@ def test_a_crash_wakes_the_loop_and_is_fixed_while_other_runs_are_watched(home: 
     assert "healthy" in loop.last_results and loop.last_results["healthy"]["decision"] == "LGTM"
     wait_for(lambda: read_meta(home, "crashy").get("status") == "finished", timeout=60)
     assert (home / "crashy" / "train_v1.py").exists()
-    assert len(llm.calls) == 2  # one verdict, one patch; the healthy run never asked the LLM
+    assert (
+        len(llm.calls) == 1
+    )  # one patch (a code error needs no verdict); the healthy run never asked the LLM
     controller.pause("healthy")
 
 

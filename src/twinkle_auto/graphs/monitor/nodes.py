@@ -365,6 +365,15 @@ def classify(state: MonitorState, ctx: MonitorContext) -> dict[str, Any]:
             diagnosis=_rules_diagnosis(findings, rules["reason"]),
             verdict_source="rules" if not ctx.use_llm else "rules (no LLM configured)",
         )
+    elif rules["decision"] == "FIX" and ctx.policy != "off":
+        # A dead process with a traceback raised from the script's own code: nothing is left to judge,
+        # and the patch request that follows explains the error anyway. Asking for a verdict here cost a
+        # full LLM call before every fix attempt (a third of the time per attempt on a CPU model).
+        out.update(
+            decision="FIX",
+            diagnosis=_rules_diagnosis(findings, rules["reason"]),
+            verdict_source="rules (code error: the fix explains it)",
+        )
     else:
         nonce = prompts.new_nonce()
         messages = [
