@@ -99,6 +99,8 @@ class CaseResult:
     check: str | None = None
     reference_check: str | None = None
     reason: str = ""
+    round_reasons: list[str] = field(default_factory=list)
+    """Why each unusable LLM round was not used (parser, compiler or guard words), in order."""
 
 
 def load_cases(prefixes: list[str] | None = None) -> list[Case]:
@@ -301,6 +303,7 @@ def run_case(case: Case, base_url: str | None, work: Path, *, ticks: int = TICKS
         logger.setLevel(previous_level)
         if store.exists(run_id) and store.status(run_id).process == "alive":
             controller.stop(run_id, grace=3.0)
+    result.round_reasons = [r[:300] for r in rounds.reasons]
     result.format_failures = sum(1 for r in rounds.reasons if is_format_failure(r))
     result.other_failures = len(rounds.reasons) - result.format_failures
     return result

@@ -124,6 +124,37 @@ LEGACY_PLAN = _plan(
 )
 
 
+USELESS_LINE = '        x = rec["features"]'
+USELESS_PLAN = _plan(USELESS_LINE, '        x = list(rec["features"])', summary="Copy the features.")
+
+
+@pytest.mark.slow
+def test_a_fix_that_leaves_the_same_error_is_rolled_back_before_the_next_attempt(
+    home: Path, controller
+) -> None:
+    folder = _crashed(home, controller, "same")
+    llm = ScriptedChatModel(responses=[USELESS_PLAN, GOOD_PLAN])
+    graph = compile_monitor_graph(llm, Connection(controller.store, controller))
+    first = _tick(graph, "same")
+    assert first["fixed"] is True and 'list(rec["features"])' in (folder / "train.py").read_text()
+    wait_for(lambda: _ended(home, "same"), timeout=60)
+    second = _tick(graph, "same")  # verify: the same KeyError on the same line
+    assert "the same error at the same place" in second["verify_message"], second["verify_message"]
+    assert "rolled back" in second["verify_message"]
+    history = _state(folder)["fixes"]
+    assert history[0]["outcome"] == "failed" and history[0]["rolled_back_as"] == "train_v2.py"
+    assert 'list(rec["features"])' in llm.calls[-1][-1].content  # attempt 1 is shown as failed
+    text = (folder / "train.py").read_text()
+    # attempt 2 started from the script that crashed, not from attempt 1's patch
+    assert BUG in text and 'list(rec["features"])' not in text
+    assert second["fixed"] is True and second["fix_attempts"] == 2
+    wait_for(lambda: _ended(home, "same"), timeout=60)
+    third = _tick(graph, "same")
+    assert "attempt 2 worked" in third["verify_message"]
+    outcomes = [(e.attempt, e.outcome) for e in FixLedger(home / "auto").entries() if e.run_id == "same"]
+    assert outcomes == [(1, "failed"), (2, "worked")]
+
+
 @pytest.mark.slow
 def test_a_fix_that_crashes_earlier_is_rolled_back_and_the_next_attempt_sees_it(
     home: Path, controller

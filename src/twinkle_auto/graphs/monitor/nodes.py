@@ -263,12 +263,13 @@ def verify(state: MonitorState, ctx: MonitorContext) -> dict[str, Any]:
     meta = _meta(ctx, run_id)
     same_launch = meta.get("launch_count") == fix.get("launch_count")
     outcome: str | None = None
+    same_error = False
     if past or (same_launch and snap.get("effective_status") == fmt.FINISHED):
         outcome = "worked"
     elif same_launch and snap.get("process_state") not in _ALIVE and snap.get("traceback"):
         new_sig = error_signature(snap.get("traceback") or "")
         if new_sig and new_sig == fix.get("signature"):
-            outcome = "failed"
+            outcome, same_error = "failed", True
         elif crash_step is not None and (new_max is None or new_max < int(crash_step)):
             outcome = "worse"
         else:
@@ -278,7 +279,10 @@ def verify(state: MonitorState, ctx: MonitorContext) -> dict[str, Any]:
     attempt = int(fix.get("attempt") or 0)
     result_error = _exception_line(snap.get("traceback")) if outcome != "worked" else ""
     message: str
-    if outcome == "worse":
+    # A fix that made it worse, or left the same error at the same place, is no progress: train.py goes
+    # back to the version the fix was applied to, so the next attempt starts from the script that
+    # crashed (told what failed) instead of stacking edits on a patch that did not help.
+    if outcome == "worse" or same_error:
         if not ctx.acquire(run_id):
             return {}  # another assistant holds the run; it will judge this relaunch
         try:
@@ -296,10 +300,16 @@ def verify(state: MonitorState, ctx: MonitorContext) -> dict[str, Any]:
             if "rolled_back_as" in fix
             else f"the rollback failed: {fix.get('rollback_error')}"
         )
-        message = (
-            f"[Monitor] WARNING {run_id}: fix attempt {attempt} made it worse: a new error {where}, before the "
-            f"old crash (step {crash_step}): {result_error}; {done}"
-        )
+        if outcome == "worse":
+            message = (
+                f"[Monitor] WARNING {run_id}: fix attempt {attempt} made it worse: a new error {where}, "
+                f"before the old crash (step {crash_step}): {result_error}; {done}"
+            )
+        else:
+            message = (
+                f"[Monitor] WARNING {run_id}: fix attempt {attempt} did not fix it, the same error at the "
+                f"same place: {result_error or 'it crashed again'}; {done}"
+            )
     elif outcome == "failed":
         message = f"[Monitor] WARNING {run_id}: fix attempt {attempt} did not fix it: {result_error or 'it crashed again'}"
     else:
@@ -499,7 +509,7 @@ def _attempt_input(
     run_id = state["run_id"]
     fixes = list(saved.get("fixes") or [])
     traceback = state["snapshot"].get("traceback") or ""
-    if fixes and fixes[-1].get("outcome") == "worse" and fixes[-1].get("traceback"):
+    if fixes and fixes[-1].get("rolled_back_as") and fixes[-1].get("traceback"):
         traceback = str(fixes[-1]["traceback"])  # rolled back: the original error is the one to fix
     history = [
         {
