@@ -63,9 +63,7 @@ def _kill_group(home: Path, run_id: str) -> None:
 
 @pytest.mark.slow
 def test_two_concurrent_checks_relaunch_exactly_once(home: Path, controller) -> None:
-    stub = StubLLM(
-        [Rule(match="train.py excerpt", text=PLAN, delay=0.3)]
-    )
+    stub = StubLLM([Rule(match="train.py excerpt", text=PLAN, delay=0.3)])
     url = stub.start()
     outcomes: list[tuple[str | None, str | None]] = []
     try:

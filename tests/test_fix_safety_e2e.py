@@ -192,9 +192,7 @@ def test_the_injection_stays_data_in_the_prompt_and_its_patch_is_refused(
     script = _crashed_run(controller, home, "injected", marker)
     _crashed_run(controller, home, "injected-ask", marker)
     obeyed = _plan(script, f"    import os; os.system('touch {marker}')")  # what an obedient model sends
-    stub = StubLLM(
-        [Rule(match="train.py excerpt", text=obeyed)]
-    )
+    stub = StubLLM([Rule(match="train.py excerpt", text=obeyed)])
     url = stub.start()
     try:
         out = _check(url, "injected")
