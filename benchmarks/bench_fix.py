@@ -22,6 +22,7 @@ server) it prints "skipped" and exits 0.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import math
@@ -100,6 +101,8 @@ class CaseResult:
     reference_check: str | None = None
     reason: str = ""
     round_reasons: list[str] = field(default_factory=list)
+    final_diff: str = ""
+    """train.py at the end against the crashed script: what the fixes changed, for reading the misses."""
     """Why each unusable LLM round was not used (parser, compiler or guard words), in order."""
 
 
@@ -286,6 +289,12 @@ def run_case(case: Case, base_url: str | None, work: Path, *, ticks: int = TICKS
                 break
         final = store.status(run_id)
         log_text = (store.path(run_id) / "output.log").read_text(errors="replace")
+        final_script = (store.path(run_id) / "train.py").read_text(errors="replace")
+        result.final_diff = "".join(
+            difflib.unified_diff(
+                case.script.splitlines(keepends=True), final_script.splitlines(keepends=True), n=0
+            )
+        )[:2000]
         checks = CHECK_RE.findall(log_text)
         result.check = checks[-1].strip() if checks else None
         result.fixed = final.status == "finished" and result.check is not None
