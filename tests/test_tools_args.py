@@ -202,3 +202,62 @@ def test_a_tool_call_the_server_could_not_parse_is_asked_again(home: Path) -> No
     )
     assert out["messages"][-1].content == "none"
     assert "not valid JSON" in llm.calls[1][-1].content
+
+
+def _status_run(home: Path, run_id: str) -> None:
+    folder = home / run_id
+    folder.mkdir(parents=True)
+    (folder / "meta.json").write_text(json.dumps({"run_id": run_id, "status": "failed", "pid": None}))
+    (folder / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0}) + "\n")
+
+
+@pytest.mark.parametrize(
+    "given, said, want",
+    [
+        (None, "how is sft-chat doing?", "sft-chat"),  # left out, the person named it
+        ("your-run-id", "how is sft-chat doing?", "sft-chat"),  # a placeholder
+        ("sft-chat-backup", "bring sft-chat back", "sft-chat"),  # a near miss that does not exist
+        ("dpo-old", "how is sft-chat doing? and dpo-old?", "dpo-old"),  # an existing id is taken as given
+        (None, "how is it doing?", "grpo-math"),  # nobody named: the selected run
+        (None, "compare sft-chat and dpo-old", "grpo-math"),  # two named: not guessed
+        (None, "how is sft-chat-2 doing?", "grpo-math"),  # a longer id is not sft-chat
+        (None, "and sft-chat.", "sft-chat"),  # sentence punctuation after the id
+        ("nope", "how is it doing?", "nope"),  # unknown and nothing named: the tool reports it
+    ],
+)
+def test_a_command_acts_on_the_run_the_person_named(home: Path, given, said: str, want: str) -> None:
+    from twinkle_auto.tools.base import Scope
+
+    for run_id in ("sft-chat", "dpo-old", "grpo-math"):
+        _status_run(home, run_id)
+    scope = Scope(
+        ToolContext(Connection.open(home)), {"messages": [HumanMessage(said)], "selected_run": "grpo-math"}
+    )
+    assert scope.resolve_run(given) == want
+
+
+def test_the_named_run_is_the_one_the_tool_and_its_approval_use(home: Path) -> None:
+    """Through the graph: the model leaves the id out; the status and the stop approval both name the run
+    the person wrote, not the selected one."""
+    from fakes import ScriptedChatModel
+
+    for run_id in ("sft-chat", "grpo-math"):
+        _status_run(home, run_id)
+    llm = ScriptedChatModel(
+        responses=[
+            AIMessage("", tool_calls=[{"name": "get_training_status", "args": {}, "id": "c1"}]),
+            "done",
+            AIMessage("", tool_calls=[{"name": "stop_training", "args": {"run_id": "x-run-id"}, "id": "c2"}]),
+        ]
+    )
+    ctx = ToolContext(Connection.open(home))
+    graph = compile_chat_graph(llm, get_tools(ctx, search=False, server=False), checkpointer=InMemorySaver())
+    cfg = {"configurable": {"thread_id": "t"}}
+    out = graph.invoke(
+        {"messages": [HumanMessage("how is sft-chat?")], "selected_run": "grpo-math"}, cfg, context=ctx
+    )
+    status = next(m for m in out["messages"] if isinstance(m, ToolMessage))
+    assert json.loads(status.content)["run_id"] == "sft-chat", status.content
+    out = graph.invoke({"messages": [HumanMessage("end sft-chat for good")]}, cfg, context=ctx)
+    ask = out["__interrupt__"][0].value["calls"][0]
+    assert ask["name"] == "stop_training" and "'sft-chat'" in ask["text"], ask

@@ -194,8 +194,10 @@ def args_ok(spec: dict[str, Any], args: dict[str, Any], selected: str | None) ->
     return True
 
 
-def validated(tool: Any, args: dict[str, Any]) -> dict[str, Any] | None:
-    """The call's arguments as the tool reads them (aliases and coercions applied); None if invalid."""
+def validated(tool: Any, args: dict[str, Any], resolve: Any = None) -> dict[str, Any] | None:
+    """The call's arguments as the tool reads them (aliases and coercions applied, and the run it acts
+    on resolved as the tool resolves it: `resolve` is `Scope.resolve_run` of the request); None if
+    invalid."""
     schema = getattr(tool, "args_schema", None)
     try:
         if schema is None or not hasattr(schema, "model_validate"):
@@ -203,7 +205,14 @@ def validated(tool: Any, args: dict[str, Any]) -> dict[str, Any] | None:
         model = schema.model_validate(args)
     except Exception:
         return None
-    return {k: getattr(model, k) for k in type(model).model_fields if k != "runtime"}
+    out = {k: getattr(model, k) for k in type(model).model_fields if k != "runtime"}
+    if resolve is not None and "run_id" in out and tool.name not in NEW_RUN_TOOLS:
+        out["run_id"] = resolve(out["run_id"])
+    return out
+
+
+NEW_RUN_TOOLS = ("start_training",)
+"""Tools whose run_id names a run to create: nothing to resolve."""
 
 
 @dataclass
@@ -232,7 +241,13 @@ class Outcome:
         return f"{mark} #{self.request['id']:<3} {self.request['say']!r:72} -> {calls} {' '.join(flags)}{self.error}"
 
 
-def judge(request: dict[str, Any], calls: list[tuple[str, dict[str, Any]]], tools: dict[str, Any]) -> Outcome:
+def judge(
+    request: dict[str, Any],
+    calls: list[tuple[str, dict[str, Any]]],
+    tools: dict[str, Any],
+    resolve: Any = None,
+) -> Outcome:
+    """Whether the calls do what the request asks: tool names, and the arguments as the tools read them."""
     out = Outcome(request, calls)
     steps = request["steps"]
     alt = request.get("tag", "").removeprefix("alt:") if request.get("tag", "").startswith("alt:") else None
@@ -245,7 +260,7 @@ def judge(request: dict[str, Any], calls: list[tuple[str, dict[str, Any]]], tool
     want = steps[0]
     out.first_ok = first_name == want["tool"] or (alt is not None and first_name == alt)
     if out.first_ok:
-        args = validated(tools[first_name], first_args) if first_name in tools else None
+        args = validated(tools[first_name], first_args, resolve) if first_name in tools else None
         out.args_ok = args is not None and (
             first_name != want["tool"] or args_ok(want["args"], args, SELECTED)
         )
@@ -253,7 +268,7 @@ def judge(request: dict[str, Any], calls: list[tuple[str, dict[str, Any]]], tool
         i = 0
         for name, call_args in calls:
             if i < len(steps) and name == steps[i]["tool"]:
-                args = validated(tools[name], call_args) if name in tools else None
+                args = validated(tools[name], call_args, resolve) if name in tools else None
                 if args is not None and args_ok(steps[i]["args"], args, SELECTED):
                     i += 1
         out.completed = i == len(steps)
@@ -342,6 +357,10 @@ def build(home: Path, llm: Any) -> tuple[Any, Any, dict[str, Any]]:
 def evaluate(
     home: Path, examples: Path, llm: Any, requests: list[dict[str, Any]], echo: Any = None
 ) -> tuple[list[Outcome], dict[str, Any]]:
+    from langchain_core.messages import HumanMessage
+
+    from twinkle_auto.tools.base import Scope
+
     conn = seed_world(home, examples)
     hub = start_hub()
     try:
@@ -350,7 +369,8 @@ def evaluate(
         for request in requests:
             try:
                 calls, answer = say(graph, ctx, request, f"req-{request['id']}")
-                outcome = judge(request, calls, tools)
+                scope = Scope(ctx, {"messages": [HumanMessage(request["say"])], "selected_run": SELECTED})
+                outcome = judge(request, calls, tools, resolve=scope.resolve_run)
                 outcome.answer = answer
             except Exception as exc:  # an LLM failure is a miss, reported, not a crash of the measure
                 outcome = Outcome(request, error=f" [{type(exc).__name__}: {str(exc)[:120]}]")

@@ -117,8 +117,39 @@ class Scope:
         chart = self.state.get("chart")
         return dict(chart) if isinstance(chart, Mapping) else {}  # type: ignore[return-value]
 
+    def named_runs(self) -> list[str]:
+        """Existing runs whose ids the person wrote, as whole words, in their latest message."""
+        text = latest_request(self.state)
+        if not text:
+            return []
+        try:
+            ids = self.connection.store.run_ids()
+        except OSError:
+            return []
+        return [r for r in ids if re.search(rf"(?<![\w.-]){re.escape(r)}(?![\w-]|\.\w)", text)]
+
+    def resolve_run(self, run_id: str | None) -> str | None:
+        """The run a call is about: the id given when that run exists; otherwise the one run the person
+        named in their latest message; otherwise the id given (the tool then says it is unknown) or the
+        selected run.
+
+        Small models often leave the id out, or write a placeholder or a near miss ("grpo-math-backup"),
+        while the person's words name the run exactly: a command acts on the run the person named, never
+        silently on the selected one. The approval text and the tool use this same answer.
+        """
+        if run_id:
+            try:
+                if self.connection.store.exists(run_id):
+                    return run_id
+            except ValueError:  # not even a valid id: let the tool say so, unless the person named one
+                pass
+        named = self.named_runs()
+        if len(named) == 1:
+            return named[0]
+        return run_id or self.selected_run
+
     def run_or_selected(self, run_id: str | None) -> str:
-        run = run_id or self.selected_run
+        run = self.resolve_run(run_id)
         if not run:
             raise ToolError("no run given and none selected; call list_training_runs and pass run_id")
         return run
@@ -135,6 +166,25 @@ class Scope:
 
         message = ToolMessage(content=content, tool_call_id=self.tool_call_id, name=self.tool_name)
         return Command(update={**updates, "messages": [message]})
+
+
+def latest_request(state: Mapping[str, Any]) -> str:
+    """The text of the person's latest message in the session state ('' when there is none)."""
+    for message in reversed(list(state.get("messages") or [])):
+        kind = getattr(message, "type", None) or (
+            message.get("type") if isinstance(message, Mapping) else None
+        )
+        role = message.get("role") if isinstance(message, Mapping) else None
+        if kind == "human" or role in ("user", "human"):
+            content = getattr(message, "content", None)
+            if content is None and isinstance(message, Mapping):
+                content = message.get("content")
+            if isinstance(content, list):
+                content = " ".join(
+                    str(p.get("text", "")) if isinstance(p, Mapping) else str(p) for p in content
+                )
+            return str(content or "")
+    return ""
 
 
 # ------------------------------------------------------------------------------------------ approvals

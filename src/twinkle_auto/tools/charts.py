@@ -80,7 +80,7 @@ def make_chart_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
         wanted = [k.strip() for k in keys if k and k.strip()]
         if not wanted:
             raise ToolError("give at least one metric name")
-        run = run_id or s.selected_run
+        run = s.resolve_run(run_id)
         chosen = wanted
         if run:
             available = metric_keys(s.connection.store.last_metrics(run, 200))

@@ -101,6 +101,7 @@ def make_run_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
 
     def select_run(run_id: str, runtime: ToolRuntime[Any, Any] = None) -> Any:  # type: ignore[assignment]
         s = scope(runtime, "select_run")
+        run_id = s.resolve_run(run_id) or run_id
         st = s.connection.store.status(run_id)
         chart = {**s.chart, "step_range": None}
         return s.reply(compact({"selected": run_id, **status_brief(st)}), selected_run=run_id, chart=chart)
@@ -150,7 +151,7 @@ def make_run_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
         )
 
     def _describe_stop(args: dict[str, Any], s: Scope) -> Approval:
-        run = args.get("run_id") or s.selected_run
+        run = s.resolve_run(args.get("run_id"))
         return {"text": f"Stop run {run!r} for good? It saves a checkpoint and exits (pause would keep it)."}
 
     def _describe_update(args: dict[str, Any], s: Scope) -> Approval:
