@@ -39,8 +39,9 @@ UNTRUSTED_TAG = "untrusted-community-skill"
 
 _HEADER = (
     "## Skills\n"
-    "Guides for specific tasks. Only names and descriptions are listed; call load_skill(name) to read a "
-    "guide before doing the task it covers.\n"
+    "Guides for writing or debugging training code. Only names and descriptions are listed; call "
+    "load_skill(name) only when the person asks for the task a guide covers, not for small talk, "
+    "general questions, or what a tool above does.\n"
 )
 _MORE = "(+{n} more skill(s) not listed for space; load_skill with an unknown name lists all)"
 _UNTRUSTED_NOTE = (

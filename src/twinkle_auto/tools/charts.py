@@ -46,7 +46,8 @@ class ZoomArgs(ToolArgs):
 class PlotArgs(ToolArgs):
     keys: list[str] = Field(
         validation_alias=AliasChoices("keys", "metrics", "metric", "names"),
-        description=f"Metric names (or parts of names, e.g. 'reward') to chart, at most {MAX_CHART_KEYS}",
+        description=f"Metric names, or parts of names (each picks every metric containing it); at most "
+        f"{MAX_CHART_KEYS}",
     )
     run_id: str | None = Field(
         default=None,
@@ -127,21 +128,21 @@ def make_chart_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
         make_tool(
             func=plot_metrics,
             name="plot_metrics",
-            description=f"Show (plot, chart, graph) chosen metrics of a run, up to {MAX_CHART_KEYS}; a word "
-            "such as 'reward' picks every metric whose name contains it.",
+            description=f"Choose WHICH METRICS the chart draws, by name or part of a name (up to "
+            f"{MAX_CHART_KEYS}). Changes the metrics only; for a range of steps use zoom_chart.",
             args_schema=PlotArgs,
         ),
         make_tool(
             func=zoom_chart,
             name="zoom_chart",
-            description="Narrow the chart to a range of training steps (e.g. from step 100 to 200). Only "
-            "changes which steps are shown, not which metrics.",
+            description="Choose WHICH STEPS the chart shows: a first and/or last training step. Changes "
+            "the step range only, not the metrics.",
             args_schema=ZoomArgs,
         ),
         make_tool(
             func=reset_chart,
             name="reset_chart",
-            description="Reset the chart: every step again and the default metrics (undoes zoom_chart and "
-            "plot_metrics).",
+            description="Undo zoom_chart and plot_metrics: the chart shows every step and the default "
+            "metrics again.",
         ),
     ]

@@ -39,17 +39,19 @@ class RunArg(ToolArgs):
     run_id: str | None = Field(
         default=None,
         validation_alias=RUN_ID,
-        description="Run id as listed by list_training_runs; leave out to use the selected run",
+        description="Id of the run, as the person wrote it; leave out for the selected run",
     )
 
 
 class SelectArgs(ToolArgs):
-    run_id: str = Field(validation_alias=RUN_ID, description="Run id as listed by list_training_runs")
+    run_id: str = Field(validation_alias=RUN_ID, description="Id of the run, as the person wrote it")
 
 
 class UpdateScriptArgs(ToolArgs):
     run_id: str | None = Field(
-        default=None, validation_alias=RUN_ID, description="Run id; leave out to use the selected run"
+        default=None,
+        validation_alias=RUN_ID,
+        description="Id of the run, as the person wrote it; leave out for the selected run",
     )
     script: str = Field(
         description=f"The complete new train.py (Python source, at most {MAX_SCRIPT_CHARS} characters), "
@@ -196,28 +198,32 @@ def make_run_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
         (
             select_run,
             SelectArgs,
-            "Make a run the selected one: status, charts and commands then default to it.",
+            "Make a run the selected (current) one, so later questions, charts and commands use it "
+            "without an id. Only changes the selection: it starts, pauses or resumes nothing.",
             None,
         ),
         (
             pause_training,
             RunArg,
-            "Pause a running run (hold it, reversible): its process exits and the run keeps everything; "
-            "resume_training continues it later from its last step.",
+            "Pause a running run: a temporary, reversible hold. Its process saves and exits, the run "
+            "keeps everything, and resume_training later continues it from the same step. To end a run "
+            "for good use stop_training.",
             None,
         ),
         (
             resume_training,
             RunArg,
-            "Resume (continue) a paused, stopped or crashed run: relaunches its current train.py, which "
-            "carries on from its last saved step.",
+            "Resume an existing run that is paused, stopped or crashed: relaunch it so it continues from "
+            "its last saved step. For any request to let an existing run go on again; start_training is "
+            "only for a new run.",
             None,
         ),
         (
             stop_training,
             RunArg,
-            "Stop a run for good (end, terminate it): it saves a checkpoint and exits. Not for a "
-            "temporary hold: that is pause_training.",
+            "End a training run permanently: it saves a final checkpoint and exits, not to be continued. "
+            "For a temporary hold use pause_training. Acts on one run, not on the server "
+            "(that is shutdown_server).",
             _describe_stop,
         ),
         (

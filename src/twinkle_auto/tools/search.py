@@ -44,7 +44,7 @@ _TOTAL_KEYS = ("total_count", "TotalCount", "total", "Total")
 
 
 class SearchArgs(ToolArgs):
-    query: str = Field(description="Name or keywords, e.g. 'Qwen2.5 7B instruct', 'gsm8k', 'math'.")
+    query: str = Field(description="The name or keywords the person gave.")
     limit: int = Field(
         DEFAULT_LIMIT, description=f"How many results, 1-{MAX_LIMIT} (default {DEFAULT_LIMIT})."
     )
@@ -200,8 +200,8 @@ def make_search_tools(ctx: ToolContext, *, timeout: float = HUB_TIMEOUT) -> list
             func=search_datasets,
             name="search_datasets",
             description=(
-                "Search ModelScope for datasets by name or keywords (e.g. 'gsm8k', 'math'). Returns exact "
-                "ids (owner/name) with downloads, task and last update. Use it instead of guessing an id."
+                "Search ModelScope for datasets by name or keywords. Returns exact ids (owner/name) with "
+                "downloads, task and last update. Use it instead of guessing a dataset id."
             ),
             args_schema=SearchArgs,
         ),
@@ -209,8 +209,8 @@ def make_search_tools(ctx: ToolContext, *, timeout: float = HUB_TIMEOUT) -> list
             func=search_models,
             name="search_models",
             description=(
-                "Search ModelScope for models by name or keywords (e.g. 'Qwen2.5 7B instruct'). Returns exact "
-                "ids (owner/name) with downloads, task and last update. Use it instead of guessing an id."
+                "Search ModelScope for models by name or keywords. Returns exact ids (owner/name) with "
+                "downloads, task and last update. Use it instead of guessing a model id."
             ),
             args_schema=SearchArgs,
         ),

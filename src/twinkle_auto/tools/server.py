@@ -29,7 +29,7 @@ class SamplerArg(ToolArgs):
 
     model_id: str = Field(
         validation_alias=AliasChoices("model_id", "model", "id", "name"),
-        description="Model id on ModelScope, e.g. 'Qwen/Qwen3.5-72B'",
+        description="Model id on ModelScope (owner/name)",
     )
     gpus: int | None = Field(
         default=None, ge=1, description="GPUs for this sampler in total (= tp × dp); default tp × dp"
@@ -59,7 +59,8 @@ class StartServerArgs(ToolArgs):
     model_id: str | None = Field(
         default=None,
         validation_alias=AliasChoices("model_id", "model", "train_model"),
-        description="Model to train, e.g. 'Qwen/Qwen3.5-4B'; may be left out with backend 'mock' (mock-model)",
+        description="Model to train, ModelScope id (owner/name) as the person wrote it; may be left out with "
+        "backend 'mock' (mock-model)",
     )
     total_gpus: int | None = Field(
         default=None,
@@ -80,7 +81,7 @@ class StartServerArgs(ToolArgs):
     )
     samplers: list[SamplerArg] = Field(
         default_factory=list,
-        description='Sampler/teacher models as objects, e.g. [{"model_id": "Qwen/Qwen3.5-72B", "tp": 1}]',
+        description="Sampler/teacher models, each an object with model_id and optionally gpus and tp",
     )
     port: int = Field(default=8000, ge=1, le=65535, description="HTTP port of the server on 127.0.0.1")
     ray_address: str | None = Field(
@@ -209,7 +210,7 @@ def make_server_tools(ctx: ToolContext | None = None, manager: ServerManager | N
             description=(
                 "Start the Twinkle training server (Ray + Twinkle) with a model to train and optional "
                 "sampler/teacher models, each on its own GPUs. Reuses a healthy server we started with the "
-                "same settings. Takes about a minute; without GPUs use backend='mock'."
+                "same settings. Takes about a minute; without GPUs use backend 'mock'."
             ),
             args_schema=StartServerArgs,
         ),
@@ -217,16 +218,18 @@ def make_server_tools(ctx: ToolContext | None = None, manager: ServerManager | N
             shutdown_server,
             name="shutdown_server",
             description=(
-                "Shut down (stop) the Twinkle server and the Ray nodes twinkle-auto started, never other "
-                "Ray processes. Destroys all model state held in the server."
+                "Shut down the Twinkle training server and the Ray nodes twinkle-auto started (never other "
+                "Ray processes); destroys all model state held in the server. Not for a training run: "
+                "that is stop_training."
             ),
             approval=_describe_shutdown,
         ),
         make_tool(
             get_cluster_info,
             name="get_cluster_info",
-            description="Hardware of this machine: how many GPUs there are, which are free or busy and "
-            "their memory; the Ray cluster in use and whether the Twinkle server is up.",
+            description="Hardware and cluster facts: how many GPUs this machine has, which are free or "
+            "busy and their memory, the Ray cluster in use, and whether the Twinkle server is up. Call it "
+            "for every question about GPUs, hardware or the server's state.",
         ),
         make_tool(
             list_supported_models,

@@ -100,7 +100,7 @@ class StartArgs(ToolArgs):
     )
     params: dict[str, Any] = Field(
         default_factory=dict,
-        description='Other recipe parameters by name (see list_recipes), e.g. {"lr": 0.0001}',
+        description="Other recipe parameters by name (list_recipes shows them)",
     )
     run_id: str | None = Field(
         default=None,
@@ -255,8 +255,9 @@ def make_training_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
             func=start_training,
             name="start_training",
             description=(
-                "Create and launch a NEW training run, from a recipe with its parameters (preferred) or "
-                f"from a complete script.{listed} The new run becomes the selected run."
+                "Create and launch a NEW training run (an existing run is continued with "
+                "resume_training), from a recipe with model and dataset (preferred) or from a complete "
+                f"script.{listed} The new run becomes the selected run."
             ),
             args_schema=StartArgs,
             approval=_describe_start,
