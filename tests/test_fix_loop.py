@@ -361,3 +361,15 @@ def test_a_known_fix_needs_no_llm_and_says_what_it_is(home: Path, controller) ->
     assert "+args = TrainingArguments" in out["message"]  # the diff is part of the message
     wait_for(lambda: _ended(home, "renamed"), timeout=30)
     assert read_meta(home, "renamed")["status"] == "finished"
+
+
+def test_answers_after_the_first_are_sampled_so_a_failed_patch_is_not_sent_again() -> None:
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(base_url="http://127.0.0.1:9/v1", api_key="x", model="m", temperature=0)
+    assert fixing.with_temperature(llm, 0) is llm  # the first answer: the configured model as it is
+    assert fixing.with_temperature(llm, 1).temperature == 0.5
+    assert fixing.with_temperature(llm, 7).temperature == 0.8
+    assert llm.temperature == 0  # a copy: the shared model is untouched
+    scripted = ScriptedChatModel(responses=[])
+    assert fixing.with_temperature(scripted, 2) is scripted  # no temperature setting: used as it is

@@ -32,6 +32,10 @@ from twinkle_auto.monitor.patching import PatchError, apply_patch, unified_diff
 log = logging.getLogger("twinkle_auto.monitor")
 
 ROUNDS_PER_ATTEMPT = 3
+RETRY_TEMPERATURES = (0.0, 0.5, 0.8)
+"""Sampling temperature by how many answers this run's fixes already got: the first is the model's most
+likely patch; after that a small model at temperature 0 sends the same patch again however it is told
+why it failed, so later answers are sampled (the guards and the checks still judge every one)."""
 """Answers the model may give within one attempt, each after being told why the last could not be used."""
 CONTEXT_TOKENS = 1700
 """Budget of the focused excerpt; system prompt, history and feedback bring an attempt to <= ~2,500."""
@@ -177,6 +181,8 @@ class AttemptInput:
     ledger_fixes: list[LedgerEntry] = field(default_factory=list)
     known_fix: Any = None
     """A `monitor.known_fixes.KnownFix` (or None): name, summary, new_script."""
+    attempt: int = 1
+    """Which attempt of the run this is (1-based)."""
 
 
 def check_candidate(
@@ -274,6 +280,19 @@ def ask_plan(llm: BaseChatModel, messages: list[Any]) -> dict[str, Any] | str:
     return str(getattr(raw, "content", "") or "")
 
 
+def with_temperature(llm: BaseChatModel, answers_before: int) -> BaseChatModel:
+    """`llm` sampling at the temperature for its next answer (see RETRY_TEMPERATURES); a model without a
+    `temperature` setting is used as it is."""
+    temperature = RETRY_TEMPERATURES[min(answers_before, len(RETRY_TEMPERATURES) - 1)]
+    current = getattr(llm, "temperature", None)
+    if current is None or current == temperature or (answers_before == 0 and current is not None):
+        return llm
+    try:
+        return llm.model_copy(update={"temperature": temperature})
+    except (AttributeError, TypeError, ValueError):
+        return llm
+
+
 def _quote_answer(answer: dict[str, Any] | str) -> str:
     import json
 
@@ -296,11 +315,12 @@ def propose(llm: BaseChatModel | None, inp: AttemptInput, *, rounds: int = ROUND
     feedback = ""
     kinds: list[str] = []
     last_refused: Candidate | None = None
-    for _ in range(rounds):
+    earlier = max(0, inp.attempt - 1)
+    for index in range(rounds):
         messages = build_messages(inp, context.text, nonce, feedback)
         proposal.prompt_tokens.append(sum(estimate_tokens(str(m.content)) for m in messages))
         try:
-            answer = ask_plan(llm, messages)
+            answer = ask_plan(with_temperature(llm, earlier + index), messages)
         except Exception as exc:  # unreachable, timeout, server error: not the model's answer
             proposal.outcome = "unreachable"
             proposal.reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"

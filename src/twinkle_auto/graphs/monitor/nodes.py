@@ -539,6 +539,7 @@ def _attempt_input(
         rejected=dict(saved.get("rejected") or {}),
         ledger_fixes=ctx.ledger.worked_for(signature, exclude_run=run_id) if signature else [],
         known_fix=known,
+        attempt=max(int(saved.get("fix_attempts") or 0), int(state.get("fix_attempts") or 0)) + 1,
     )
 
 

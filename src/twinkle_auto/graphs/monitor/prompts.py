@@ -78,7 +78,9 @@ Line numbers are those of the excerpt. To insert lines, replace a line with itse
 
 Rules:
 - Fix the cause of the error with the smallest edit. Keep the training loop, every TrainingRuntime \
-call and the resume logic.
+call and the resume logic. Every replacement must differ from its anchor.
+- When the data and the code that uses it disagree (shape, dtype, device, keys), change that code \
+(a layer size, a cast, a .to(device), an index, a key) so it fits the data as it is.
 - Never catch and ignore the error, skip steps or records, reduce the data, steps or epochs, change \
 the input data's shape or values, or exit early.
 - Never add imports or calls that start processes, use the network, delete files, write outside the \
