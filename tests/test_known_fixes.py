@@ -99,6 +99,7 @@ def test_catalogue_order() -> None:
         "renamed keyword",
         "missing pad token",
         "integer tensor in a float op",
+        "float64 data into a float32 model",
         "per-token logits to cross_entropy",
         "device mismatch",
     ]
@@ -261,6 +262,45 @@ def test_integer_std_in_function_form(tmp_path: Path) -> None:
     )
     new = assert_fixed(tmp_path, script, stderr, "integer tensor in a float op")
     assert "torch.std(counts.float())" in new
+
+
+def test_float64_numpy_data_is_cast_where_the_tensor_is_made(tmp_path: Path) -> None:
+    script, stderr = crash(
+        tmp_path,
+        """\
+        import numpy as np
+        import torch
+        torch.manual_seed(0)
+        features = np.ones((8, 3))
+        X = torch.from_numpy(features)
+        model = torch.nn.Linear(3, 1)
+        print(round(model(X).sum().item(), 4))
+        """,
+    )
+    new = assert_fixed(tmp_path, script, stderr, "float64 data into a float32 model")
+    assert "X = torch.from_numpy(features).float()" in new
+    expected = subprocess.run(
+        [sys.executable, "-c", new.replace("torch.from_numpy(features).float()", "torch.ones(8, 3)")],
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert run(tmp_path).stdout == expected  # the same numbers as float32 data from the start
+
+
+def test_float64_data_with_an_explicit_dtype_or_two_sources_is_not_guessed(tmp_path: Path) -> None:
+    script, stderr = crash(
+        tmp_path,
+        """\
+        import numpy as np
+        import torch
+        a = torch.from_numpy(np.ones((4, 3)))
+        b = torch.tensor(np.ones((4, 3)))
+        model = torch.nn.Linear(3, 1)
+        print(model(a + b))
+        """,
+    )
+    assert "Double" in stderr
+    assert find_known_fix(script, stderr) is None
 
 
 def test_two_candidate_calls_on_the_failing_line_are_not_guessed(tmp_path: Path) -> None:

@@ -486,6 +486,68 @@ def recipe_integer_mean(crash: _Crash) -> KnownFix | None:
     )
 
 
+# -------------------------------------------------------- recipe 3b: float64 data into a float32 model
+# numpy arrays are float64 and torch.from_numpy / torch.tensor keep that dtype, while modules are
+# float32: "mat1 and mat2 must have the same dtype, but got Double and Float". The fix casts the tensor
+# where it is made from the array, so the model and every later use see float32.
+# https://github.com/xianglin226/scMDC/issues/8
+_DOUBLE_INTO_FLOAT = re.compile(
+    r"got Double and Float|expected scalar type Float but found Double|"
+    r"Input type \(double\) and bias type \(float\)|found dtype Double but expected Float",
+    re.IGNORECASE,
+)
+_FROM_ARRAY = frozenset({"from_numpy", "tensor", "as_tensor"})
+
+
+def _last_assignment(tree: ast.Module, name: str, before: int) -> ast.Assign | None:
+    found: ast.Assign | None = None
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Assign) and node.lineno < before and len(node.targets) == 1):
+            continue
+        target = node.targets[0]
+        named = isinstance(target, ast.Name) and target.id == name
+        if named and (found is None or node.lineno > found.lineno):
+            found = node
+    return found
+
+
+@_recipe("float64 data into a float32 model")
+def recipe_double_input(crash: _Crash) -> KnownFix | None:
+    """Append .float() to the one torch.from_numpy/tensor/as_tensor call (no dtype given) that made a
+    tensor the failing statement uses."""
+    if not _DOUBLE_INTO_FLOAT.search(crash.error):
+        return None
+    statements = _frame_statements(crash)
+    if not statements:
+        return None
+    stmt = statements[0]
+    used = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    made: list[tuple[str, ast.Call]] = []
+    for name in sorted(used):
+        assign = _last_assignment(crash.tree, name, _line_of(stmt))
+        value = assign.value if assign is not None else None
+        if (
+            isinstance(value, ast.Call)
+            and _callee(value) in _FROM_ARRAY
+            and not any(k.arg == "dtype" for k in value.keywords)
+        ):
+            made.append((name, value))
+    if len(made) != 1:
+        return None
+    name, call = made[0]
+    text = _Text(crash.script)
+    text.replace(text.end(call), text.end(call), ".float()")
+    return KnownFix(
+        name="float64 data into a float32 model",
+        source="https://github.com/xianglin226/scMDC/issues/8",
+        summary=(
+            f"Cast {name} to float32 where it is made from the array on line {call.lineno}, because the "
+            "model's weights are float32 and the array is float64."
+        ),
+        new_script=text.result(),
+    )
+
+
 # ------------------------------------------------------------ recipe 4: per-token logits to cross_entropy
 # cross_entropy reads dim 1 as the classes, so (B, T, V) logits with (B, T) targets fail with "Expected
 # target size [B, V], got [B, T]"; language-model losses flatten both to (B*T, V) and (B*T,).
