@@ -305,9 +305,10 @@ def say(
     return calls, str(last.content) if last is not None else ""
 
 
-ANSWER_TOKENS = 160
-"""Tokens the model may write per call while measuring: enough for any of the set's tool calls; a long
-prose answer only costs time, and prose is not what is judged."""
+ANSWER_TOKENS = 512
+"""Tokens the model may write per call while measuring. The app sets no cap; 160 (the first value) cut
+long start_training calls mid-JSON, which llama.cpp then refuses with HTTP 500, a miss of the measure
+rather than of the model. 512 holds any call of the set; only a rambling prose answer costs more."""
 
 
 def summarize(outcomes: list[Outcome]) -> dict[str, Any]:

@@ -129,20 +129,21 @@ def make_chart_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
             func=plot_metrics,
             name="plot_metrics",
             description=f"Choose WHICH METRICS the chart draws, by name or part of a name (up to "
-            f"{MAX_CHART_KEYS}). Changes the metrics only; for a range of steps use zoom_chart.",
+            f"{MAX_CHART_KEYS}). Only when the person names metrics; when they give step numbers, "
+            "use zoom_chart.",
             args_schema=PlotArgs,
         ),
         make_tool(
             func=zoom_chart,
             name="zoom_chart",
-            description="Choose WHICH STEPS the chart shows: a first and/or last training step. Changes "
-            "the step range only, not the metrics.",
+            description="Choose WHICH STEPS the chart shows: a first and/or last training step. Use it "
+            "whenever the person gives step numbers; the metrics stay as they are.",
             args_schema=ZoomArgs,
         ),
         make_tool(
             func=reset_chart,
             name="reset_chart",
-            description="Undo zoom_chart and plot_metrics: the chart shows every step and the default "
-            "metrics again.",
+            description="Undo zoom_chart and plot_metrics: the whole chart again, every step and the "
+            "default metrics. Takes no step numbers.",
         ),
     ]

@@ -69,6 +69,20 @@ def _recipe_names() -> list[str]:
         return []
 
 
+def _recipe_gists() -> list[str]:
+    """'name: what it trains and where', one clause each: enough to pick one without list_recipes."""
+    try:
+        catalogue = recipe_catalogue()
+    except Exception:
+        return []
+    gists = []
+    for recipe in catalogue:
+        first = re.split(r"[;.]", str(recipe.get("description") or ""), maxsplit=1)[0].strip()
+        first = re.sub(r"\s*\((?:rewards|LoRA)[^)]*\)", "", first)  # details belong in list_recipes
+        gists.append(f"{recipe['name']} = {first}" if first else str(recipe["name"]))
+    return gists
+
+
 def _split_argv(value: list[str]) -> list[str]:
     """'--lr 1e-4 --steps 5' sent as one string is what the person meant: shell words."""
     if len(value) == 1 and " " in value[0].strip():
@@ -248,8 +262,8 @@ def make_training_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
             return compact(recipes.catalogue(), budget=4000)
         return compact({"recipes": recipe_catalogue()}, budget=4000)
 
-    names = _recipe_names()
-    listed = f" Recipes: {', '.join(names)}." if names else ""
+    gists = _recipe_gists()
+    listed = f" Recipes: {'; '.join(gists)}." if gists else ""
     return [
         make_tool(
             func=start_training,
