@@ -44,8 +44,9 @@ def make_skill_tools(manager: SkillManager) -> list[BaseTool]:
             func=load_skill,
             name="load_skill",
             description=(
-                "Read the full text of a skill (a guide listed under 'Skills' in the system prompt) before "
-                "doing the task it covers, e.g. writing a training script or debugging a run's metrics."
+                "Read the full text of a guide listed under 'Skills' in the system prompt: before writing "
+                "or repairing a training script, or when the person asks for the guide. Not for questions "
+                "you can answer yourself."
             ),
             args_schema=LoadSkillArgs,
         )
