@@ -155,6 +155,36 @@ def test_a_fix_that_leaves_the_same_error_is_rolled_back_before_the_next_attempt
     assert outcomes == [(1, "failed"), (2, "worked")]
 
 
+BROKEN_PLAN = _plan(ERR_LINE, ERR_LINE.replace('rec["targets"]', 'rec["target"] / len(rec["x"])'))
+
+
+@pytest.mark.slow
+def test_a_fix_whose_own_line_raises_is_rolled_back(home: Path, controller) -> None:
+    folder = _crashed(home, controller, "broken")
+    llm = ScriptedChatModel(responses=[BROKEN_PLAN, GOOD_PLAN])
+    graph = compile_monitor_graph(llm, Connection(controller.store, controller))
+    first = _tick(graph, "broken")
+    assert first["fixed"] is True and 'len(rec["x"])' in (folder / "train.py").read_text()
+    wait_for(lambda: _ended(home, "broken"), timeout=60)
+    second = _tick(graph, "broken")  # KeyError 'x' raised on the very line the fix wrote
+    assert "a new error in the lines the fix wrote" in second["verify_message"], second["verify_message"]
+    assert "rolled back" in second["verify_message"]
+    assert _state(folder)["fixes"][0]["outcome"] == "worse"
+    text = (folder / "train.py").read_text()
+    assert BUG in text and 'len(rec["x"])' not in text
+    wait_for(lambda: _ended(home, "broken"), timeout=60)
+
+
+def test_reading_a_name_before_the_script_assigns_it_is_caught_before_anything_runs() -> None:
+    script = "import torch\nX = torch.randn(4, 3)\nfor step in range(3):\n    print(X.sum())\n"
+    assert fixing.static_problems(script, script.replace("torch.randn(4, 3)", "X.view(4, 3)")) == [
+        "line 2 reads 'X' before the script assigns it (first at line 2): the edit uses a value that does "
+        "not exist yet"
+    ]
+    loop = "for i in range(3):\n    if i:\n        print(prev)\n    prev = i\n"
+    assert fixing.static_problems(loop, loop.replace("print(prev)", "print(prev + 1)")) == []
+
+
 @pytest.mark.slow
 def test_a_fix_that_crashes_earlier_is_rolled_back_and_the_next_attempt_sees_it(
     home: Path, controller

@@ -67,7 +67,7 @@ def review(old: str, new: str, *, run_dir: str | Path, failing_lines: list[int])
     return Review(bool(result.ok), bool(result.unsafe), list(result.messages()), list(failing_lines))
 
 
-def _changed_lines(old: str, new: str) -> list[int]:
+def changed_lines(old: str, new: str) -> list[int]:
     """1-based numbers of the lines of `new` that the patch replaced or inserted."""
     matcher = difflib.SequenceMatcher(a=old.splitlines(), b=new.splitlines(), autojunk=False)
     changed: list[int] = []
@@ -116,17 +116,79 @@ def static_problems(old: str, new: str) -> list[str]:
     defined = _defined_names(tree)
     if "*" in defined:
         return []
-    changed = set(_changed_lines(old, new))
+    changed = set(changed_lines(old, new))
     missing: dict[str, int] = {}
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.lineno in changed):
             continue
         if node.id not in defined and node.id not in _BUILTIN_NAMES:
             missing.setdefault(node.id, node.lineno)
-    return [
+    problems = [
         f"line {line} uses {name!r}, which is not defined anywhere in the script (define or import it)"
         for name, line in sorted(missing.items(), key=lambda kv: kv[1])
     ]
+    for name, line, first in _read_before_assigned(tree, changed):
+        if name not in missing:
+            problems.append(
+                f"line {line} reads {name!r} before the script assigns it (first at line {first}): the "
+                "edit uses a value that does not exist yet"
+            )
+    return problems
+
+
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.ListComp, ast.SetComp)
+_SCOPES_MORE = (ast.DictComp, ast.GeneratorExp)
+
+
+def _read_before_assigned(tree: ast.Module, lines: set[int]) -> list[tuple[str, int, int]]:
+    """(name, line, first binding line) for module-level code on `lines` that reads a module name
+    before its first binding, outside any loop (in a loop an earlier iteration may have bound it).
+
+    `X = X.view(256, 10)` where X was the data: the script would die with a NameError at start-up."""
+    first_bound: dict[str, int] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            first_bound[node.name] = min(first_bound.get(node.name, node.lineno), node.lineno)
+    found: list[tuple[str, int, int]] = []
+
+    def visit(node: ast.AST, in_loop: bool) -> None:
+        if isinstance(node, _SCOPES + _SCOPES_MORE):
+            return  # another scope: its names resolve when it runs
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                name = (alias.asname or alias.name).split(".")[0]
+                first_bound.setdefault(name, node.lineno)
+            return
+        loop = in_loop or isinstance(node, (ast.For, ast.AsyncFor, ast.While))
+        if isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
+            value = node.value
+            if value is not None:
+                visit(value, loop)  # the value is read before the target is bound
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                for sub in ast.walk(target):
+                    if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+                        first_bound.setdefault(sub.id, node.lineno)
+                    elif isinstance(sub, ast.Name):
+                        visit(sub, loop)
+            return
+        if isinstance(node, ast.Name):
+            if isinstance(node.ctx, ast.Load) and node.lineno in lines and not loop:
+                if node.id not in first_bound and node.id in later_bound:
+                    found.append((node.id, node.lineno, later_bound[node.id]))
+            elif isinstance(node.ctx, ast.Store):
+                first_bound.setdefault(node.id, node.lineno)
+            return
+        for child in ast.iter_child_nodes(node):
+            visit(child, loop)
+
+    later_bound: dict[str, int] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            later_bound[node.id] = min(later_bound.get(node.id, node.lineno), node.lineno)
+    for statement in tree.body:
+        visit(statement, False)
+    return found
 
 
 # ------------------------------------------------------------------------------------------ candidates

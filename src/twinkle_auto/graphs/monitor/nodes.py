@@ -36,6 +36,7 @@ from twinkle_auto.graphs.monitor.context import MonitorContext
 from twinkle_auto.graphs.monitor.state import MonitorState
 from twinkle_auto.graphs.monitor.verdict import ask_verdict, constrain, short_error
 from twinkle_auto.monitor.detectors import rule_decision, triage
+from twinkle_auto.monitor.fix_context import script_frames
 from twinkle_auto.monitor.known_fixes import find_known_fix
 from twinkle_auto.monitor.ledger import error_signature
 from twinkle_auto.monitor.snapshot import collect as collect_snapshot
@@ -173,6 +174,17 @@ def _relaunch_steps(
     return max(steps) if steps else None
 
 
+def _raised_in_fixed_lines(ctx: MonitorContext, run_id: str, fix: dict[str, Any], traceback: str) -> bool:
+    """Whether the relaunched script died on a line the fix wrote: then the fix itself is broken."""
+    try:
+        old = ctx.connection.store.archived_script(run_id, int(fix.get("archived_version") or 0))
+        new = ctx.connection.store.script(run_id)
+    except (RunError, OSError, ValueError):
+        return False
+    frames = script_frames(traceback, "train.py", len(new.splitlines()))
+    return bool(frames) and frames[-1].line in set(fixing.changed_lines(old, new))
+
+
 def _metrics_size(ctx: MonitorContext, run_id: str) -> int:
     try:
         return (ctx.connection.store.path(run_id) / fmt.METRICS_FILE).stat().st_size
@@ -263,13 +275,15 @@ def verify(state: MonitorState, ctx: MonitorContext) -> dict[str, Any]:
     meta = _meta(ctx, run_id)
     same_launch = meta.get("launch_count") == fix.get("launch_count")
     outcome: str | None = None
-    same_error = False
+    same_error = in_fix = False
     if past or (same_launch and snap.get("effective_status") == fmt.FINISHED):
         outcome = "worked"
     elif same_launch and snap.get("process_state") not in _ALIVE and snap.get("traceback"):
         new_sig = error_signature(snap.get("traceback") or "")
         if new_sig and new_sig == fix.get("signature"):
             outcome, same_error = "failed", True
+        elif _raised_in_fixed_lines(ctx, run_id, fix, snap.get("traceback") or ""):
+            outcome, in_fix = "worse", True
         elif crash_step is not None and (new_max is None or new_max < int(crash_step)):
             outcome = "worse"
         else:
@@ -300,7 +314,12 @@ def verify(state: MonitorState, ctx: MonitorContext) -> dict[str, Any]:
             if "rolled_back_as" in fix
             else f"the rollback failed: {fix.get('rollback_error')}"
         )
-        if outcome == "worse":
+        if in_fix:
+            message = (
+                f"[Monitor] WARNING {run_id}: fix attempt {attempt} made it worse: a new error in the lines "
+                f"the fix wrote: {result_error}; {done}"
+            )
+        elif outcome == "worse":
             message = (
                 f"[Monitor] WARNING {run_id}: fix attempt {attempt} made it worse: a new error {where}, "
                 f"before the old crash (step {crash_step}): {result_error}; {done}"

@@ -427,6 +427,11 @@ def rule_data_kept(s: Scripts) -> list[GuardFinding]:
                     f"changes the input data: `{snippet(a, 45, keep_end=True)}` "
                     f"became `{snippet(b, 45, keep_end=True)}`"
                 )
+            elif named and was and not now:
+                message = (
+                    f"replaces the input data: `{snippet(was[0][0], 45, keep_end=True)}` is gone, "
+                    f"`{snippet(after, 45)}` stands in its place"
+                )
             elif (
                 _has_call(before.value)
                 and not now
