@@ -391,6 +391,68 @@ def _loop_reads(tree: ast.AST) -> set[str]:
     }
 
 
+def _data_lineage(tree: ast.AST) -> set[str]:
+    """Names that hold input data: data-named targets, and every name whose value, prepared outside
+    functions, is used to build one.
+
+    `onehot = one_hot(torch.randint(0, 4, (128,)))` then `X = torch.cat([numeric, onehot], 1)`: onehot
+    is part of the data although its name does not say so. Names used only as indexes (`X[idx]`) and
+    code inside functions (a batch sampler) say how the data is read, not what it is: a fix may change
+    those."""
+    assigns = [
+        n for n in _module_level(tree) if isinstance(n, (ast.Assign, ast.AnnAssign)) and n.value is not None
+    ]
+    data = {
+        name
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Assign, ast.AnnAssign))
+        for name in _target_names(n)
+        if _data_name(name)
+    }
+    changed = True
+    while changed:
+        changed = False
+        for a in assigns:
+            if not set(_target_names(a)) & data:
+                continue
+            for name in _value_names(a.value):
+                if name not in data:
+                    data.add(name)
+                    changed = True
+    return data
+
+
+def _module_level(tree: ast.AST) -> list[ast.stmt]:
+    """Statements outside functions and classes (loop, if, with and try blocks at module level included)."""
+    out: list[ast.stmt] = []
+    stack = list(getattr(tree, "body", []))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        out.append(node)
+        for field in ("body", "orelse", "finalbody"):
+            stack.extend(getattr(node, field, []) or [])
+        for handler in getattr(node, "handlers", []) or []:
+            stack.extend(handler.body)
+    return out
+
+
+def _value_names(value: ast.AST) -> set[str]:
+    """Names a value is built from, not counting those only used as subscripts (indexes, slices)."""
+    names: set[str] = set()
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Subscript):
+            stack.append(node.value)
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            names.add(node.id)
+        stack.extend(ast.iter_child_nodes(node))
+    return names
+
+
 def _data_assignments(tree: ast.AST, fed: set[str]) -> dict[str, list[ast.stmt]]:
     """Assignments outside model code to names that hold data (by name, or in `fed`), by target."""
     idx = index(tree)
@@ -411,7 +473,8 @@ def rule_data_kept(s: Scripts) -> list[GuardFinding]:
     values or where it comes from."""
     assert s.old_tree is not None and s.new_tree is not None
     fed = _loop_reads(s.old_tree)
-    old, new = _data_assignments(s.old_tree, fed), _data_assignments(s.new_tree, fed)
+    lineage = _data_lineage(s.old_tree)
+    old, new = _data_assignments(s.old_tree, fed | lineage), _data_assignments(s.new_tree, fed | lineage)
     cut_lines = {item.line for item in surplus(data_cuts(s.old_tree), data_cuts(s.new_tree))}
     findings = []
     for key, old_statements in old.items():
@@ -420,7 +483,7 @@ def rule_data_kept(s: Scripts) -> list[GuardFinding]:
                 continue  # a slice of the data: the gaming rule `data-cut` reports it
             was, now = _data_calls(before.value), _data_calls(after.value)
             changed = [(a, b) for (a, la), (b, lb) in zip(was, now) if la != lb]
-            named = any(_data_name(name) for name in _target_names(before))
+            named = any(name in lineage for name in _target_names(before))
             if named and was and now and (changed or len(was) != len(now)):
                 a, b = changed[0] if changed else (was[0][0], now[0][0])
                 message = (
