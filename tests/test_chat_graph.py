@@ -405,3 +405,36 @@ def test_resume_keeps_the_selected_run_and_chart_view_in_a_sqlite_file(home: Pat
     values = graph.get_state(config("kept")).values
     assert values["selected_run"] == "alpha" and values["chart"]["step_range"] == [5, 9]
     saver2.conn.close()
+
+
+def test_a_tool_call_written_as_text_runs_or_is_asked_again_in_words(tmp_path) -> None:
+    """Small models sometimes write a call as plain JSON the server does not recognise: a known tool's
+    call runs; an unknown one is asked again once, and the person reads words, never the JSON."""
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from fakes import ScriptedChatModel
+    from twinkle_auto.connection import Connection
+    from twinkle_auto.graphs.chat.graph import compile_chat_graph
+    from twinkle_auto.tools import get_tools
+    from twinkle_auto.tools.base import ToolContext
+
+    llm = ScriptedChatModel(
+        responses=[
+            '```json\n{"name": "list_training_runs", "arguments": {}}\n```',
+            "You have no runs yet.",
+            '{"name": "greet", "arguments": {"message": "Hello!"}}',
+            "Hello! How can I help with your training?",
+        ]
+    )
+    ctx = ToolContext(Connection.open(tmp_path / "home"))
+    graph = compile_chat_graph(llm, get_tools(ctx, search=False, server=False), checkpointer=InMemorySaver())
+    cfg = {"configurable": {"thread_id": "t"}}
+    out = graph.invoke({"messages": [HumanMessage("runs?")]}, cfg, context=ctx)
+    assert any(isinstance(m, ToolMessage) and m.name == "list_training_runs" for m in out["messages"])
+    assert out["messages"][-1].content == "You have no runs yet."
+    out = graph.invoke({"messages": [HumanMessage("hi there")]}, cfg, context=ctx)
+    assert out["messages"][-1].content == "Hello! How can I help with your training?"
+    assert "no tool named 'greet'" in llm.calls[-1][-1].content
+    texts = [str(m.content) for m in out["messages"] if isinstance(m, AIMessage)]
+    assert not any('"greet"' in t for t in texts)  # the JSON answer was never kept

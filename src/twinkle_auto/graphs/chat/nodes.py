@@ -12,6 +12,9 @@ gets a ToolMessage, so no tool call is ever left unanswered (OpenAI-compatible s
 from __future__ import annotations
 
 import inspect
+import json
+import re
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -162,18 +165,24 @@ def agent(
     fallback: Any = None,
     max_tool_rounds: int,
     window_size: int,
+    tool_names: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """The model's next step. At the round cap it is called without tools and must answer.
 
     Tool calls whose arguments are not JSON are answered here at once and the model is asked again
-    (each such retry counts as a round), so the graph needs no edge back into this node.
+    (each such retry counts as a round), so the graph needs no edge back into this node. An answer that
+    is only a tool call written as text (the server did not recognise it) becomes that call when the
+    tool exists, and is asked again in plain words once when it does not: the person never reads JSON.
     """
     messages = list(state.get("messages") or [])
     rounds = tool_rounds(messages)
     system = SystemMessage(build_system_prompt(prompt, state, runtime, fallback))
     out: list[AnyMessage] = []
+    extra: list[AnyMessage] = []  # sent once, never kept in the history
+    retried = False
     while True:
-        sent: list[AnyMessage] = [system, *window([*messages, *out], window_size)]
+        sent: list[AnyMessage] = [system, *window([*messages, *out], window_size), *extra]
+        extra = []
         if rounds >= max_tool_rounds:
             sent.append(SystemMessage(BUDGET_SPENT))
             answer = llm.invoke(sent)
@@ -184,6 +193,18 @@ def agent(
                 )
         else:
             answer = invoke_repairing_json(model, sent)
+            pseudo = pseudo_call(answer)
+            if pseudo is not None and pseudo[0] in tool_names:
+                answer = AIMessage(
+                    content="",
+                    tool_calls=[
+                        {"name": pseudo[0], "args": pseudo[1], "id": f"text-{uuid.uuid4().hex[:12]}"}
+                    ],
+                )
+            elif pseudo is not None and not retried:
+                retried = True
+                extra = [answer, HumanMessage(NO_SUCH_TOOL.format(name=pseudo[0]))]
+                continue
         out.append(answer)
         if not isinstance(answer, AIMessage) or not (answer.tool_calls or answer.invalid_tool_calls):
             break
@@ -200,6 +221,41 @@ def agent(
         if answer.tool_calls:
             break
     return {"messages": out, "tool_rounds": rounds}
+
+
+NO_SUCH_TOOL = (
+    "(There is no tool named {name!r}. Answer my last message in plain words, without JSON, or call one "
+    "of the tools you have.)"
+)
+_FENCE_RE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+
+
+def pseudo_call(answer: Any) -> tuple[str, dict[str, Any]] | None:
+    """(name, arguments) when a plain answer is nothing but a tool call written as JSON text."""
+    if not isinstance(answer, AIMessage) or answer.tool_calls or answer.invalid_tool_calls:
+        return None
+    text = answer.content if isinstance(answer.content, str) else ""
+    text = text.strip()
+    fenced = _FENCE_RE.match(text)
+    if fenced:
+        text = fenced.group(1).strip()
+    if not (text.startswith("{") and text.endswith("}")):
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        return None
+    args = data.get("arguments", data.get("parameters", {}))
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except ValueError:
+            return None
+    if not isinstance(args, dict) or set(data) - {"name", "arguments", "parameters"}:
+        return None
+    return data["name"], args
 
 
 MALFORMED_BY_SERVER = ("parse tool call", "tool call arguments", "failed to parse tool")
