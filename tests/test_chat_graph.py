@@ -410,10 +410,10 @@ def test_resume_keeps_the_selected_run_and_chart_view_in_a_sqlite_file(home: Pat
 def test_a_tool_call_written_as_text_runs_or_is_asked_again_in_words(tmp_path) -> None:
     """Small models sometimes write a call as plain JSON the server does not recognise: a known tool's
     call runs; an unknown one is asked again once, and the person reads words, never the JSON."""
+    from fakes import ScriptedChatModel
     from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
     from langgraph.checkpoint.memory import InMemorySaver
 
-    from fakes import ScriptedChatModel
     from twinkle_auto.connection import Connection
     from twinkle_auto.graphs.chat.graph import compile_chat_graph
     from twinkle_auto.tools import get_tools
