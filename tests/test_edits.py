@@ -242,3 +242,15 @@ def test_deeper_block_keeps_its_structure() -> None:
         plan(Edit(start_line=9, end_line=9, replacement="        if True:\n            y = x @ w")),
     )
     assert "    if True:\n        y = x @ w\n" in new
+
+
+def test_an_anchor_copied_without_the_lines_comment_still_matches() -> None:
+    lines = [
+        "W = torch.randn(2, 6)  # (out, in) like nn.Linear",
+        "b = torch.zeros(2)",
+        'label = "#1"  # a hash inside a string is code',
+    ]
+    assert locate_anchor(lines, "W = torch.randn(2, 6)") == (0, 0)
+    assert locate_anchor(lines, 'label = "#1"') == (2, 2)
+    with pytest.raises(PatchError):
+        locate_anchor(lines, 'label = "')  # the string's hash is not a comment: no cut inside strings

@@ -113,6 +113,29 @@ def _squash(text: str) -> str:
     return " ".join(text.split())
 
 
+def _code(line: str) -> str:
+    """A line without its trailing `# comment` (a `#` inside a string stays): models copying a line
+    often leave its comment out. A line that is only a comment is kept whole."""
+    quote: str | None = None
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif line.startswith(quote, i):
+                i += len(quote) - 1
+                quote = None
+        elif ch in "'\"":
+            quote = line[i : i + 3] if line[i : i + 3] in ("'''", '"""') else ch
+            i += len(quote) - 1
+        elif ch == "#":
+            code = line[:i].rstrip()
+            return code if code.strip() else line
+        i += 1
+    return line
+
+
 def _quote(text: str) -> str:
     text = _squash(text)
     return json.dumps(text if len(text) <= MAX_QUOTE else text[: MAX_QUOTE - 3] + "...")
@@ -197,8 +220,8 @@ def locate_anchor(
         hi = min(len(lines) - k, near[1] + ANCHOR_SEARCH_RADIUS)
         regions.append(range(lo, hi + 1))
     regions.append(range(0, len(lines) - k + 1))
-    wanted = [_squash(line) for line in needle]
-    squashed = [_squash(line) for line in lines]
+    wanted = [_squash(_code(line)) for line in needle]
+    squashed = [_squash(_code(line)) for line in lines]
     scored: list[tuple[float, int]] = []
     for region in regions:
         exact = [i for i in region if squashed[i : i + k] == wanted]
