@@ -403,3 +403,29 @@ def test_answers_after_the_first_are_sampled_so_a_failed_patch_is_not_sent_again
     assert llm.temperature == 0  # a copy: the shared model is untouched
     scripted = ScriptedChatModel(responses=[])
     assert fixing.with_temperature(scripted, 2) is scripted  # no temperature setting: used as it is
+
+
+def test_after_an_edit_plan_that_does_not_apply_the_failing_statement_alone_is_asked_for(
+    tmp_path: Path,
+) -> None:
+    unchanged = _plan(ERR_LINE, ERR_LINE)  # the lines sent back as they are
+    rewrite = json.dumps(
+        {"summary": "Read the 'target' key.", "replacement": ERR_LINE.replace('rec["targets"]', BUG)}
+    )
+    llm = ScriptedChatModel(responses=[unchanged, rewrite])
+    inp = fixing.AttemptInput("r", tmp_path, BUGGY_TINY, TRACEBACK, "", "on")
+    proposal = fixing.propose(llm, inp)
+    assert proposal.outcome == "ok" and proposal.rounds == 2, proposal.reason
+    assert BUG in proposal.candidate.new_script
+    second = llm.calls[1][-1].content
+    assert (
+        "the edits change nothing" in second
+        and "rewrite only the statement that failed, lines 57-57" in second
+    )
+    assert ERR_LINE.strip() in second
+
+
+def test_the_failing_statement_spans_all_its_lines() -> None:
+    script = "x = 1\nfor i in range(2):\n    y = f(\n        x,\n        i)\n"
+    assert fixing.failing_statement(script, [3]) == (3, 5)
+    assert fixing.failing_statement(script, [2]) is None  # a loop header alone is not a statement to rewrite

@@ -14,6 +14,7 @@ import ast
 import builtins
 import difflib
 import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -323,13 +324,25 @@ def build_messages(inp: AttemptInput, context_text: str, nonce: str, feedback: s
     ]
 
 
-def ask_plan(llm: BaseChatModel, messages: list[Any]) -> dict[str, Any] | str:
+LINE_FIX_SCHEMA: dict[str, Any] = {
+    "title": "EditPlanLine",
+    "description": "the new text of the failing statement",
+    "type": "object",
+    "properties": {"summary": {"type": "string"}, "replacement": {"type": "string"}},
+    "required": ["summary", "replacement"],
+}
+
+
+def ask_plan(
+    llm: BaseChatModel, messages: list[Any], schema: dict[str, Any] | None = None
+) -> dict[str, Any] | str:
     """One call for an edit plan: structured output (json_schema) where the model supports it, else the
     answer's text, which `apply_answer` also reads (JSON, SEARCH/REPLACE or a unified diff).
 
     Exceptions of the call itself (unreachable, timeout) propagate: they are not the model's answer.
     """
-    schema = {"title": "EditPlan", "description": "a minimal fix as line edits", **edit_plan_schema()}
+    if schema is None:
+        schema = {"title": "EditPlan", "description": "a minimal fix as line edits", **edit_plan_schema()}
     try:
         structured = llm.with_structured_output(schema, method="json_schema", include_raw=True)
     except (NotImplementedError, ValueError, TypeError, AttributeError):
@@ -355,9 +368,41 @@ def with_temperature(llm: BaseChatModel, answers_before: int) -> BaseChatModel:
         return llm
 
 
-def _quote_answer(answer: dict[str, Any] | str) -> str:
-    import json
+def failing_statement(script: str, failing: list[int]) -> tuple[int, int] | None:
+    """1-based (first, last) lines of the innermost statement at the last failing line, or None."""
+    if not failing:
+        return None
+    line = failing[-1]
+    try:
+        tree = ast.parse(script)
+    except SyntaxError:
+        return None
+    best: ast.stmt | None = None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.stmt) and node.lineno <= line <= (node.end_lineno or node.lineno):
+            compound = isinstance(node, (ast.For, ast.While, ast.If, ast.With, ast.Try, ast.FunctionDef))
+            if not compound and (best is None or node.lineno >= best.lineno):
+                best = node
+    if best is None:
+        return None
+    return best.lineno, best.end_lineno or best.lineno
 
+
+def line_plan(answer: dict[str, Any] | str, span: tuple[int, int], current: str) -> dict[str, Any] | str:
+    """A line-rewrite answer ({summary, replacement} for the failing statement) as an edit plan."""
+    data: Any = answer
+    if isinstance(answer, str):
+        try:
+            data = json.loads(answer[answer.find("{") : answer.rfind("}") + 1])
+        except ValueError:
+            return answer
+    if not isinstance(data, dict) or not isinstance(data.get("replacement"), str):
+        return answer
+    edit = {"start_line": span[0], "end_line": span[1], "anchor": current, "replacement": data["replacement"]}
+    return {"summary": str(data.get("summary") or ""), "edits": [edit]}
+
+
+def _quote_answer(answer: dict[str, Any] | str) -> str:
     text = answer if isinstance(answer, str) else json.dumps(answer)
     return text[:FEEDBACK_ANSWER_CHARS] + (" ..." if len(text) > FEEDBACK_ANSWER_CHARS else "")
 
@@ -378,11 +423,25 @@ def propose(llm: BaseChatModel | None, inp: AttemptInput, *, rounds: int = ROUND
     kinds: list[str] = []
     last_refused: Candidate | None = None
     earlier = max(0, inp.attempt - 1)
+    span = failing_statement(inp.script, failing)
+    line_mode = False
     for index in range(rounds):
-        messages = build_messages(inp, context.text, nonce, feedback)
-        proposal.prompt_tokens.append(sum(estimate_tokens(str(m.content)) for m in messages))
+        sampled = with_temperature(llm, earlier + index)
         try:
-            answer = ask_plan(with_temperature(llm, earlier + index), messages)
+            if line_mode and span is not None:
+                current = "\n".join(inp.script.splitlines()[span[0] - 1 : span[1]])
+                ask = prompts.LINE_ASK.format(
+                    start=span[0],
+                    end=span[1],
+                    lines=prompts.untrusted(current, "the failing statement", nonce),
+                )
+                messages = build_messages(inp, context.text, nonce, feedback + ask)
+                proposal.prompt_tokens.append(sum(estimate_tokens(str(m.content)) for m in messages))
+                answer = line_plan(ask_plan(sampled, messages, LINE_FIX_SCHEMA), span, current)
+            else:
+                messages = build_messages(inp, context.text, nonce, feedback)
+                proposal.prompt_tokens.append(sum(estimate_tokens(str(m.content)) for m in messages))
+                answer = ask_plan(sampled, messages)
         except Exception as exc:  # unreachable, timeout, server error: not the model's answer
             proposal.outcome = "unreachable"
             proposal.reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
@@ -393,6 +452,11 @@ def propose(llm: BaseChatModel | None, inp: AttemptInput, *, rounds: int = ROUND
             new_script, summary = apply_answer(inp.script, answer)
         except PatchError as exc:
             candidate, why, kind = None, str(exc), "unusable"
+            # An edit plan the model cannot get into shape (it quotes lines that are not there, or sends
+            # the lines back unchanged): the next round asks a smaller question, the failing statement's
+            # new text, with the lines given. The fix may belong elsewhere; then this round is refused
+            # or fails like any other, and later attempts ask for a whole plan again.
+            line_mode = True
         else:
             candidate, why, kind = check_candidate(inp, new_script, summary, "llm", failing)
         if not kind and candidate is not None:

@@ -102,3 +102,9 @@ FEEDBACK = """
 Your previous answer could not be used: {why}
 {answer}
 Send a corrected JSON answer."""
+
+LINE_ASK = """
+A smaller question instead: rewrite only the statement that failed, lines {start}-{end}:
+{lines}
+Answer with JSON only: {{"summary": "<one plain sentence: what you change and why>", "replacement": \
+"<the new text of these lines; it must differ from them>"}}"""
