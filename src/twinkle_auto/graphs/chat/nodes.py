@@ -223,10 +223,8 @@ def agent(
     return {"messages": out, "tool_rounds": rounds}
 
 
-NO_SUCH_TOOL = (
-    "(There is no tool named {name!r}. Answer my last message in plain words, without JSON, or call one "
-    "of the tools you have.)"
-)
+NO_SUCH_TOOL = "(There is no tool named {name!r}. Answer my last message in plain words, without JSON.)"
+"""Only words: inviting "or another tool" made the 1.5B model answer a greeting with start_training."""
 _FENCE_RE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 
 
