@@ -20,11 +20,11 @@ from twinkle_auto.app.llm import make_chat_model  # noqa: E402
 pytestmark = pytest.mark.llm
 
 TARGET_PCT = 90.0
-"""The issue's floor. Not reached yet: 13/20 (65%) on this subset, 74/108 on the whole set
-(benchmarks/bench_tool_choice.py, 2026-12-01)."""
-FLOOR_PCT = 50.0
-"""The regression floor actually asserted: below the measured 65% by the run-to-run spread seen on a loaded
-box (a 1.5B model at temperature 0 still varies with the prompt cache), so a real regression fails CI."""
+"""The issue's floor. Not reached: 14/20 (70%) on this subset in two runs, 79-83/108 on the whole set
+(benchmarks/bench_tool_choice.py, 2026-12-01, quiet box)."""
+FLOOR_PCT = 60.0
+"""The regression floor actually asserted: two requests below the measured 70% (a 1.5B model at
+temperature 0 still varies with the prompt cache from run to run), so a real regression fails CI."""
 
 
 def test_request_subset_picks_the_right_tools(home: Path, local_llm: str) -> None:
