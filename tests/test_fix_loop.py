@@ -9,6 +9,7 @@ come before the LLM (the fix ledger, known fixes).
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -429,3 +430,32 @@ def test_the_failing_statement_spans_all_its_lines() -> None:
     script = "x = 1\nfor i in range(2):\n    y = f(\n        x,\n        i)\n"
     assert fixing.failing_statement(script, [3]) == (3, 5)
     assert fixing.failing_statement(script, [2]) is None  # a loop header alone is not a statement to rewrite
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+def test_a_fix_whose_lines_raise_after_passing_the_old_crash_step_is_still_rolled_back(
+    home: Path, controller
+) -> None:
+    """fixbench c09 with the 1.5B model's first answer: `retain_graph=True` gets one step further, then the
+    same line raises an in-place error. The fix is broken; it must not be the base of the next attempt."""
+    pytest.importorskip("torch")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_fix import case_env, load_cases
+
+    case = load_cases(["c09"])[0]
+    controller.start("bptt", case.script, env=case_env())
+    wait_for(lambda: _ended(home, "bptt"), timeout=60)
+    n = case.script.splitlines().index("    loss.backward()") + 1
+    retain = _plan(
+        "    loss.backward()", "    loss.backward(retain_graph=True)", line=n, summary="Retain the graph."
+    )
+    graph = compile_monitor_graph(
+        ScriptedChatModel(responses=[retain]), Connection(controller.store, controller)
+    )
+    assert _tick(graph, "bptt")["fixed"] is True
+    wait_for(lambda: _ended(home, "bptt"), timeout=60)
+    assert max(metric_steps(home, "bptt")) >= 2  # it did get past the old crash step (1)
+    second = _tick(graph, "bptt")
+    assert "a new error in the lines the fix wrote" in second["verify_message"], second["verify_message"]
+    assert "retain_graph" not in (home / "bptt" / "train.py").read_text()

@@ -276,14 +276,20 @@ def verify(state: MonitorState, ctx: MonitorContext) -> dict[str, Any]:
     same_launch = meta.get("launch_count") == fix.get("launch_count")
     outcome: str | None = None
     same_error = in_fix = False
-    if past or (same_launch and snap.get("effective_status") == fmt.FINISHED):
+    dead_with_error = same_launch and snap.get("process_state") not in _ALIVE and bool(snap.get("traceback"))
+    new_sig = error_signature(snap.get("traceback") or "") if dead_with_error else ""
+    if (
+        dead_with_error
+        and new_sig != fix.get("signature")
+        and _raised_in_fixed_lines(ctx, run_id, fix, snap.get("traceback") or "")
+    ):
+        # the lines the fix wrote raised a new error: the fix is broken, however far the run got
+        outcome, in_fix = "worse", True
+    elif past or (same_launch and snap.get("effective_status") == fmt.FINISHED):
         outcome = "worked"
-    elif same_launch and snap.get("process_state") not in _ALIVE and snap.get("traceback"):
-        new_sig = error_signature(snap.get("traceback") or "")
+    elif dead_with_error:
         if new_sig and new_sig == fix.get("signature"):
             outcome, same_error = "failed", True
-        elif _raised_in_fixed_lines(ctx, run_id, fix, snap.get("traceback") or ""):
-            outcome, in_fix = "worse", True
         elif crash_step is not None and (new_max is None or new_max < int(crash_step)):
             outcome = "worse"
         else:
