@@ -463,6 +463,8 @@ def propose(llm: BaseChatModel | None, inp: AttemptInput, *, rounds: int = ROUND
             proposal.outcome, proposal.candidate, proposal.reason = "ok", candidate, ""
             return proposal
         kinds.append(kind)
+        if kind == "repeat":
+            line_mode = True  # the same failed patch again: a different, smaller question
         if kind == "refused":
             last_refused = candidate
         proposal.reason = why
