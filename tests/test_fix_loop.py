@@ -459,3 +459,11 @@ def test_a_fix_whose_lines_raise_after_passing_the_old_crash_step_is_still_rolle
     second = _tick(graph, "bptt")
     assert "a new error in the lines the fix wrote" in second["verify_message"], second["verify_message"]
     assert "retain_graph" not in (home / "bptt" / "train.py").read_text()
+
+
+def test_an_edit_that_removes_the_only_assignment_of_a_name_still_read_is_caught() -> None:
+    script = "import torch\nmask = torch.ones(3)\nout = torch.sigmoid(mask)\n"
+    assert fixing.static_problems(script, script.replace("mask = torch.ones(3)", "torch.ones(3)")) == [
+        "the edit removes the only assignment of 'mask', which line 3 still reads"
+    ]
+    assert fixing.static_problems(script, script.replace("torch.ones(3)", "torch.ones(3).bool()")) == []
