@@ -157,7 +157,8 @@ def _enclosing(tree: ast.Module, line: int) -> list[ast.AST]:
     return chain
 
 
-def _statement_at(tree: ast.Module, line: int) -> ast.AST | None:
+def statement_at(tree: ast.Module, line: int) -> ast.AST | None:
+    """The innermost statement spanning `line` (a compound statement when `line` is its header)."""
     chain = _enclosing(tree, line)
     return chain[-1] if chain else None
 
@@ -318,7 +319,7 @@ def build_fix_context(
     definitions: list[tuple[int, int]] = []
     if tree is not None and frames:
         for frame in reversed(frames):
-            stmt = _statement_at(tree, frame.line)
+            stmt = statement_at(tree, frame.line)
             if stmt is None:
                 continue
             for used in _names_used(stmt):

@@ -25,7 +25,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 
 from twinkle_auto.graphs.monitor import prompts
 from twinkle_auto.monitor.edits import apply_answer, edit_plan_schema
-from twinkle_auto.monitor.fix_context import build_fix_context, estimate_tokens
+from twinkle_auto.monitor.fix_context import build_fix_context, estimate_tokens, statement_at
 from twinkle_auto.monitor.guards import review_patch
 from twinkle_auto.monitor.ledger import LedgerEntry
 from twinkle_auto.monitor.patching import PatchError, apply_patch, unified_diff
@@ -380,23 +380,19 @@ def with_temperature(llm: BaseChatModel, answers_before: int) -> BaseChatModel:
 
 
 def failing_statement(script: str, failing: list[int]) -> tuple[int, int] | None:
-    """1-based (first, last) lines of the innermost statement at the last failing line, or None."""
+    """1-based (first, last) lines of the simple statement at the last failing line, or None (a
+    compound statement's header, such as a loop, is not a statement to rewrite alone)."""
     if not failing:
         return None
-    line = failing[-1]
     try:
         tree = ast.parse(script)
     except SyntaxError:
         return None
-    best: ast.stmt | None = None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.stmt) and node.lineno <= line <= (node.end_lineno or node.lineno):
-            compound = isinstance(node, (ast.For, ast.While, ast.If, ast.With, ast.Try, ast.FunctionDef))
-            if not compound and (best is None or node.lineno >= best.lineno):
-                best = node
-    if best is None:
+    stmt = statement_at(tree, failing[-1])
+    compound = (ast.For, ast.AsyncFor, ast.While, ast.If, ast.With, ast.AsyncWith, ast.Try)
+    if not isinstance(stmt, ast.stmt) or isinstance(stmt, compound + (ast.FunctionDef, ast.ClassDef)):
         return None
-    return best.lineno, best.end_lineno or best.lineno
+    return stmt.lineno, stmt.end_lineno or stmt.lineno
 
 
 def line_plan(answer: dict[str, Any] | str, span: tuple[int, int], current: str) -> dict[str, Any] | str:
