@@ -37,8 +37,11 @@ demo: $(VENV)/.stamp-demo
 cli-demo: $(VENV)/.stamp-demo
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/cli_demo.sh
 
+# Two workers (CI has 2 cores; most tests wait on processes, servers and pipes): the LLM, Ray and server
+# suites each stay in one worker (tests/conftest.py: SHARED_RESOURCE_GROUPS).
+TEST_WORKERS ?= 2
 test: $(VENV)/.stamp-test $(MODEL)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 test-fast: $(VENV)/.stamp-test
 	$(PY) -m pytest -q -m "not slow and not torch and not hf and not llm and not ray and not twinkle_server"

@@ -34,6 +34,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         report.longrepr = f"skipped under CI=true (a suite that needs an extra must run in CI): {reason}"
 
 
+SHARED_RESOURCE_GROUPS = (("llm", "llm"), ("ray", "ray"), ("twinkle_server", "ray"))
+"""(marker, xdist group): `make test` runs two pytest-xdist workers (`--dist loadgroup`); the tests of one
+group run in one worker, one at a time. The local LLM is one server with one slot (two workers would each
+start one and halve both); Ray heads and the mock Twinkle server (on Ray Serve) start Ray clusters that
+are not meant to run side by side on two cores. Everything else is independent: its own TWINKLE_HOME,
+working directory, processes and ports."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        group = next((g for marker, g in SHARED_RESOURCE_GROUPS if item.get_closest_marker(marker)), None)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(autouse=True)
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private TWINKLE_HOME: tests never touch the user's ~/.cache/twinkle."""

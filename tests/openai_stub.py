@@ -161,8 +161,9 @@ class StubLLM:
                     self.wfile.flush()
 
                 send({"role": "assistant", "content": ""})
-                for word in (rule.text or "").split(" ") if rule.text else []:
-                    send({"content": word + " "})
+                words = (rule.text or "").split(" ") if rule.text else []
+                for i, word in enumerate(words):
+                    send({"content": word + (" " if i < len(words) - 1 else "")})
                 for i, call in enumerate(calls):
                     send({"tool_calls": [{"index": i, **call}]})
                 send({}, "tool_calls" if calls else "stop")

@@ -7,7 +7,9 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import sys
+import time
 from pathlib import Path
 
 import pexpect
@@ -33,12 +35,39 @@ def stub():
     llm.stop()
 
 
+def log_dir() -> str:
+    """Where a spawned chat runs, so its ./auto.log lands next to the test's TWINKLE_HOME."""
+    return str(Path(os.environ["TWINKLE_HOME"]).parent)
+
+
+def quit_chat(child: pexpect.spawn, timeout: float = 180) -> None:
+    """Ctrl-D, then /quit if the app is still there; fail with every thread's stack if it never goes.
+
+    A Ctrl-D that arrives while prompt_toolkit prints above the prompt (a monitor message: the terminal
+    is in cooked mode for that moment) reaches the app as a NUL byte and is lost, as in any prompt_toolkit
+    app; a typed line is not. An app that ignores both is hung: SIGUSR1 makes it write its stacks to
+    ./auto.log (`logging_setup.dump_stacks_on_signal`), printed here.
+    """
+    child.sendeof()
+    if child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=20) == 0:
+        return
+    child.sendline("/quit")
+    if child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=timeout) == 0:
+        return
+    log = Path(child.cwd or ".") / "auto.log"
+    child.kill(signal.SIGUSR1)
+    time.sleep(3)
+    stacks = log.read_text(errors="replace")[-12000:] if log.exists() else "(no auto.log)"
+    raise AssertionError(f"the chat did not quit within {timeout:.0f} s of /quit; its log ends:\n{stacks}")
+
+
 def spawn(url: str, *extra: str) -> pexpect.spawn:
     env = dict(os.environ, TERM="xterm", COLUMNS="110", LINES="40")
     child = pexpect.spawn(
         sys.executable,
         ["-m", "twinkle_auto", "--llm-base-url", url, "--llm-model", "stub-model", *extra],
         env=env,
+        cwd=log_dir(),
         encoding="utf-8",
         timeout=30,
         logfile=open(os.environ.get("E2E_LOG", os.devnull), "w"),  # noqa: SIM115
@@ -70,8 +99,7 @@ def test_slash_runs_list_and_pause_in_a_pty(home: Path, controller, stub) -> Non
         child.expect("pause_training")
         child.expect("Paused e2e.")
         child.expect("you>")
-        child.sendeof()
-        child.expect(pexpect.EOF, timeout=30)
+        quit_chat(child, timeout=30)
     finally:
         if child.isalive():
             child.terminate(force=True)
@@ -304,6 +332,7 @@ def _seed_conversation(home: Path, tmp_path: Path, llm_url: str, llm_model: str,
             "seed",
         ],
         env=env,
+        cwd=log_dir(),
         encoding="utf-8",
         timeout=600,
         logfile=open(os.environ.get("E2E_LOG", os.devnull), "w"),  # noqa: SIM115
@@ -408,10 +437,7 @@ def _seed_conversation(home: Path, tmp_path: Path, llm_url: str, llm_model: str,
 
         say("Shut down the server", approve=True)
         assert manager.processes() == [] and alive(pids) == [] and manager.load_state() is None
-        child.sendeof()
-        child.expect(
-            pexpect.EOF, timeout=180
-        )  # quitting waits for in-flight background ticks (seen > 60 s once)
+        quit_chat(child)
     except Exception:
         print("\n".join(transcript)[-20000:])
         raise

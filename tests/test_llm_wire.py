@@ -16,6 +16,7 @@ from twinkle_auto.app.chat import describe_llm_error, probe_llm
 from twinkle_auto.app.llm import make_chat_model
 from twinkle_auto.connection import Connection
 from twinkle_auto.graphs.chat.graph import compile_chat_graph
+from twinkle_auto.graphs.chat.streaming import CUT_NOTE
 from twinkle_auto.tools import get_tools
 from twinkle_auto.tools.base import ToolContext
 
@@ -98,3 +99,13 @@ def test_unknown_model_and_unreachable_server_are_named(stub) -> None:
     with pytest.raises(openai.NotFoundError) as info:
         make_chat_model(url, "no-such-model", "k", max_retries=0).invoke("hi")
     assert describe_llm_error(info.value).startswith("model not found")
+
+
+def test_an_answer_that_loops_is_cut_and_the_stream_closed(stub, home: Path) -> None:
+    """A small model repeating one sentence until the context is full is stopped after a few copies."""
+    llm, url = stub
+    llm.rules = [Rule(text="Started the server. " + "The server is running on CPU. " * 400)]
+    out = _graph(url, home).invoke({"messages": [HumanMessage("start the server")]}, CFG)
+    answer = out["messages"][-1].content
+    assert answer.startswith("Started the server. The server is running on CPU.")
+    assert answer.endswith(CUT_NOTE) and answer.count("running on CPU") <= 2 and len(answer) < 300

@@ -7,10 +7,13 @@ app was given before any handler writes a record.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import logging.handlers
 import re
+import signal
 from pathlib import Path
+from typing import Any
 
 LOG_FILE = "auto.log"
 MAX_BYTES = 5 * 1024 * 1024
@@ -50,3 +53,24 @@ def setup_logging(
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.captureWarnings(True)
+    dump_stacks_on_signal(path)
+
+
+_STACKS: list[Any] = []
+"""The open file faulthandler writes to (it must stay open for as long as the signal may come)."""
+
+
+def dump_stacks_on_signal(path: str | Path) -> None:
+    """`kill -USR1 <pid>` appends every thread's stack to the log: a hung app is diagnosed without a
+    debugger (the chat's quit waits on threads; which one is what this shows)."""
+    sig = getattr(signal, "SIGUSR1", None)
+    if sig is None:  # Windows
+        return
+    try:
+        stream = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for faulthandler
+    except OSError:
+        return
+    faulthandler.register(sig, file=stream, all_threads=True, chain=False)
+    for old in _STACKS:
+        old.close()
+    _STACKS[:] = [stream]

@@ -37,6 +37,7 @@ from langgraph.types import Send, interrupt
 from twinkle_auto.graphs.chat.context import context_of
 from twinkle_auto.graphs.chat.prompts import BUDGET_SPENT, system_prompt
 from twinkle_auto.graphs.chat.state import ChatState
+from twinkle_auto.graphs.chat.streaming import stream_answer
 from twinkle_auto.tools.base import Scope, describe_call, needs_approval
 
 DECLINED = "The person declined this action; it was not run. Ask what they want instead."
@@ -185,7 +186,7 @@ def agent(
         extra = []
         if rounds >= max_tool_rounds:
             sent.append(SystemMessage(BUDGET_SPENT))
-            answer = llm.invoke(sent)
+            answer = stream_answer(llm, sent)
             if isinstance(answer, AIMessage) and (answer.tool_calls or answer.invalid_tool_calls):
                 # a model that calls tools anyway: keep its words, drop the calls nobody would answer
                 answer = AIMessage(
@@ -266,13 +267,14 @@ RETRY_JSON = (
 
 
 def invoke_repairing_json(model: Runnable[Any, Any], sent: list[AnyMessage]) -> Any:
-    """The model's answer; when the server refused its tool-call JSON, one more try with that said."""
+    """The model's answer (streamed, cut when it loops); when the server refused its tool-call JSON, one
+    more try with that said."""
     try:
-        return model.invoke(sent)
+        return stream_answer(model, sent)
     except Exception as exc:
         if not any(m in str(exc).lower() for m in MALFORMED_BY_SERVER):
             raise
-        return model.invoke([*sent, SystemMessage(RETRY_JSON)])
+        return stream_answer(model, [*sent, SystemMessage(RETRY_JSON)])
 
 
 def _needs_asking(call: Mapping[str, Any], by_name: Mapping[str, BaseTool], approved: set[str]) -> bool:
