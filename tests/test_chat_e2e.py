@@ -368,6 +368,11 @@ def _seed_conversation(home: Path, tmp_path: Path, llm_url: str, llm_model: str,
                 continue
             assert approve, f"unexpected question after {text!r}:\n{seen[-2000:]}"
             child.sendline("yes" if i == 1 else "y")
+            # the prompt redraws the question with the answer typed in: read on to the call's result
+            # (each approved request here makes one call), or that redraw is taken for a second question
+            # and its answer leaks into the next prompt as a message of its own
+            child.expect("↳ ")
+            seen += child.before + "↳ "
         transcript.append(f">>> {text}\n{seen}")
         return seen
 
