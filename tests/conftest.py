@@ -39,14 +39,20 @@ SHARED_RESOURCE_GROUPS = (("llm", "llm"), ("ray", "ray"), ("twinkle_server", "ra
 group run in one worker, one at a time. The local LLM is one server with one slot (two workers would each
 start one and halve both); Ray heads and the mock Twinkle server (on Ray Serve) start Ray clusters that
 are not meant to run side by side on two cores. Everything else is independent: its own TWINKLE_HOME,
-working directory, processes and ports."""
+working directory, processes and ports. The groups come first, the longest first, so the scheduler hands
+them to different workers at the start and the short tests fill in around them (no long group at the end)."""
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    order = {g: i for i, g in enumerate(dict.fromkeys(g for _, g in SHARED_RESOURCE_GROUPS))}
+    rank: dict[str, int] = {}
     for item in items:
         group = next((g for marker, g in SHARED_RESOURCE_GROUPS if item.get_closest_marker(marker)), None)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
+        rank[item.nodeid] = order.get(group, len(order)) if group is not None else len(order)
+    items.sort(key=lambda item: rank[item.nodeid])  # stable: the order within a group is kept
 
 
 @pytest.fixture(autouse=True)
