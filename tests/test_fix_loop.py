@@ -467,3 +467,33 @@ def test_an_edit_that_removes_the_only_assignment_of_a_name_still_read_is_caught
         "the edit removes the only assignment of 'mask', which line 3 still reads"
     ]
     assert fixing.static_problems(script, script.replace("torch.ones(3)", "torch.ones(3).bool()")) == []
+
+
+def test_an_environment_error_on_a_line_the_fix_wrote_is_not_blamed_on_the_fix(
+    home: Path, controller
+) -> None:
+    """A disk that fills up or a GPU out of memory on a fixed line says nothing about the fix: only a code
+    error raised there rolls the fix back as broken (the other rules judge the attempt)."""
+    from twinkle_auto.graphs.monitor.context import MonitorContext
+    from twinkle_auto.graphs.monitor.nodes import _raised_in_fixed_lines
+    from twinkle_auto.monitor.thresholds import DEFAULT_THRESHOLDS
+
+    folder = home / "envfix"
+    folder.mkdir()
+    (folder / "meta.json").write_text(json.dumps({"run_id": "envfix", "status": "failed"}))
+    old = "import json\nrows = [json.loads(x) for x in open('d.jsonl')]\nprint(rows[0]['targets'])\n"
+    new = old.replace("['targets']", "['target']")
+    (folder / "train_v1.py").write_text(old)
+    (folder / "train.py").write_text(new)
+    ctx = MonitorContext(
+        None, Connection(controller.store, controller), "on", DEFAULT_THRESHOLDS, 3, use_llm=False
+    )
+
+    def died(error: str) -> str:
+        return f"Traceback (most recent call last):\n  File \"train.py\", line 3, in <module>\n    print(rows[0]['target'])\n{error}\n"
+
+    fix = {"archived_version": 1}
+    assert _raised_in_fixed_lines(ctx, "envfix", fix, died("KeyError: 'target'"))
+    assert not _raised_in_fixed_lines(ctx, "envfix", fix, died("OSError: [Errno 28] No space left on device"))
+    oom = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert not _raised_in_fixed_lines(ctx, "envfix", fix, died(oom))

@@ -41,6 +41,7 @@ from twinkle_auto.monitor.known_fixes import find_known_fix
 from twinkle_auto.monitor.ledger import error_signature
 from twinkle_auto.monitor.snapshot import collect as collect_snapshot
 from twinkle_auto.monitor.snapshot import log_excerpt, trends
+from twinkle_auto.monitor.tracebacks import classify_error
 from twinkle_auto.runtime import format as fmt
 
 log = logging.getLogger("twinkle_auto.monitor")
@@ -175,11 +176,16 @@ def _relaunch_steps(
 
 
 def _raised_in_fixed_lines(ctx: MonitorContext, run_id: str, fix: dict[str, Any], traceback: str) -> bool:
-    """Whether the relaunched script died on a line the fix wrote: then the fix itself is broken."""
+    """Whether the relaunched script died of a code error on a line the fix wrote: then the fix is broken.
+
+    An environment error there (out of memory, a full disk, a lost connection) is the machine's doing,
+    not the fix's: the other rules judge the attempt (past the old crash step, it worked)."""
     try:
         old = ctx.connection.store.archived_script(run_id, int(fix.get("archived_version") or 0))
         new = ctx.connection.store.script(run_id)
     except (RunError, OSError, ValueError):
+        return False
+    if (classify_error(traceback, script=new) or {}).get("kind") == "ENV":
         return False
     frames = script_frames(traceback, "train.py", len(new.splitlines()))
     return bool(frames) and frames[-1].line in set(fixing.changed_lines(old, new))
