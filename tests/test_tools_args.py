@@ -222,7 +222,10 @@ def _status_run(home: Path, run_id: str) -> None:
         (None, "compare sft-chat and dpo-old", "grpo-math"),  # two named: not guessed
         (None, "how is sft-chat-2 doing?", "grpo-math"),  # a longer id is not sft-chat
         (None, "and sft-chat.", "sft-chat"),  # sentence punctuation after the id
-        ("nope", "how is it doing?", "nope"),  # unknown and nothing named: the tool reports it
+        ("nope", "how is it doing?", "grpo-math"),  # an id the person never wrote is a guess: selected
+        ("nope", "how is nope doing?", "nope"),  # the person's own unknown id: the tool reports it
+        ("nope", "how is NOPE doing?", "nope"),  # written in other case, still theirs
+        ("nope", "compare sft-chat and dpo-old", "nope"),  # two named, a third invented: not guessed
     ],
 )
 def test_a_command_acts_on_the_run_the_person_named(home: Path, given, said: str, want: str) -> None:
@@ -234,6 +237,15 @@ def test_a_command_acts_on_the_run_the_person_named(home: Path, given, said: str
         ToolContext(Connection.open(home)), {"messages": [HumanMessage(said)], "selected_run": "grpo-math"}
     )
     assert scope.resolve_run(given) == want
+
+
+def test_a_guessed_id_with_no_run_selected_or_no_conversation_is_reported_not_replaced(home: Path) -> None:
+    from twinkle_auto.tools.base import Scope
+
+    _status_run(home, "sft-chat")
+    ctx = ToolContext(Connection.open(home))
+    assert Scope(ctx, {"messages": [HumanMessage("how is it going?")]}).resolve_run("nope") == "nope"
+    assert Scope(ctx, {"selected_run": "sft-chat"}).resolve_run("nope") == "nope"  # a CLI call: no words
 
 
 def test_the_named_run_is_the_one_the_tool_and_its_approval_use(home: Path) -> None:

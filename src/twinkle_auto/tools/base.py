@@ -130,12 +130,14 @@ class Scope:
 
     def resolve_run(self, run_id: str | None) -> str | None:
         """The run a call is about: the id given when that run exists; otherwise the one run the person
-        named in their latest message; otherwise the id given (the tool then says it is unknown) or the
-        selected run.
+        named in their latest message; otherwise, when the given id is not in that message either (the
+        model made it up), the selected run; otherwise the id given (the tool then says it is unknown).
 
-        Small models often leave the id out, or write a placeholder or a near miss ("grpo-math-backup"),
-        while the person's words name the run exactly: a command acts on the run the person named, never
-        silently on the selected one. The approval text and the tool use this same answer.
+        Small models often leave the id out, or write a placeholder, a near miss ("grpo-math-backup") or an
+        invented id ("twinkle-grpo-2023-04-01-12-34-56"), while the person's words name the run exactly or
+        name none: a command acts on the run the person named, or on the selected one when they named
+        none, and the tool's reply and the approval text say which. An id the person wrote that does not
+        exist is theirs to correct, never replaced.
         """
         if run_id:
             try:
@@ -146,6 +148,9 @@ class Scope:
         named = self.named_runs()
         if len(named) == 1:
             return named[0]
+        said = latest_request(self.state)
+        if run_id and not named and said and self.selected_run and run_id.lower() not in said.lower():
+            return self.selected_run  # the person wrote no id and not this one: a guess of the model
         return run_id or self.selected_run
 
     def run_or_selected(self, run_id: str | None) -> str:
