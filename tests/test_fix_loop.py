@@ -497,3 +497,43 @@ def test_an_environment_error_on_a_line_the_fix_wrote_is_not_blamed_on_the_fix(
     assert not _raised_in_fixed_lines(ctx, "envfix", fix, died("OSError: [Errno 28] No space left on device"))
     oom = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
     assert not _raised_in_fixed_lines(ctx, "envfix", fix, died(oom))
+
+
+def test_every_round_stays_within_the_prompt_budget_however_long_the_feedback_grows(tmp_path: Path) -> None:
+    """A long failing function, two earlier attempts' patches and long wrong answers: each round's prompt is
+    at most PROMPT_TOKENS, and the failing line and the error are in every one of them."""
+    body = "".join(
+        f"    v{i} = rec['x'] * {i} + len(str(v{i - 1} if {i} > 1 else 0))\n" for i in range(1, 400)
+    )
+    script = f"def step(rec):\n    v0 = 0\n{body}    return rec['targets']\n\nstep({{'x': 1}})\n"
+    n = script.splitlines().index("    return rec['targets']") + 1
+    traceback = (
+        "Traceback (most recent call last):\n"
+        f"  File \"train.py\", line {n + 2}, in <module>\n    step({{'x': 1}})\n"
+        f"  File \"train.py\", line {n}, in step\n    return rec['targets']\n"
+        "KeyError: 'targets'\n"
+    )
+    wordy = json.dumps(
+        {
+            "summary": "x" * 400,
+            "edits": [{"anchor": "    return rec['nope'] " + "y" * 600, "replacement": "pass"}],
+        }
+    )
+    history = [
+        {
+            "attempt": a,
+            "diff": "-    return rec['targets']\n+" + "z" * 900,
+            "outcome": "failed",
+            "error": "E" * 300,
+        }
+        for a in (1, 2)
+    ]
+    llm = ScriptedChatModel(default=wordy)
+    inp = fixing.AttemptInput("r", tmp_path, script, traceback, "d" * 600, "on", history=history, attempt=3)
+    proposal = fixing.propose(llm, inp)
+    assert proposal.rounds == fixing.ROUNDS_PER_ATTEMPT and len(llm.calls) == fixing.ROUNDS_PER_ATTEMPT
+    assert max(proposal.prompt_tokens) <= fixing.PROMPT_TOKENS, proposal.prompt_tokens
+    for call in llm.calls:
+        text = "\n".join(str(m.content) for m in call)
+        assert "KeyError: 'targets'" in text and "return rec['targets']" in text
+        assert "could not be used" in text or call is llm.calls[0]  # why the last answer failed stays

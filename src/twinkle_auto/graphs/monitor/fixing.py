@@ -16,7 +16,7 @@ import difflib
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,11 @@ likely patch; after that a small model at temperature 0 sends the same patch aga
 why it failed, so later answers are sampled (the guards and the checks still judge every one)."""
 """Answers the model may give within one attempt, each after being told why the last could not be used."""
 CONTEXT_TOKENS = 1700
-"""Budget of the focused excerpt; system prompt, history and feedback bring an attempt to <= ~2,500."""
+"""Budget of the focused excerpt; system prompt, history and feedback bring a round to <= PROMPT_TOKENS."""
+PROMPT_TOKENS = 2500
+"""Budget of one round's whole prompt (estimated). A round whose feedback and history push it over gets a
+smaller excerpt: the error, the failing lines and the names they use are kept, outer context goes."""
+MIN_CONTEXT_TOKENS = 400
 HISTORY_ATTEMPTS = 2
 HISTORY_DIFF_CHARS = 700
 FEEDBACK_ANSWER_CHARS = 500
@@ -335,6 +339,33 @@ def build_messages(inp: AttemptInput, context_text: str, nonce: str, feedback: s
     ]
 
 
+def round_messages(inp: AttemptInput, context: Any, nonce: str, feedback: str = "") -> list[Any]:
+    """`build_messages`, made to fit PROMPT_TOKENS when feedback and history push it over.
+
+    Feedback (the last answer quoted, why it failed, the smaller question) and earlier attempts' patches
+    grow with the rounds. The excerpt gives way first (it keeps the error, the failing lines and the
+    names they use), then the older attempts' patches; the feedback, which says why the last answer
+    failed, always stays.
+    """
+    messages = build_messages(inp, context.text, nonce, feedback)
+    over = prompt_tokens(messages) - PROMPT_TOKENS
+    if over <= 0:
+        return messages
+    budget = max(MIN_CONTEXT_TOKENS, estimate_tokens(context.text) - over - 20)
+    text = build_fix_context(inp.script, inp.traceback, script_path="train.py", max_tokens=budget).text
+    # still over: the earliest attempts' patches go next (the latest failure matters most), then all
+    for history in (inp.history, inp.history[-1:], []):
+        messages = build_messages(replace(inp, history=history), text, nonce, feedback)
+        if prompt_tokens(messages) <= PROMPT_TOKENS:
+            break
+    return messages
+
+
+def prompt_tokens(messages: list[Any]) -> int:
+    """The estimated size of a prompt (what the budget and the bench's per-round figure count)."""
+    return sum(estimate_tokens(str(m.content)) for m in messages)
+
+
 LINE_FIX_SCHEMA: dict[str, Any] = {
     "title": "EditPlanLine",
     "description": "the new text of the failing statement",
@@ -442,12 +473,12 @@ def propose(llm: BaseChatModel | None, inp: AttemptInput, *, rounds: int = ROUND
                     end=span[1],
                     lines=prompts.untrusted(current, "the failing statement", nonce),
                 )
-                messages = build_messages(inp, context.text, nonce, feedback + ask)
-                proposal.prompt_tokens.append(sum(estimate_tokens(str(m.content)) for m in messages))
+                messages = round_messages(inp, context, nonce, feedback + ask)
+                proposal.prompt_tokens.append(prompt_tokens(messages))
                 answer = line_plan(ask_plan(sampled, messages, LINE_FIX_SCHEMA), span, current)
             else:
-                messages = build_messages(inp, context.text, nonce, feedback)
-                proposal.prompt_tokens.append(sum(estimate_tokens(str(m.content)) for m in messages))
+                messages = round_messages(inp, context, nonce, feedback)
+                proposal.prompt_tokens.append(prompt_tokens(messages))
                 answer = ask_plan(sampled, messages)
         except Exception as exc:  # unreachable, timeout, server error: not the model's answer
             proposal.outcome = "unreachable"
