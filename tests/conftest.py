@@ -45,13 +45,13 @@ them to different workers at the start and the short tests fill in around them (
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    order = {g: i for i, g in enumerate(dict.fromkeys(g for _, g in SHARED_RESOURCE_GROUPS))}
+    order = list(dict.fromkeys(g for _, g in SHARED_RESOURCE_GROUPS))
     rank: dict[str, int] = {}
     for item in items:
         group = next((g for marker, g in SHARED_RESOURCE_GROUPS if item.get_closest_marker(marker)), None)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
-        rank[item.nodeid] = order.get(group, len(order)) if group is not None else len(order)
+        rank[item.nodeid] = order.index(group) if group is not None else len(order)
     items.sort(key=lambda item: rank[item.nodeid])  # stable: the order within a group is kept
 
 

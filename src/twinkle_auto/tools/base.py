@@ -117,9 +117,8 @@ class Scope:
         chart = self.state.get("chart")
         return dict(chart) if isinstance(chart, Mapping) else {}  # type: ignore[return-value]
 
-    def named_runs(self) -> list[str]:
-        """Existing runs whose ids the person wrote, as whole words, in their latest message."""
-        text = latest_request(self.state)
+    def named_runs(self, text: str) -> list[str]:
+        """Existing runs whose ids the person wrote, as whole words, in `text` (their latest message)."""
         if not text:
             return []
         try:
@@ -145,10 +144,10 @@ class Scope:
                     return run_id
             except ValueError:  # not even a valid id: let the tool say so, unless the person named one
                 pass
-        named = self.named_runs()
+        said = latest_request(self.state)
+        named = self.named_runs(said)
         if len(named) == 1:
             return named[0]
-        said = latest_request(self.state)
         if run_id and not named and said and self.selected_run and run_id.lower() not in said.lower():
             return self.selected_run  # the person wrote no id and not this one: a guess of the model
         return run_id or self.selected_run

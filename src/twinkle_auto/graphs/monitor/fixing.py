@@ -122,25 +122,24 @@ def static_problems(old: str, new: str) -> list[str]:
     if "*" in defined:
         return []
     changed = set(changed_lines(old, new))
-    missing: dict[str, int] = {}
-    for node in ast.walk(tree):
-        if not (isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.lineno in changed):
-            continue
-        if node.id not in defined and node.id not in _BUILTIN_NAMES:
-            missing.setdefault(node.id, node.lineno)
-    problems = [
-        f"line {line} uses {name!r}, which is not defined anywhere in the script (define or import it)"
-        for name, line in sorted(missing.items(), key=lambda kv: kv[1])
-    ]
     try:
         old_defined = _defined_names(ast.parse(old))
     except SyntaxError:
         old_defined = set()
     lost = (old_defined - defined) - _BUILTIN_NAMES
-    reads: dict[str, int] = {}
+    missing: dict[str, int] = {}
+    reads: dict[str, int] = {}  # names the edit stopped binding, where the script still reads them
     for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in lost:
+        if not (isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)):
+            continue
+        if node.id in lost:
             reads.setdefault(node.id, node.lineno)
+        if node.lineno in changed and node.id not in defined and node.id not in _BUILTIN_NAMES:
+            missing.setdefault(node.id, node.lineno)
+    problems = [
+        f"line {line} uses {name!r}, which is not defined anywhere in the script (define or import it)"
+        for name, line in sorted(missing.items(), key=lambda kv: kv[1])
+    ]
     for name, line in sorted(reads.items(), key=lambda kv: kv[1]):
         problems.append(f"the edit removes the only assignment of {name!r}, which line {line} still reads")
     for name, line, first in _read_before_assigned(tree, changed):
