@@ -19,7 +19,7 @@ from twinkle_auto.tools import get_tools
 from twinkle_auto.tools.base import ToolContext, tool_error_message
 from twinkle_auto.tools.charts import PlotArgs, ZoomArgs
 from twinkle_auto.tools.runs import RunArg
-from twinkle_auto.tools.training import StartArgs
+from twinkle_auto.tools.training import StartArgs, given_params
 
 sys.path.insert(0, str(Path(__file__).parent / "chat_requests"))
 import harness  # noqa: E402
@@ -75,7 +75,21 @@ def test_schemas_are_plain_and_every_argument_is_described(home: Path) -> None:
 )
 def test_common_slips_are_repaired(schema: type, given: dict, want: dict) -> None:
     got = schema.model_validate(given)
-    assert {k: getattr(got, k) for k in want} == want
+    read = {k: given_params(v) if k == "params" else v for k, v in ((k, getattr(got, k)) for k in want)}
+    assert read == want
+
+
+def test_recipe_parameters_are_a_closed_typed_object() -> None:
+    """A free dict let the model write invented keys until its output limit (HTTP 500 from llama.cpp)."""
+    spec = convert_to_openai_tool(StartArgs)["function"]["parameters"]["properties"]["params"]
+    assert spec["additionalProperties"] is False and {"lr", "lora_rank", "num_generations"} <= set(
+        spec["properties"]
+    )
+    got = StartArgs.model_validate({"recipe": "trl-sft", "params": {"learning_rate": "1e-4", "seed": "null"}})
+    assert given_params(got.params) == {"lr": 1e-4}
+    with pytest.raises(Exception) as err:
+        StartArgs.model_validate({"recipe": "trl-sft", "params": {"eval_metric_min_steps": 1}})
+    assert "eval_metric_min_steps" in tool_error_message(err.value, "start_training")
 
 
 def test_what_cannot_be_repaired_is_one_line_naming_the_field() -> None:
@@ -111,7 +125,7 @@ def test_start_training_from_a_recipe_renders_the_whole_script_for_approval(
                 }
             ],
         ),
-        AIMessage("", tool_calls=[{**start, "id": "c2", "args": {"model": "x"}}]),
+        AIMessage("", tool_calls=[{**start, "id": "c2", "args": {"model": str(tmp_path)}}]),
         "ok",
     ]
     from fakes import ScriptedChatModel
@@ -120,7 +134,9 @@ def test_start_training_from_a_recipe_renders_the_whole_script_for_approval(
         ScriptedChatModel(responses=llm_calls), tools, checkpointer=InMemorySaver(), auto_approve=True
     )
     out = graph.invoke(
-        {"messages": [HumanMessage("train")]}, {"configurable": {"thread_id": "t"}}, context=ctx
+        {"messages": [HumanMessage(f"train {tmp_path} on {data}")]},
+        {"configurable": {"thread_id": "t"}},
+        context=ctx,
     )
     errors = [m.content for m in out["messages"] if isinstance(m, ToolMessage)]
     assert "lr" in errors[0] and "\n" not in errors[0]
@@ -169,7 +185,11 @@ def test_start_training_passes_launch_options_to_the_controller(home: Path, tmp_
     graph = compile_chat_graph(
         llm, get_tools(ctx, search=False, server=False), checkpointer=InMemorySaver(), auto_approve=True
     )
-    out = graph.invoke({"messages": [HumanMessage("go")]}, {"configurable": {"thread_id": "t"}}, context=ctx)
+    out = graph.invoke(
+        {"messages": [HumanMessage(f"start {script} as opts")]},
+        {"configurable": {"thread_id": "t"}},
+        context=ctx,
+    )
     assert out["selected_run"] == "opts", out["messages"][-2].content
     seen = wait_for(lambda: (work / "seen.json").exists() and json.loads((work / "seen.json").read_text()))
     assert seen == {"argv": ["--lr", "0.1", "--name", "a b"], "env": "1"}

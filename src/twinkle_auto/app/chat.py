@@ -247,7 +247,7 @@ class ChatApp:
     # -------------------------------------------------------------------------------------------- turns
     def _stream(self, graph_input: Any, sink: Any) -> Any:
         """Run the graph in this (worker) thread, streaming tokens and tool events to `sink`."""
-        from langchain_core.messages import AIMessage, AIMessageChunk, ToolMessage
+        from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
 
         stream = self.graph.stream(
             graph_input, self.config, context=self.ctx, stream_mode=["messages", "updates"]
@@ -271,6 +271,8 @@ class ChatApp:
                     for msg in (update or {}).get("messages", []) if isinstance(update, dict) else []:
                         if isinstance(msg, AIMessage) and node == "agent":
                             sink("ai", msg)
+                        elif isinstance(msg, HumanMessage) and node == "agent":
+                            sink("step", msg)  # the graph handing the model one step of the request
                         elif isinstance(msg, ToolMessage):
                             sink("tool_result", msg)
         return None
@@ -505,6 +507,10 @@ class _TurnView:
             for call in payload.tool_calls:
                 args = ", ".join(f"{k}={_short(v)}" for k, v in (call.get("args") or {}).items())
                 live.console.print(Text(f"⚙ {call['name']}({args})", style="cyan"))
+        elif kind == "step":
+            self.buffer.clear()
+            live.update(Markdown(""))
+            live.console.print(Text(f"→ {_short(payload.content, 160)}", style="dim"))
         elif kind == "tool_result":
             style = "red" if getattr(payload, "status", "") == "error" else "dim"
             live.console.print(Text(f"  ↳ {_short(payload.content, 160)}", style=style))

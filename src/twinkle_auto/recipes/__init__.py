@@ -11,7 +11,14 @@ lazily, only when an id has to be checked.
 """
 
 from twinkle_auto.recipes.base import RecipeError, RecipeInfo, RenderedRecipe
-from twinkle_auto.recipes.catalog import RECIPES, catalogue, list_recipes, render_recipe, validate_params
+from twinkle_auto.recipes.catalog import (
+    RECIPES,
+    catalogue,
+    list_recipes,
+    recipes_for,
+    render_recipe,
+    validate_params,
+)
 from twinkle_auto.recipes.resolve import Resolved, resolve_dataset, resolve_model, resolve_served_model
 
 __all__ = [
@@ -22,6 +29,7 @@ __all__ = [
     "RenderedRecipe",
     "Resolved",
     "list_recipes",
+    "recipes_for",
     "render_recipe",
     "resolve_dataset",
     "resolve_model",

@@ -7,6 +7,7 @@ its template. Adding a recipe is one entry here, a params model and a template w
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,32 @@ RECIPES: tuple[Recipe, ...] = (
     ),
 )
 _BY_NAME = {r.name: r for r in RECIPES}
+
+TERMS: dict[str, tuple[str, ...]] = {
+    "twinkle": ("twinkle",),
+    "trl": ("trl",),
+    "torch": ("pytorch", "torch"),
+    "sft": ("sft", "supervised"),
+    "grpo": ("grpo",),
+}
+"""Words a person uses to say which framework or method they want, by the part of a recipe's name
+(`<framework>-<method>`) each one means."""
+
+
+def named_terms(text: str) -> set[str]:
+    """The recipe-name parts (framework, method) the words of `text` ask for."""
+    low = str(text or "").lower()
+    return {
+        part
+        for part, words in TERMS.items()
+        if any(re.search(rf"(?<![a-z]){w}(?![a-z])", low) for w in words)
+    }
+
+
+def recipes_for(text: str) -> tuple[set[str], list[str]]:
+    """(terms the person named, the recipes whose name has every one of them), in catalogue order."""
+    terms = named_terms(text)
+    return terms, [r.name for r in RECIPES if terms <= set(r.name.split("-"))]
 
 
 def _recipe(name: Any) -> Recipe:

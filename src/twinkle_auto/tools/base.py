@@ -26,7 +26,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, get_args, get_origin
+from typing import Any, ClassVar, get_args, get_origin
 
 from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -172,9 +172,25 @@ class Scope:
         return Command(update={**updates, "messages": [message]})
 
 
+STEP_MARK = "twinkle_step"
+"""additional_kwargs key of the messages the chat graph writes to hand the model one step of a request
+(graphs/chat/steps.py): they are in the person's voice but not the person's words."""
+
+
+def is_step_message(message: Any) -> bool:
+    """Whether `message` is one of the chat graph's step messages, not something the person typed."""
+    extra = getattr(message, "additional_kwargs", None)
+    if extra is None and isinstance(message, Mapping):
+        extra = message.get("additional_kwargs")
+    return bool(isinstance(extra, Mapping) and extra.get(STEP_MARK))
+
+
 def latest_request(state: Mapping[str, Any]) -> str:
-    """The text of the person's latest message in the session state ('' when there is none)."""
+    """The text of the person's latest message in the session state ('' when there is none); the
+    chat graph's step messages are parts of it and are passed over."""
     for message in reversed(list(state.get("messages") or [])):
+        if is_step_message(message):
+            continue
         kind = getattr(message, "type", None) or (
             message.get("type") if isinstance(message, Mapping) else None
         )
@@ -279,6 +295,24 @@ class ToolArgs(BaseModel):
     """
 
     model_config = ConfigDict(populate_by_name=True, json_schema_extra=lambda schema: _drop_titles(schema))
+    GROUNDED: ClassVar[tuple[str, ...]] = ()
+    """Fields that name something the person must have named (a model, a dataset, a script, a server):
+    the chat graph does not keep a call whose value for one of them is nowhere in the conversation."""
+    GUESS_IS_DEFAULT: ClassVar[tuple[str, ...]] = ()
+    """Grounded fields whose default is what a call without them means ("the models on my server": the
+    server we started): a value nobody gave is dropped, as if left out, and the call runs."""
+
+    @classmethod
+    def amend(cls, args: Mapping[str, Any], request: str) -> Mapping[str, Any]:
+        """The call's arguments with what the person's `request` (their words for this step) fixes
+        uniquely set to it; unchanged by default."""
+        return args
+
+    @classmethod
+    def mismatches(cls, args: Mapping[str, Any], request: str) -> list[str]:
+        """Why the call's choices contradict the person's `request` (their words for this step), one
+        clause each; none by default. The chat graph asks the model once more, with these clauses."""
+        return []
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:

@@ -78,7 +78,13 @@ def make_run_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
     def list_training_runs(runtime: ToolRuntime[Any, Any] = None) -> Any:  # type: ignore[assignment]
         s = scope(runtime, "list_training_runs")
         runs = [status_brief(r) for r in s.connection.store.list_runs()]
-        return compact({"selected": s.selected_run, "runs": runs[:30], "total": len(runs)})
+        by_status: dict[str, list[str]] = {}
+        for run in runs:
+            by_status.setdefault(str(run["status"]), []).append(run["run_id"])
+        # people name runs by state ("the running one", "the one that crashed"): say it up front
+        return compact(
+            {"selected": s.selected_run, "by_status": by_status, "runs": runs[:30], "total": len(runs)}
+        )
 
     def get_training_status(run_id: str | None = None, runtime: ToolRuntime[Any, Any] = None) -> Any:  # type: ignore[assignment]
         s = scope(runtime, "get_training_status")

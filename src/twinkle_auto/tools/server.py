@@ -91,6 +91,8 @@ class StartServerArgs(ToolArgs):
 
 
 class ListModelsArgs(ToolArgs):
+    GROUNDED = ("url",)
+    GUESS_IS_DEFAULT = ("url",)
     url: str | None = Field(default=None, description="Server URL; default: the server we started")
 
 

@@ -16,11 +16,12 @@ import json
 import re
 import shlex
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, get_args
 
 from langchain_core.tools import BaseTool
 from langgraph.prebuilt import ToolRuntime
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, BaseModel, Field, create_model, field_validator
 
 from twinkle_auto.tools.base import Approval, Scope, ToolArgs, ToolContext, ToolError, compact, make_tool
 from twinkle_auto.tools.scripts import check_source, read_script_file, script_findings
@@ -90,7 +91,78 @@ def _split_argv(value: list[str]) -> list[str]:
     return value
 
 
+TOP_LEVEL = ("model", "dataset", "max_steps")
+"""Recipe parameters that are fields of start_training itself."""
+
+
+def _overrides_model() -> type[BaseModel]:
+    """Every parameter some recipe takes (besides TOP_LEVEL), typed and optional, and nothing else.
+
+    A closed object instead of a free `dict`: a small model asked for "other parameters" of a free
+    dict wrote invented keys until its output limit (`eval_metric_min_steps_per_token_per_batch…`) and
+    the server refused the cut-off JSON (HTTP 500); with the names and types given, a server that
+    constrains tool calls to their schema cannot do that, and one that does not gets a clear error.
+    Which recipe takes which is checked when the recipe renders.
+    """
+    fields: dict[str, Any] = {}
+    try:
+        from twinkle_auto.recipes.catalog import RECIPES
+    except ImportError:
+        RECIPES = ()  # noqa: N806 - no recipes here: start_training takes scripts only
+    for recipe in RECIPES:
+        for name, info in recipe.params.model_fields.items():
+            if name in TOP_LEVEL or name in fields:
+                continue
+            # names only: the recipes' own descriptions differ per recipe, and list_recipes gives them
+            kind = info.annotation if type(None) in get_args(info.annotation) else info.annotation | None
+            fields[name] = (kind, Field(default=None, validation_alias=info.validation_alias))
+    model = create_model("RecipeOverrides", __base__=ToolArgs, **fields)
+    model.model_config["extra"] = "forbid"
+    model.model_rebuild(force=True)
+    return model
+
+
+RecipeOverrides = _overrides_model()
+
+
+def given_params(value: Any) -> dict[str, Any]:
+    """The recipe parameters a call set (a RecipeOverrides, or a dict from callers outside a graph)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(exclude_none=True)
+    return {k: v for k, v in dict(value or {}).items() if v is not None}
+
+
 class StartArgs(ToolArgs):
+    GROUNDED = ("model", "dataset", "script_path")
+
+    @classmethod
+    def _fitting(cls, args: Mapping[str, Any], request: str) -> tuple[str, set[str], list[str]]:
+        recipe = str(args.get("recipe") or "").strip().lower().replace("_", "-")
+        try:
+            terms, fitting = _recipes().recipes_for(request)
+        except (ToolError, AttributeError):
+            return recipe, set(), []
+        return recipe, terms, fitting
+
+    @classmethod
+    def amend(cls, args: Mapping[str, Any], request: str) -> Mapping[str, Any]:
+        """The one recipe of the framework and method the person named ("a plain PyTorch fine-tune" is
+        torch-sft), when the model chose another: the approval shows the recipe that will run."""
+        recipe, terms, fitting = cls._fitting(args, request)
+        if recipe and terms and len(fitting) == 1 and recipe != fitting[0]:
+            return {**args, "recipe": fitting[0]}
+        return args
+
+    @classmethod
+    def mismatches(cls, args: Mapping[str, Any], request: str) -> list[str]:
+        """A recipe of another framework or method than the one the person named, when several fit."""
+        recipe, terms, fitting = cls._fitting(args, request)
+        if not recipe or not terms or not fitting or recipe in fitting:
+            return []  # nothing named, or named what no recipe has: the tool's own answer says what does
+        return [
+            f"the person asked for {' and '.join(sorted(terms))}: recipe {' or '.join(fitting)}, not {recipe!r}"
+        ]
+
     recipe: str | None = Field(
         default=None,
         description="Recipe to render the training script from (list_recipes shows them and their "
@@ -99,12 +171,14 @@ class StartArgs(ToolArgs):
     model: str | None = Field(
         default=None,
         validation_alias=AliasChoices("model", "model_id", "base_model"),
-        description="Model to train, ModelScope id (owner/name) or local folder; for a recipe",
+        description="The base model to fine-tune (its hub id owner/name, or a local folder); not the "
+        "data; for a recipe",
     )
     dataset: str | None = Field(
         default=None,
         validation_alias=AliasChoices("dataset", "dataset_id", "data"),
-        description="Training data, ModelScope dataset id (owner/name) or local file; for a recipe",
+        description="The data to train on (a dataset id owner/name, or a local .jsonl file); not the "
+        "model; for a recipe",
     )
     max_steps: int | None = Field(
         default=None,
@@ -112,9 +186,10 @@ class StartArgs(ToolArgs):
         validation_alias=AliasChoices("max_steps", "steps", "total_steps"),
         description="Optimizer steps to train; for a recipe (default: the recipe's)",
     )
-    params: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Other recipe parameters by name (list_recipes shows them)",
+    params: RecipeOverrides = Field(  # type: ignore[valid-type]
+        default_factory=lambda: RecipeOverrides(),
+        description="Other recipe parameters, only those the person asked for (list_recipes shows which "
+        "recipe takes which)",
     )
     run_id: str | None = Field(
         default=None,
@@ -165,8 +240,8 @@ def make_training_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
         return rendered
 
     def _recipe_params(args: dict[str, Any], s: Scope) -> dict[str, Any]:
-        params = dict(args.get("params") or {})
-        for name in ("model", "dataset", "max_steps"):
+        params = given_params(args.get("params"))
+        for name in TOP_LEVEL:
             if args.get(name) not in (None, ""):
                 params.setdefault(name, args[name])
         info = next((r for r in _recipes().list_recipes() if r.name == args.get("recipe")), None)

@@ -66,6 +66,7 @@ def build_chat_graph(
             max_tool_rounds=max_tool_rounds,
             window_size=window_size,
             tool_names=frozenset(by_name),
+            tools=by_name,
         )
 
     def approve(state: ChatState, runtime: Any) -> dict[str, Any]:

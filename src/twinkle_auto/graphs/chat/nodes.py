@@ -34,11 +34,13 @@ from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langgraph.prebuilt.tool_node import ToolCallWithContext
 from langgraph.types import Send, interrupt
 
+from twinkle_auto.graphs.chat import grounding
 from twinkle_auto.graphs.chat.context import context_of
 from twinkle_auto.graphs.chat.prompts import BUDGET_SPENT, system_prompt
 from twinkle_auto.graphs.chat.state import ChatState
+from twinkle_auto.graphs.chat.steps import next_step
 from twinkle_auto.graphs.chat.streaming import stream_answer
-from twinkle_auto.tools.base import Scope, describe_call, needs_approval
+from twinkle_auto.tools.base import Scope, describe_call, is_step_message, needs_approval
 
 DECLINED = "The person declined this action; it was not run. Ask what they want instead."
 CANCELLED = "Cancelled: the person interrupted before this call finished; it may not have run."
@@ -51,12 +53,13 @@ Prompt = str | Callable[..., str] | None
 def window(messages: Sequence[AnyMessage], size: int = 50) -> list[AnyMessage]:
     """The last `size` messages, moved forward to start on a person's message.
 
-    Starting on a HumanMessage guarantees no ToolMessage arrives without the AI message that called it.
+    Starting on a HumanMessage guarantees no ToolMessage arrives without the AI message that called it;
+    on one the person wrote (not a step message, see steps.py), that the model sees what was asked.
     If the current turn alone is longer than `size`, the whole turn is kept (correctness over size).
     """
     msgs = list(messages)
     start = max(0, len(msgs) - size)
-    human = [i for i, m in enumerate(msgs) if isinstance(m, HumanMessage)]
+    human = [i for i, m in enumerate(msgs) if isinstance(m, HumanMessage) and not is_step_message(m)]
     later = [i for i in human if i >= start]
     if later:
         start = later[0]
@@ -167,6 +170,7 @@ def agent(
     max_tool_rounds: int,
     window_size: int,
     tool_names: frozenset[str] = frozenset(),
+    tools: Mapping[str, BaseTool] | None = None,
 ) -> dict[str, Any]:
     """The model's next step. At the round cap it is called without tools and must answer.
 
@@ -174,13 +178,26 @@ def agent(
     (each such retry counts as a round), so the graph needs no edge back into this node. An answer that
     is only a tool call written as text (the server did not recognise it) becomes that call when the
     tool exists, and is asked again in plain words once when it does not: the person never reads JSON.
+
+    A request of several steps ("list my runs, then pause the running one") is handed to the model one
+    step at a time (steps.py): the first step when the turn begins, the next after each plain answer.
+    Each step has its own round budget (rounds count since the last message in the person's voice).
+
+    Before anything runs, calls are held against the conversation (grounding.py): a value nobody gave is
+    dropped where the field's default is what the call means, a choice the person's words fix is set to
+    it, and a call naming a model, dataset or script nobody named is not kept: the model is asked once
+    more with a note saying why (never shown the refused call: it would report it as done).
     """
     messages = list(state.get("messages") or [])
     rounds = tool_rounds(messages)
     system = SystemMessage(build_system_prompt(prompt, state, runtime, fallback))
     out: list[AnyMessage] = []
+    if messages and isinstance(messages[-1], HumanMessage) and not is_step_message(messages[-1]):
+        first = next_step(messages)
+        if first is not None:
+            out.append(first)
     extra: list[AnyMessage] = []  # sent once, never kept in the history
-    retried = False
+    retried = regrounded = False
     while True:
         sent: list[AnyMessage] = [system, *window([*messages, *out], window_size), *extra]
         extra = []
@@ -206,9 +223,21 @@ def agent(
                 retried = True
                 extra = [answer, HumanMessage(NO_SUCH_TOOL.format(name=pseudo[0]))]
                 continue
+        if tools and isinstance(answer, AIMessage) and answer.tool_calls:
+            answer = grounding.amend(answer, tools, [*messages, *out])
+            reasons = [] if regrounded else grounding.refusals(answer, tools, [*messages, *out])
+            if reasons:
+                regrounded = True
+                extra = [HumanMessage(grounding.note(reasons))]
+                continue
         out.append(answer)
         if not isinstance(answer, AIMessage) or not (answer.tool_calls or answer.invalid_tool_calls):
-            break
+            step = next_step([*messages, *out])
+            if step is None:
+                break
+            out.append(step)
+            rounds, retried, regrounded = 0, False, False
+            continue
         rounds += 1
         for bad in answer.invalid_tool_calls:
             out.append(

@@ -1,0 +1,173 @@
+"""Tool calls held against the conversation before they run: what the model made up is not the person's.
+
+A small model asked "hi there" may answer with start_training(model="twinkle-llm"); asked for "the
+models on my server" it may add url="https://huggingface.co"; told "a plain PyTorch fine-tune" it may
+pick the TRL recipe. Which model to train, on which data, with which script, on which server and with
+which framework are the person's to say (or a tool's to report). Each argument schema declares which
+of its fields name such things (tools/base.py: ToolArgs), and before a call runs the agent node
+(nodes.agent) applies, in order:
+
+1. `amend`: a value nobody gave, in a field whose default is what the call means (`GUESS_IS_DEFAULT`),
+   is dropped, as if left out; a choice the person's words fix uniquely (the schema's `amend`) is set.
+2. `refusals`: a value nobody gave in a field that defines the action (`GROUNDED`: model, dataset,
+   script), or a choice that contradicts the person's words (the schema's `mismatches`), means the
+   call is not kept: the model is asked once more, with a note saying why. It is not shown its refused
+   call (shown one, the 1.5B model reported it as done). A second answer runs as it is: the approval
+   and the tool's own checks are still ahead of it.
+
+Matching is lenient on purpose (refusing a value the person did give is worse than letting a guess
+through): case, punctuation and spacing are ignored, and a hub id's or a path's last part is enough.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
+from langchain_core.tools import BaseTool
+
+UNGROUNDED = "{name}={value!r} is in nothing the person said or a tool returned"
+ADVICE = (
+    "Use only values from the conversation: ask the person for what they did not give, or answer "
+    "without a tool if they asked for nothing to be done."
+)
+SHORT = 3
+"""Values this short (normalised) are matched as whole words: without spaces they occur by accident."""
+_NOT_ALNUM = re.compile(r"[^0-9a-z]+")
+
+
+def _norm(text: str) -> str:
+    return _NOT_ALNUM.sub("", text.lower())
+
+
+def _text(message: AnyMessage) -> str:
+    content = message.content
+    if isinstance(content, str):
+        return content
+    return " ".join(str(p.get("text", "")) if isinstance(p, Mapping) else str(p) for p in content)
+
+
+def evidence(messages: Sequence[AnyMessage]) -> str:
+    """What the person wrote and the tools returned, lowercased (the model's own words are not evidence)."""
+    return " ".join(_text(m) for m in messages if isinstance(m, (HumanMessage, ToolMessage))).lower()
+
+
+def latest_words(messages: Sequence[AnyMessage]) -> str:
+    """The text of the last message in the person's voice (theirs, or the step of it being done)."""
+    for message in reversed(messages):
+        if isinstance(message, HumanMessage):
+            return _text(message)
+    return ""
+
+
+def is_grounded(value: str, said: str) -> bool:
+    """Whether `value` (or, for a path or hub id, its last part) occurs in the evidence `said`.
+
+    Long values are compared with punctuation and spacing taken out ("qwen2.5 0.5b" is
+    "Qwen2.5-0.5B"); values of three characters or fewer must stand as a word.
+    """
+    if not _norm(value):
+        return True
+    for candidate in (value, re.split(r"[/\\]", value.rstrip("/\\"))[-1]):
+        short = _norm(candidate)
+        if not short:
+            continue
+        if len(short) <= SHORT:
+            if re.search(rf"(?<![0-9a-z]){re.escape(candidate.lower())}(?![0-9a-z])", said):
+                return True
+        elif short in _norm(said):
+            return True
+    return False
+
+
+def _declared(tool: BaseTool | None, attr: str) -> tuple[str, ...]:
+    fields = getattr(getattr(tool, "args_schema", None), attr, ())
+    return tuple(fields) if isinstance(fields, (tuple, list)) else ()
+
+
+def _names(schema: Any, field: str) -> list[str]:
+    """The field's name and the aliases the schema accepts for it ("model_id" for "model")."""
+    info = getattr(schema, "model_fields", {}).get(field)
+    alias = getattr(info, "validation_alias", None)
+    choices = getattr(alias, "choices", None) or ([alias] if isinstance(alias, str) else [])
+    return [field, *(c for c in choices if isinstance(c, str) and c != field)]
+
+
+def ungrounded(
+    call: Mapping[str, Any], tool: BaseTool | None, said: str, fields: tuple[str, ...] | None = None
+) -> list[tuple[str, str]]:
+    """(argument as written, value) of the call's grounded fields (or of `fields`) that the evidence
+    does not contain."""
+    args = call.get("args") or {}
+    schema = getattr(tool, "args_schema", None)
+    out = []
+    for field in _declared(tool, "GROUNDED") if fields is None else fields:
+        for name in _names(schema, field):
+            value = args.get(name)
+            if isinstance(value, str) and value.strip() and not is_grounded(value, said):
+                out.append((name, value))
+    return out
+
+
+def _hook(tool: BaseTool | None, name: str) -> Any:
+    return getattr(getattr(tool, "args_schema", None), name, None)
+
+
+def amend(answer: AIMessage, tools: Mapping[str, BaseTool], history: Sequence[AnyMessage]) -> AIMessage:
+    """`answer` with guessed defaults dropped and the choices the person's words fix set (see above)."""
+    said: str | None = None
+    request = latest_words(history)
+    calls, changed = [], False
+    for call in answer.tool_calls:
+        tool = tools.get(call["name"])
+        args = dict(call.get("args") or {})
+        guessable = _declared(tool, "GUESS_IS_DEFAULT")
+        if guessable:
+            said = evidence(history) if said is None else said
+            guessed = {name for name, _ in ungrounded(call, tool, said, guessable)}
+            args = {k: v for k, v in args.items() if k not in guessed}
+        fix = _hook(tool, "amend")
+        if callable(fix):
+            try:
+                args = dict(fix(args, request))
+            except Exception:  # an amendment is a kindness: never let it break a turn
+                pass
+        if args != (call.get("args") or {}):
+            call, changed = {**call, "args": args}, True
+        calls.append(call)
+    return answer.model_copy(update={"tool_calls": calls}) if changed else answer
+
+
+def problems(call: Mapping[str, Any], tool: BaseTool | None, said: str, request: str) -> list[str]:
+    """Why the call should not run as it is, one clause each: values nobody gave in the fields that
+    define the action, and choices that contradict the person's words for this step."""
+    free = set(_declared(tool, "GUESS_IS_DEFAULT"))
+    out = [UNGROUNDED.format(name=n, value=v) for n, v in ungrounded(call, tool, said) if n not in free]
+    check = _hook(tool, "mismatches")
+    if callable(check):
+        try:
+            out += [str(m) for m in check(dict(call.get("args") or {}), request)]
+        except Exception:  # a check is advice: never let it break a turn
+            pass
+    return out
+
+
+def refusals(answer: AIMessage, tools: Mapping[str, BaseTool], history: Sequence[AnyMessage]) -> list[str]:
+    """ "<tool>: why" for each call of `answer` that should not run as it is (empty: run them all)."""
+    said, request = evidence(history), latest_words(history)
+    out = []
+    for call in answer.tool_calls:
+        found = problems(call, tools.get(call["name"]), said, request)
+        if found:
+            out.append(f"{call['name']}: {'; '.join(found)}")
+    return out
+
+
+def note(reasons: Sequence[str]) -> str:
+    """What the model reads before it answers again (sent once, never kept in the history)."""
+    return f"(Not done: {'. '.join(reasons)}. {ADVICE})"
+
+
+__all__ = ["amend", "evidence", "is_grounded", "latest_words", "note", "problems", "refusals", "ungrounded"]

@@ -1,0 +1,167 @@
+"""A call naming a model, dataset, script or server nobody named is refused once, before it runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fakes import ScriptedChatModel
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langgraph.checkpoint.memory import InMemorySaver
+
+from twinkle_auto.connection import Connection
+from twinkle_auto.graphs.chat.graph import compile_chat_graph
+from twinkle_auto.graphs.chat.grounding import evidence, is_grounded, ungrounded
+from twinkle_auto.tools import get_tools
+from twinkle_auto.tools.base import ToolContext
+
+
+@pytest.mark.parametrize(
+    ("value", "said", "ok"),
+    [
+        ("Qwen/Qwen2.5-0.5B", "train Qwen2.5-0.5B on my data", True),  # a hub id's last part
+        ("Qwen/Qwen2.5-0.5B-Instruct", "train qwen2.5 0.5b instruct", True),  # spacing and case
+        ("/data/chat.jsonl", "fine-tune on /data/chat.jsonl please", True),
+        ("mock-model", "start twinkle with mock-model", True),
+        ("twinkle-llm", "hi there", False),
+        ("https://huggingface.co", "look up qwen models on the hub", False),
+        ("/home/me/model", "run the script /home/me/train.py", False),
+        ("lr", "show all runs", False),  # short values stand as words, not across them
+        ("kl", "chart kl and grad_norm", True),
+    ],
+)
+def test_a_value_is_grounded_when_the_conversation_contains_it(value: str, said: str, ok: bool) -> None:
+    assert is_grounded(value, evidence([HumanMessage(said)])) is ok
+
+
+def test_the_models_own_words_are_not_evidence_but_tool_results_are() -> None:
+    history = [HumanMessage("start a run"), AIMessage("I'll use twinkle-llm.")]
+    assert not is_grounded("twinkle-llm", evidence(history))
+    history.append(ToolMessage(content='{"models": ["twinkle-llm"]}', tool_call_id="x"))
+    assert is_grounded("twinkle-llm", evidence(history))
+
+
+def _tools(home: Path) -> tuple[ToolContext, dict]:
+    ctx = ToolContext(Connection.open(home))
+    return ctx, {t.name: t for t in get_tools(ctx, search=False)}
+
+
+def test_aliases_of_a_grounded_field_are_checked_and_other_fields_are_free(home: Path) -> None:
+    _, tools = _tools(home)
+    said = evidence([HumanMessage("train mock-model with the twinkle grpo recipe")])
+    call = {
+        "name": "start_training",
+        "args": {"recipe": "twinkle-grpo", "model_id": "llama-7b", "max_steps": 9},
+    }
+    assert ungrounded(call, tools["start_training"], said) == [("model_id", "llama-7b")]
+    call["args"]["model_id"] = "mock-model"
+    assert ungrounded(call, tools["start_training"], said) == []
+    assert ungrounded({"name": "list_training_runs", "args": {}}, tools["list_training_runs"], said) == []
+
+
+def test_an_invented_model_is_not_kept_and_the_model_answers_again_with_a_note(home: Path) -> None:
+    ctx, tools = _tools(home)
+    invented = AIMessage(
+        "",
+        tool_calls=[
+            {"name": "start_training", "args": {"recipe": "twinkle-grpo", "model": "twinkle-llm"}, "id": "c1"}
+        ],
+    )
+    seen: list = []
+
+    def reply(messages):
+        seen.append(messages)
+        return "Hello! What would you like to do?"
+
+    llm = ScriptedChatModel(responses=[invented, reply])
+    graph = compile_chat_graph(llm, list(tools.values()), checkpointer=InMemorySaver(), context=ctx)
+    out = graph.invoke(
+        {"messages": [HumanMessage("hi there")]}, {"configurable": {"thread_id": "g"}}, context=ctx
+    )
+    # the model read why, in a note after the person's message, and never saw its refused call
+    note = seen[0][-1]
+    assert isinstance(note, HumanMessage) and "model='twinkle-llm'" in note.content
+    assert not any(isinstance(m, AIMessage) and m.tool_calls for m in seen[0])
+    # nothing ran, nothing was asked, and neither the call nor the note is in the history
+    assert [type(m).__name__ for m in out["messages"]] == ["HumanMessage", "AIMessage"]
+    assert out["messages"][-1].content == "Hello! What would you like to do?"
+    assert not [p for p in home.iterdir() if p.name != "auto"]
+
+
+def test_a_model_that_insists_is_let_through_to_the_tool(home: Path) -> None:
+    ctx, tools = _tools(home)
+    call = {"name": "start_training", "args": {"recipe": "trl-sft", "model": "gpt-4"}, "id": "c1"}
+    llm = ScriptedChatModel(
+        responses=[AIMessage("", tool_calls=[call]), AIMessage("", tool_calls=[{**call, "id": "c2"}]), "done"]
+    )
+    graph = compile_chat_graph(llm, list(tools.values()), checkpointer=InMemorySaver(), context=ctx)
+    out = graph.invoke(
+        {"messages": [HumanMessage("start a training")]}, {"configurable": {"thread_id": "g"}}, context=ctx
+    )
+    # asked again once; the second answer went on to the approval (interrupt), as every start does
+    assert [c["id"] for c in out["messages"][-1].tool_calls] == ["c2"]
+    assert len(llm.calls) == 2
+
+
+def test_an_invented_server_url_is_dropped_and_the_call_runs_on_our_server(home: Path) -> None:
+    ctx, tools = _tools(home)
+    call = {"name": "list_supported_models", "args": {"url": "https://huggingface.co"}, "id": "c1"}
+    llm = ScriptedChatModel(responses=[AIMessage("", tool_calls=[call]), "done"])
+    graph = compile_chat_graph(llm, list(tools.values()), checkpointer=InMemorySaver(), context=ctx)
+    out = graph.invoke(
+        {"messages": [HumanMessage("tell me the models available on my server")]},
+        {"configurable": {"thread_id": "g"}},
+        context=ctx,
+    )
+    made = next(m for m in out["messages"] if isinstance(m, AIMessage) and m.tool_calls)
+    assert made.tool_calls[0]["args"] == {} and len(llm.calls) == 2
+    result = next(m for m in out["messages"] if isinstance(m, ToolMessage))
+    assert "huggingface" not in result.content  # asked our (absent) server, not the invented one
+
+
+@pytest.mark.parametrize(
+    ("request_words", "chosen", "amended"),
+    [
+        ("launch a plain pytorch fine-tune of m on d", "trl-sft", "torch-sft"),
+        ("a supervised fine-tuning job through twinkle for m", "trl-sft", "twinkle-sft"),
+        ("kick off a GRPO run on the twinkle server", "twinkle-sft", "twinkle-grpo"),
+        ("start a trl grpo training", "trl-grpo", "trl-grpo"),
+        ("train m on d", "trl-grpo", "trl-grpo"),  # nothing named: the model's choice stands
+        ("train m with jax", "trl-sft", "trl-sft"),  # named what no recipe has: the tool answers
+        ("a GRPO run please", "trl-grpo", "trl-grpo"),  # several fit and it chose one of them
+    ],
+)
+def test_the_recipe_the_persons_words_fix_uniquely_is_the_one_that_runs(
+    home: Path, request_words: str, chosen: str, amended: str
+) -> None:
+    _, tools = _tools(home)
+    schema = tools["start_training"].args_schema
+    assert schema.amend({"recipe": chosen, "model": "m"}, request_words)["recipe"] == amended
+    assert schema.mismatches({"recipe": amended, "model": "m"}, request_words) == []
+
+
+def test_a_recipe_against_the_persons_words_is_sent_back_when_several_would_fit(home: Path) -> None:
+    ctx, tools = _tools(home)
+    schema = tools["start_training"].args_schema
+    found = schema.mismatches({"recipe": "torch-sft"}, "a GRPO run please")
+    assert found and "twinkle-grpo or trl-grpo" in found[0] and "'torch-sft'" in found[0]
+    wrong = {"recipe": "torch-sft", "model": "mock-model", "dataset": "/d.jsonl"}
+    seen: list = []
+
+    def reply(messages):
+        seen.append(messages[-1])
+        return "Should it run on the Twinkle server or on this machine with TRL?"
+
+    llm = ScriptedChatModel(
+        responses=[AIMessage("", tool_calls=[{"name": "start_training", "args": wrong, "id": "c1"}]), reply]
+    )
+    graph = compile_chat_graph(llm, list(tools.values()), checkpointer=InMemorySaver(), context=ctx)
+    graph.invoke(
+        {"messages": [HumanMessage("start a GRPO run of mock-model on /d.jsonl")]},
+        {"configurable": {"thread_id": "g"}},
+        context=ctx,
+    )
+    assert (
+        seen[0].content.startswith("(Not done: start_training:")
+        and "twinkle-grpo or trl-grpo" in seen[0].content
+    )
