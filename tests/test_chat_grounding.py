@@ -165,3 +165,36 @@ def test_a_recipe_against_the_persons_words_is_sent_back_when_several_would_fit(
         seen[0].content.startswith("(Not done: start_training:")
         and "twinkle-grpo or trl-grpo" in seen[0].content
     )
+
+
+@pytest.mark.parametrize(
+    ("words", "skill", "about"),
+    [
+        ("good job", "training-metrics-debugging", False),
+        ("what does GRPO stand for?", "training-metrics-debugging", False),
+        ("my loss spikes, help me debug it", "training-metrics-debugging", True),  # a word of its name
+        ("fix the script of dpo-old", "twinkle-training-scripts", True),
+        ("show me your guide for this", "twinkle-training-scripts", True),  # asks for a guide as such
+    ],
+)
+def test_a_guide_is_read_when_the_persons_words_are_about_it(words: str, skill: str, about: bool) -> None:
+    from twinkle_auto.tools.skills import LoadSkillArgs
+
+    assert (LoadSkillArgs.mismatches({"name": skill}, words) == []) is about
+
+
+@pytest.mark.parametrize(
+    ("words", "about_the_server"),
+    [
+        ("shut sft-chat down completely, no resuming", False),
+        ("stop the server and free the GPUs", True),
+        ("kill the ray cluster", True),
+        ("tear down twinkle, I'm done", True),
+    ],
+)
+def test_the_server_is_shut_down_only_when_the_person_talks_about_it(
+    words: str, about_the_server: bool
+) -> None:
+    from twinkle_auto.tools.server import ShutdownArgs
+
+    assert (ShutdownArgs.mismatches({}, words) == []) is about_the_server

@@ -415,3 +415,25 @@ def test_render_offline_keeps_the_hub_id_and_says_so(data: dict[str, str]) -> No
     assert (
         len(rendered.notes) == 1 and "could not verify model Qwen/Qwen2.5-0.5B-Instruct" in rendered.notes[0]
     )
+
+
+def test_model_and_dataset_swapped_by_the_chat_model_are_swapped_back_when_the_hub_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from twinkle_auto.tools.training import StartArgs
+
+    swapped = {"recipe": "trl-sft", "model": "modelscope/gsm8k", "dataset": "Qwen/Qwen2.5-0.5B-Instruct"}
+    words = "train Qwen/Qwen2.5-0.5B-Instruct with TRL SFT on modelscope/gsm8k"
+    # offline (this module's default): nothing can be told, nothing changes
+    assert StartArgs.amend(swapped, words) == swapped
+    with HubServer() as hub:
+        hub.models.append(model_entry("Qwen/Qwen2.5-0.5B-Instruct", downloads=10))
+        hub.datasets.append(model_entry("modelscope/gsm8k", task=""))
+        monkeypatch.setenv("MODELSCOPE_ENDPOINT", hub.url)
+        monkeypatch.setitem(resolve_mod._down, "until", 0.0)
+        fixed = StartArgs.amend(swapped, words)
+        assert (fixed["model"], fixed["dataset"]) == ("Qwen/Qwen2.5-0.5B-Instruct", "modelscope/gsm8k")
+        assert StartArgs.amend(fixed, words) == fixed  # the right way round stays
+        # both unknown to the hub as models: not a swap the hub can vouch for
+        other = {**swapped, "dataset": "someone/not-a-model"}
+        assert StartArgs.amend(other, words) == other

@@ -248,7 +248,7 @@ def test_shutdown_is_asked_about_through_the_chat_graph(manager: ServerManager, 
         checkpointer=InMemorySaver(),
     )
     cfg = {"configurable": {"thread_id": "s"}}
-    out = graph.invoke({"messages": [HumanMessage("shut it down")]}, cfg, context=ctx)
+    out = graph.invoke({"messages": [HumanMessage("shut the server down")]}, cfg, context=ctx)
     text = out["__interrupt__"][0].value["calls"][0]["text"]
     assert started["url"] in text and "destroyed" in text and "while describing" not in text
     assert alive(pids) == pids  # nothing ran before the answer

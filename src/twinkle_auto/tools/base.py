@@ -309,8 +309,9 @@ class ToolArgs(BaseModel):
         return args
 
     @classmethod
-    def mismatches(cls, args: Mapping[str, Any], request: str) -> list[str]:
-        """Why the call's choices contradict the person's `request` (their words for this step), one
+    def mismatches(cls, args: Mapping[str, Any], request: str, conversation: str = "") -> list[str]:
+        """Why the call's choices contradict the person's `request` (their words for this step; the
+        whole `conversation`, lowercased, is what the person and the tools said before), one
         clause each; none by default. The chat graph asks the model once more, with these clauses."""
         return []
 

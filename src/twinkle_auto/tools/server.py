@@ -9,6 +9,7 @@ act on. `shutdown_server` asks the person first: it destroys the model state the
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from langchain_core.tools import BaseTool
@@ -88,6 +89,24 @@ class StartServerArgs(ToolArgs):
         default=None,
         description="host:port of a Ray cluster the user already runs (multi-node); default: start our own",
     )
+
+
+SERVER_WORDS = ("server", "cluster", "ray", "backend", "twinkle", "gpu", "serving")
+"""Words that say the person is talking about the server, not about one training run."""
+
+
+class ShutdownArgs(ToolArgs):
+    """No arguments; what it checks is whether the person asked about the server at all."""
+
+    @classmethod
+    def mismatches(cls, args: Mapping[str, Any], request: str, conversation: str = "") -> list[str]:
+        """The most destructive call runs only when the conversation is about the server: "shut <run>
+        down completely" said first thing is about a run (the 1.5B model chose shutdown_server for it);
+        "shut it down" after starting the server is about the server."""
+        low = f"{request} {conversation}".lower()
+        if not request.strip() or any(w in low for w in SERVER_WORDS):
+            return []
+        return ["the person's words are about no server, cluster or GPUs: a run is ended by stop_training"]
 
 
 class ListModelsArgs(ToolArgs):
@@ -224,6 +243,7 @@ def make_server_tools(ctx: ToolContext | None = None, manager: ServerManager | N
                 "Ray processes); destroys all model state held in the server. Not for a training run: "
                 "that is stop_training."
             ),
+            args_schema=ShutdownArgs,
             approval=_describe_shutdown,
         ),
         make_tool(

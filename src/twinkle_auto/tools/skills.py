@@ -7,6 +7,10 @@ untrusted text, so instructions hidden in them read as quoted material, not as t
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from typing import Any
+
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field
 
@@ -18,8 +22,30 @@ WAIT_FOR_LOADING_S = 2.0
 (milliseconds in practice) before saying it does not exist."""
 
 
+GUIDE_WORDS = ("skill", "guide", "docs", "documentation", "instructions", "manual")
+"""Words with which a person asks for a guide as such, whatever its subject."""
+STEM = 5
+"""Letters two words must share at their start to be one word here ("debug" and "debugging")."""
+_WORD = re.compile(r"[a-z][a-z0-9]+")
+
+
+def _stems(text: str) -> set[str]:
+    return {w[:STEM] for w in _WORD.findall(text.lower()) if len(w) >= 4}
+
+
 class LoadSkillArgs(BaseModel):
     name: str = Field(description="Skill name exactly as listed under 'Skills' in the system prompt.")
+
+    @classmethod
+    def mismatches(cls, args: Mapping[str, Any], request: str, conversation: str = "") -> list[str]:
+        """A guide is read when the person's words are about its subject (a word of its name: "debug"
+        for training-metrics-debugging) or ask for a guide; "good job" and "what does GRPO stand for?"
+        are neither (the 1.5B model loaded a guide for both)."""
+        name = str(args.get("name") or "")
+        words = request.lower()
+        if not name or any(w in words for w in GUIDE_WORDS) or _stems(name) & _stems(words):
+            return []
+        return [f"the person's words are not about what {name!r} covers and ask for no guide"]
 
 
 def make_skill_tools(manager: SkillManager) -> list[BaseTool]:

@@ -125,6 +125,36 @@ def _overrides_model() -> type[BaseModel]:
 RecipeOverrides = _overrides_model()
 
 
+SWAP_CHECK_TIMEOUT = 3.0
+"""Seconds per hub question when checking whether model and dataset were swapped (offline: no swap)."""
+
+
+def _on_hub(kind: str, ref: str) -> bool | None:
+    """Whether the hub has `ref` as a model / dataset; None when that cannot be told."""
+    try:
+        recipes = _recipes()
+        resolve = recipes.resolve_model if kind == "model" else recipes.resolve_dataset
+        return resolve(ref, timeout=SWAP_CHECK_TIMEOUT).source == "modelscope" or None
+    except ToolError:
+        return None
+    except Exception as exc:  # RecipeError: the hub answered that it has no such entry
+        return False if "has no" in str(exc) else None
+
+
+def _swapped(model: Any, dataset: Any) -> bool:
+    """A small model often puts the dataset id in `model` and the model id in `dataset` (4 of 6
+    requests naming both, with the 1.5B model). Only the hub can tell them apart for certain: both are
+    owner/name. Swapped when it says the model is no model but a dataset, and the dataset is a model."""
+    ids = (model, dataset)
+    if not all(isinstance(v, str) and re.fullmatch(r"[\w.-]+/[\w.-]+", v.strip()) for v in ids):
+        return False
+    return (
+        _on_hub("model", model) is False
+        and _on_hub("dataset", model) is True
+        and _on_hub("model", dataset) is True
+    )
+
+
 def given_params(value: Any) -> dict[str, Any]:
     """The recipe parameters a call set (a RecipeOverrides, or a dict from callers outside a graph)."""
     if isinstance(value, BaseModel):
@@ -147,14 +177,17 @@ class StartArgs(ToolArgs):
     @classmethod
     def amend(cls, args: Mapping[str, Any], request: str) -> Mapping[str, Any]:
         """The one recipe of the framework and method the person named ("a plain PyTorch fine-tune" is
-        torch-sft), when the model chose another: the approval shows the recipe that will run."""
+        torch-sft), when the model chose another; model and dataset swapped back when the hub says the
+        "model" is a dataset and the "dataset" a model. The approval shows what will run."""
         recipe, terms, fitting = cls._fitting(args, request)
         if recipe and terms and len(fitting) == 1 and recipe != fitting[0]:
-            return {**args, "recipe": fitting[0]}
+            args = {**args, "recipe": fitting[0]}
+        if args.get("recipe") and _swapped(args.get("model"), args.get("dataset")):
+            args = {**args, "model": args["dataset"], "dataset": args["model"]}
         return args
 
     @classmethod
-    def mismatches(cls, args: Mapping[str, Any], request: str) -> list[str]:
+    def mismatches(cls, args: Mapping[str, Any], request: str, conversation: str = "") -> list[str]:
         """A recipe of another framework or method than the one the person named, when several fit."""
         recipe, terms, fitting = cls._fitting(args, request)
         if not recipe or not terms or not fitting or recipe in fitting:

@@ -148,7 +148,7 @@ def problems(call: Mapping[str, Any], tool: BaseTool | None, said: str, request:
     check = _hook(tool, "mismatches")
     if callable(check):
         try:
-            out += [str(m) for m in check(dict(call.get("args") or {}), request)]
+            out += [str(m) for m in check(dict(call.get("args") or {}), request, said)]
         except Exception:  # a check is advice: never let it break a turn
             pass
     return out
