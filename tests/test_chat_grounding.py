@@ -41,6 +41,14 @@ def test_the_models_own_words_are_not_evidence_but_tool_results_are() -> None:
     assert is_grounded("twinkle-llm", evidence(history))
 
 
+def _ask(llm: ScriptedChatModel, tools: dict, ctx: ToolContext, words: str) -> dict:
+    """One turn of a real chat graph with every tool, in a fresh thread."""
+    graph = compile_chat_graph(llm, list(tools.values()), checkpointer=InMemorySaver(), context=ctx)
+    return graph.invoke(
+        {"messages": [HumanMessage(words)]}, {"configurable": {"thread_id": "g"}}, context=ctx
+    )
+
+
 def _tools(home: Path) -> tuple[ToolContext, dict]:
     ctx = ToolContext(Connection.open(home))
     return ctx, {t.name: t for t in get_tools(ctx, search=False)}
@@ -74,10 +82,7 @@ def test_an_invented_model_is_not_kept_and_the_model_answers_again_with_a_note(h
         return "Hello! What would you like to do?"
 
     llm = ScriptedChatModel(responses=[invented, reply])
-    graph = compile_chat_graph(llm, list(tools.values()), checkpointer=InMemorySaver(), context=ctx)
-    out = graph.invoke(
-        {"messages": [HumanMessage("hi there")]}, {"configurable": {"thread_id": "g"}}, context=ctx
-    )
+    out = _ask(llm, tools, ctx, "hi there")
     # the model read why, in a note after the person's message, and never saw its refused call
     note = seen[0][-1]
     assert isinstance(note, HumanMessage) and "model='twinkle-llm'" in note.content
@@ -94,10 +99,7 @@ def test_a_model_that_insists_is_let_through_to_the_tool(home: Path) -> None:
     llm = ScriptedChatModel(
         responses=[AIMessage("", tool_calls=[call]), AIMessage("", tool_calls=[{**call, "id": "c2"}]), "done"]
     )
-    graph = compile_chat_graph(llm, list(tools.values()), checkpointer=InMemorySaver(), context=ctx)
-    out = graph.invoke(
-        {"messages": [HumanMessage("start a training")]}, {"configurable": {"thread_id": "g"}}, context=ctx
-    )
+    out = _ask(llm, tools, ctx, "start a training")
     # asked again once; the second answer went on to the approval (interrupt), as every start does
     assert [c["id"] for c in out["messages"][-1].tool_calls] == ["c2"]
     assert len(llm.calls) == 2
@@ -107,12 +109,7 @@ def test_an_invented_server_url_is_dropped_and_the_call_runs_on_our_server(home:
     ctx, tools = _tools(home)
     call = {"name": "list_supported_models", "args": {"url": "https://huggingface.co"}, "id": "c1"}
     llm = ScriptedChatModel(responses=[AIMessage("", tool_calls=[call]), "done"])
-    graph = compile_chat_graph(llm, list(tools.values()), checkpointer=InMemorySaver(), context=ctx)
-    out = graph.invoke(
-        {"messages": [HumanMessage("tell me the models available on my server")]},
-        {"configurable": {"thread_id": "g"}},
-        context=ctx,
-    )
+    out = _ask(llm, tools, ctx, "tell me the models available on my server")
     made = next(m for m in out["messages"] if isinstance(m, AIMessage) and m.tool_calls)
     assert made.tool_calls[0]["args"] == {} and len(llm.calls) == 2
     result = next(m for m in out["messages"] if isinstance(m, ToolMessage))
@@ -155,12 +152,7 @@ def test_a_recipe_against_the_persons_words_is_sent_back_when_several_would_fit(
     llm = ScriptedChatModel(
         responses=[AIMessage("", tool_calls=[{"name": "start_training", "args": wrong, "id": "c1"}]), reply]
     )
-    graph = compile_chat_graph(llm, list(tools.values()), checkpointer=InMemorySaver(), context=ctx)
-    graph.invoke(
-        {"messages": [HumanMessage("start a GRPO run of mock-model on /d.jsonl")]},
-        {"configurable": {"thread_id": "g"}},
-        context=ctx,
-    )
+    _ask(llm, tools, ctx, "start a GRPO run of mock-model on /d.jsonl")
     assert (
         seen[0].content.startswith("(Not done: start_training:")
         and "twinkle-grpo or trl-grpo" in seen[0].content

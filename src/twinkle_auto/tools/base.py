@@ -185,6 +185,16 @@ def is_step_message(message: Any) -> bool:
     return bool(isinstance(extra, Mapping) and extra.get(STEP_MARK))
 
 
+def message_text(message: Any) -> str:
+    """The text of a message (object or dict); a list of content parts is joined."""
+    content = getattr(message, "content", None)
+    if content is None and isinstance(message, Mapping):
+        content = message.get("content")
+    if isinstance(content, list):
+        content = " ".join(str(p.get("text", "")) if isinstance(p, Mapping) else str(p) for p in content)
+    return str(content or "")
+
+
 def latest_request(state: Mapping[str, Any]) -> str:
     """The text of the person's latest message in the session state ('' when there is none); the
     chat graph's step messages are parts of it and are passed over."""
@@ -196,14 +206,7 @@ def latest_request(state: Mapping[str, Any]) -> str:
         )
         role = message.get("role") if isinstance(message, Mapping) else None
         if kind == "human" or role in ("user", "human"):
-            content = getattr(message, "content", None)
-            if content is None and isinstance(message, Mapping):
-                content = message.get("content")
-            if isinstance(content, list):
-                content = " ".join(
-                    str(p.get("text", "")) if isinstance(p, Mapping) else str(p) for p in content
-                )
-            return str(content or "")
+            return message_text(message)
     return ""
 
 

@@ -28,6 +28,8 @@ from typing import Any
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
 from langchain_core.tools import BaseTool
 
+from twinkle_auto.tools.base import message_text
+
 UNGROUNDED = "{name}={value!r} is in nothing the person said or a tool returned"
 ADVICE = (
     "Use only values from the conversation: ask the person for what they did not give, or answer "
@@ -42,23 +44,16 @@ def _norm(text: str) -> str:
     return _NOT_ALNUM.sub("", text.lower())
 
 
-def _text(message: AnyMessage) -> str:
-    content = message.content
-    if isinstance(content, str):
-        return content
-    return " ".join(str(p.get("text", "")) if isinstance(p, Mapping) else str(p) for p in content)
-
-
 def evidence(messages: Sequence[AnyMessage]) -> str:
     """What the person wrote and the tools returned, lowercased (the model's own words are not evidence)."""
-    return " ".join(_text(m) for m in messages if isinstance(m, (HumanMessage, ToolMessage))).lower()
+    return " ".join(message_text(m) for m in messages if isinstance(m, (HumanMessage, ToolMessage))).lower()
 
 
 def latest_words(messages: Sequence[AnyMessage]) -> str:
     """The text of the last message in the person's voice (theirs, or the step of it being done)."""
     for message in reversed(messages):
         if isinstance(message, HumanMessage):
-            return _text(message)
+            return message_text(message)
     return ""
 
 
@@ -115,17 +110,15 @@ def _hook(tool: BaseTool | None, name: str) -> Any:
     return getattr(getattr(tool, "args_schema", None), name, None)
 
 
-def amend(answer: AIMessage, tools: Mapping[str, BaseTool], history: Sequence[AnyMessage]) -> AIMessage:
-    """`answer` with guessed defaults dropped and the choices the person's words fix set (see above)."""
-    said: str | None = None
-    request = latest_words(history)
+def amend(answer: AIMessage, tools: Mapping[str, BaseTool], said: str, request: str) -> AIMessage:
+    """`answer` with guessed defaults dropped and the choices the person's words fix set (see above);
+    `said` is the conversation's `evidence`, `request` its `latest_words`."""
     calls, changed = [], False
     for call in answer.tool_calls:
         tool = tools.get(call["name"])
         args = dict(call.get("args") or {})
         guessable = _declared(tool, "GUESS_IS_DEFAULT")
         if guessable:
-            said = evidence(history) if said is None else said
             guessed = {name for name, _ in ungrounded(call, tool, said, guessable)}
             args = {k: v for k, v in args.items() if k not in guessed}
         fix = _hook(tool, "amend")
@@ -154,9 +147,8 @@ def problems(call: Mapping[str, Any], tool: BaseTool | None, said: str, request:
     return out
 
 
-def refusals(answer: AIMessage, tools: Mapping[str, BaseTool], history: Sequence[AnyMessage]) -> list[str]:
-    """ "<tool>: why" for each call of `answer` that should not run as it is (empty: run them all)."""
-    said, request = evidence(history), latest_words(history)
+def refusals(answer: AIMessage, tools: Mapping[str, BaseTool], said: str, request: str) -> list[str]:
+    """'<tool>: why' for each call of `answer` that should not run as it is (empty: run them all)."""
     out = []
     for call in answer.tool_calls:
         found = problems(call, tools.get(call["name"]), said, request)

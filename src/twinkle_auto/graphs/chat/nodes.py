@@ -224,8 +224,10 @@ def agent(
                 extra = [answer, HumanMessage(NO_SUCH_TOOL.format(name=pseudo[0]))]
                 continue
         if tools and isinstance(answer, AIMessage) and answer.tool_calls:
-            answer = grounding.amend(answer, tools, [*messages, *out])
-            reasons = [] if regrounded else grounding.refusals(answer, tools, [*messages, *out])
+            history = [*messages, *out]
+            said, request = grounding.evidence(history), grounding.latest_words(history)
+            answer = grounding.amend(answer, tools, said, request)
+            reasons = [] if regrounded else grounding.refusals(answer, tools, said, request)
             if reasons:
                 regrounded = True
                 extra = [HumanMessage(grounding.note(reasons))]

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from langchain_core.messages import AnyMessage, HumanMessage
 
-from twinkle_auto.tools.base import STEP_MARK, is_step_message
+from twinkle_auto.tools.base import STEP_MARK, is_step_message, message_text
 
 MAX_STEPS = 5
 """A request that splits into more parts is prose, not a list of things to do: it is left whole."""
@@ -204,9 +204,7 @@ def person_request(messages: Sequence[AnyMessage]) -> tuple[str, int]:
             if is_step_message(message):
                 handed += 1
                 continue
-            content = message.content
-            text = content if isinstance(content, str) else " ".join(str(p) for p in content)
-            return text, handed
+            return message_text(message), handed
     return "", 0
 
 
