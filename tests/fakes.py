@@ -8,6 +8,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables import Runnable
 from pydantic import Field
 
 Response = str | AIMessage | BaseException | Callable[[list[BaseMessage]], Any]
@@ -24,6 +25,8 @@ class ScriptedChatModel(BaseChatModel):
     default: Any = "ok"
     calls: list[list[BaseMessage]] = Field(default_factory=list)
     bound_tools: list[Any] = Field(default_factory=list)
+    offered: list[list[str]] = Field(default_factory=list)
+    """Per call, the names of the tools it was called with (none: called without tools)."""
 
     @property
     def _llm_type(self) -> str:
@@ -33,6 +36,7 @@ class ScriptedChatModel(BaseChatModel):
         self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
     ) -> ChatResult:
         self.calls.append(list(messages))
+        self.offered.append(list(kw.get("tools") or []))
         response = self.responses.pop(0) if self.responses else self.default
         if callable(response) and not isinstance(response, BaseMessage):
             response = response(messages)
@@ -41,6 +45,8 @@ class ScriptedChatModel(BaseChatModel):
         message = response if isinstance(response, AIMessage) else AIMessage(content=str(response))
         return ChatResult(generations=[ChatGeneration(message=message)])
 
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedChatModel:
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable[Any, Any]:
+        """This model with the tools' names passed to each call (recorded in `offered`), as a real
+        binding passes their schemas; `bound_tools` is the last binding, for tests that read it."""
         self.bound_tools = list(tools)
-        return self
+        return self.bind(tools=[getattr(t, "name", str(t)) for t in tools])

@@ -123,7 +123,7 @@ def test_approval_interrupt_then_refusal_goes_back_to_the_model(home: Path) -> N
         responses=[call("update_script", {"run_id": "alpha", "script": new_script}), "Fine, I left it alone."]
     )
     graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver())
-    out = graph.invoke({"messages": [HumanMessage("change the script")]}, config())
+    out = graph.invoke({"messages": [HumanMessage("change the script of alpha")]}, config())
     question = out["__interrupt__"][0].value
     assert question["kind"] == "tool_approval"
     ask = question["calls"][0]
@@ -144,7 +144,7 @@ def test_approval_yes_runs_the_tool(home: Path) -> None:
         responses=[call("update_script", {"run_id": "alpha", "script": "print('v2')\n"}), "Done."]
     )
     graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver())
-    graph.invoke({"messages": [HumanMessage("change it")]}, config())
+    graph.invoke({"messages": [HumanMessage("change alpha")]}, config())
     out = graph.invoke(Command(resume=True), config())
     assert (home / "alpha" / "train.py").read_text() == "print('v2')\n"
     assert (home / "alpha" / "train_v1.py").read_text() == "print('v1')\n"
@@ -161,7 +161,7 @@ def test_auto_approve_skips_the_question(home: Path) -> None:
         responses=[call("update_script", {"run_id": "alpha", "script": "print(3)\n"}), "ok"]
     )
     graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver(), auto_approve=True)
-    out = graph.invoke({"messages": [HumanMessage("change it")]}, config())
+    out = graph.invoke({"messages": [HumanMessage("change alpha")]}, config())
     assert "__interrupt__" not in out and (home / "alpha" / "train.py").read_text() == "print(3)\n"
 
 
@@ -188,7 +188,7 @@ def test_tool_errors_and_bad_arguments_reach_the_model_and_the_loop_goes_on(home
         ]
     )
     graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver())
-    out = graph.invoke({"messages": [HumanMessage("pause")]}, config())
+    out = graph.invoke({"messages": [HumanMessage("pause ../etc")]}, config())
     errors = [m.content for m in out["messages"] if isinstance(m, ToolMessage)]
     assert "invalid run id" in errors[0]
     assert "start_step" in errors[1] and "integer" in errors[1]
@@ -370,7 +370,7 @@ def test_an_unsafe_update_runs_only_with_the_persons_explicit_approval(home: Pat
         responses=[call("update_script", {"run_id": "alpha", "script": gutted}), "refused"]
     )
     graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver(), auto_approve=True)
-    out = graph.invoke({"messages": [HumanMessage("simplify")]}, config("auto"), context=ctx)
+    out = graph.invoke({"messages": [HumanMessage("simplify alpha")]}, config("auto"), context=ctx)
     refusal = [m for m in out["messages"] if isinstance(m, ToolMessage)][-1]
     assert "refused" in refusal.content and (home / "alpha" / "train.py").read_text() == old
 
@@ -378,7 +378,7 @@ def test_an_unsafe_update_runs_only_with_the_persons_explicit_approval(home: Pat
         responses=[call("update_script", {"run_id": "alpha", "script": gutted}, i=1), "ok"]
     )
     graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver())
-    out = graph.invoke({"messages": [HumanMessage("simplify")]}, config("ask"), context=ctx)
+    out = graph.invoke({"messages": [HumanMessage("simplify alpha")]}, config("ask"), context=ctx)
     ask = out["__interrupt__"][0].value["calls"][0]
     assert ask["unsafe"] and ask["findings"] and all(f["message"] for f in ask["findings"])
     graph.invoke(Command(resume={ask["id"]: "yes"}), config("ask"), context=ctx)

@@ -1,4 +1,4 @@
-"""A call naming a model, dataset, script or server nobody named is refused once, before it runs."""
+"""A call naming a model, dataset, script, server, run or metric nobody named is sent back before it runs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from twinkle_auto.connection import Connection
 from twinkle_auto.graphs.chat.graph import compile_chat_graph
-from twinkle_auto.graphs.chat.grounding import evidence, is_grounded, ungrounded
+from twinkle_auto.graphs.chat.grounding import amend, evidence, is_grounded, problems, ungrounded
 from twinkle_auto.tools import get_tools
 from twinkle_auto.tools.base import ToolContext
 
@@ -28,6 +28,7 @@ from twinkle_auto.tools.base import ToolContext
         ("/home/me/model", "run the script /home/me/train.py", False),
         ("lr", "show all runs", False),  # short values stand as words, not across them
         ("kl", "chart kl and grad_norm", True),
+        ("lr", "plot the learning rate", True),  # or the initials of consecutive words
     ],
 )
 def test_a_value_is_grounded_when_the_conversation_contains_it(value: str, said: str, ok: bool) -> None:
@@ -93,16 +94,89 @@ def test_an_invented_model_is_not_kept_and_the_model_answers_again_with_a_note(h
     assert not [p for p in home.iterdir() if p.name != "auto"]
 
 
-def test_a_model_that_insists_is_let_through_to_the_tool(home: Path) -> None:
+def test_a_tool_refused_twice_is_withheld_for_a_last_answer(home: Path) -> None:
     ctx, tools = _tools(home)
     call = {"name": "start_training", "args": {"recipe": "trl-sft", "model": "gpt-4"}, "id": "c1"}
     llm = ScriptedChatModel(
-        responses=[AIMessage("", tool_calls=[call]), AIMessage("", tool_calls=[{**call, "id": "c2"}]), "done"]
+        responses=[
+            AIMessage("", tool_calls=[call]),
+            AIMessage("", tool_calls=[{**call, "id": "c2"}]),  # word for word, as the 1.5B model does
+            "Which model and dataset should I train on?",
+        ]
+    )
+    out = _ask(llm, tools, ctx, "focus on lora-test from now on")
+    assert len(llm.calls) == 3
+    note = llm.calls[2][-1]
+    assert isinstance(note, HumanMessage) and "start_training is not the tool" in note.content
+    assert "start_training" in llm.offered[1] and "start_training" not in llm.offered[2]
+    assert {"select_run", "pause_training"} <= set(llm.offered[2])
+    assert [type(m).__name__ for m in out["messages"]] == ["HumanMessage", "AIMessage"]
+    assert out["messages"][-1].content == "Which model and dataset should I train on?"
+    assert not [p for p in home.iterdir() if p.name != "auto"]
+
+
+def test_the_answer_after_the_last_refusal_goes_on_to_the_approval(home: Path) -> None:
+    """The checks are bounded: a third insisting answer (a server that ignores the offered tools) is not
+    sent back again; the approval is still ahead of it."""
+    ctx, tools = _tools(home)
+    call = {"name": "start_training", "args": {"recipe": "trl-sft", "model": "gpt-4"}, "id": "c1"}
+    llm = ScriptedChatModel(
+        responses=[AIMessage("", tool_calls=[{**call, "id": f"c{i}"}]) for i in (1, 2, 3)] + ["done"]
     )
     out = _ask(llm, tools, ctx, "start a training")
-    # asked again once; the second answer went on to the approval (interrupt), as every start does
-    assert [c["id"] for c in out["messages"][-1].tool_calls] == ["c2"]
-    assert len(llm.calls) == 2
+    assert [c["id"] for c in out["messages"][-1].tool_calls] == ["c3"]
+    assert len(llm.calls) == 3
+
+
+def test_the_next_step_offers_every_tool_again(home: Path) -> None:
+    ctx, tools = _tools(home)
+    call = {"name": "start_training", "args": {"recipe": "trl-sft", "model": "gpt-4"}, "id": "c1"}
+    llm = ScriptedChatModel(
+        responses=[
+            AIMessage("", tool_calls=[call]),
+            AIMessage("", tool_calls=[{**call, "id": "c2"}]),
+            "Which model should I use?",
+            "There are no runs yet.",
+        ]
+    )
+    _ask(llm, tools, ctx, "start something, then list my runs")
+    assert len(llm.calls) == 4
+    assert "start_training" not in llm.offered[2] and "start_training" in llm.offered[3]
+
+
+def test_a_run_id_or_server_model_nobody_gave_is_dropped_for_the_default(home: Path) -> None:
+    _, tools = _tools(home)
+    said = evidence([HumanMessage("pause it")])
+    for name, args in [
+        ("pause_training", {"run_id": "your-run-id"}),
+        ("plot_metrics", {"keys": ["loss"], "run": "selected_run_id"}),
+        ("start_training", {"recipe": "trl-sft", "run_id": "my-new-run"}),
+    ]:
+        answer = AIMessage("", tool_calls=[{"name": name, "args": args, "id": "c"}])
+        kept = amend(answer, tools, said, "pause it").tool_calls[0]["args"]
+        assert not {"run_id", "run"} & set(kept), name
+    server = AIMessage("", tool_calls=[{"name": "start_server", "args": {"model_id": "twinkle"}, "id": "c"}])
+    said = evidence([HumanMessage("bring up the server in mock mode")])
+    assert amend(server, tools, said, "bring up the server in mock mode").tool_calls[0]["args"] == {}
+    said = evidence([HumanMessage("pause sft chat")])
+    answer = AIMessage("", tool_calls=[{"name": "pause_training", "args": {"run_id": "sft-chat"}, "id": "c"}])
+    assert amend(answer, tools, said, "pause sft chat").tool_calls[0]["args"] == {"run_id": "sft-chat"}
+
+
+@pytest.mark.parametrize(
+    ("words", "keys", "kept"),
+    [
+        ("only show steps 50 to 150", ["loss", "accuracy"], False),  # steps, not metrics
+        ("I'd like to see the learning rate over time", ["lr"], True),  # initials of the words
+        ("visualize the reward-ish metrics", ["reward", "accuracy"], True),  # one of them named
+        ("chart kl and grad_norm", ["kl", "grad_norm"], True),
+    ],
+)
+def test_metrics_to_plot_must_be_named(home: Path, words: str, keys: list, kept: bool) -> None:
+    _, tools = _tools(home)
+    call = {"name": "plot_metrics", "args": {"keys": keys}, "id": "c"}
+    found = problems(call, tools["plot_metrics"], evidence([HumanMessage(words)]), words)
+    assert (found == []) is kept, found
 
 
 def test_an_invented_server_url_is_dropped_and_the_call_runs_on_our_server(home: Path) -> None:

@@ -299,8 +299,9 @@ class ToolArgs(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True, json_schema_extra=lambda schema: _drop_titles(schema))
     GROUNDED: ClassVar[tuple[str, ...]] = ()
-    """Fields that name something the person must have named (a model, a dataset, a script, a server):
-    the chat graph does not keep a call whose value for one of them is nowhere in the conversation."""
+    """Fields that name something the person must have named (a model, a dataset, a script, a server,
+    a run, metrics): the chat graph does not keep a call whose value for one of them is nowhere in the
+    conversation (for a list of names: none of them is)."""
     GUESS_IS_DEFAULT: ClassVar[tuple[str, ...]] = ()
     """Grounded fields whose default is what a call without them means ("the models on my server": the
     server we started): a value nobody gave is dropped, as if left out, and the call runs."""

@@ -44,6 +44,8 @@ class ZoomArgs(ToolArgs):
 
 
 class PlotArgs(ToolArgs):
+    GROUNDED = ("keys", "run_id")
+    GUESS_IS_DEFAULT = ("run_id",)
     keys: list[str] = Field(
         validation_alias=AliasChoices("keys", "metrics", "metric", "names"),
         description=f"Metric names, or parts of names (each picks every metric containing it); at most "

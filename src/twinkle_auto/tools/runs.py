@@ -36,6 +36,7 @@ RUN_ID = AliasChoices("run_id", "run", "id", "name", "run_name")
 
 
 class RunArg(ToolArgs):
+    GROUNDED = GUESS_IS_DEFAULT = ("run_id",)  # an id nobody gave: the selected run, as if left out
     run_id: str | None = Field(
         default=None,
         validation_alias=RUN_ID,
@@ -48,6 +49,7 @@ class SelectArgs(ToolArgs):
 
 
 class UpdateScriptArgs(ToolArgs):
+    GROUNDED = GUESS_IS_DEFAULT = ("run_id",)  # an id nobody gave: the selected run, as if left out
     run_id: str | None = Field(
         default=None,
         validation_alias=RUN_ID,

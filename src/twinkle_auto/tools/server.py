@@ -57,6 +57,8 @@ class SamplerArg(ToolArgs):
 
 
 class StartServerArgs(ToolArgs):
+    # a model nobody named is dropped: the mock backend then serves mock-model, a real one asks for it
+    GROUNDED = GUESS_IS_DEFAULT = ("model_id",)
     model_id: str | None = Field(
         default=None,
         validation_alias=AliasChoices("model_id", "model", "train_model"),

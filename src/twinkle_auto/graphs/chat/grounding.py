@@ -9,11 +9,13 @@ of its fields name such things (tools/base.py: ToolArgs), and before a call runs
 
 1. `amend`: a value nobody gave, in a field whose default is what the call means (`GUESS_IS_DEFAULT`),
    is dropped, as if left out; a choice the person's words fix uniquely (the schema's `amend`) is set.
-2. `refusals`: a value nobody gave in a field that defines the action (`GROUNDED`: model, dataset,
+2. `refused_calls`: a value nobody gave in a field that defines the action (`GROUNDED`: model, dataset,
    script), or a choice that contradicts the person's words (the schema's `mismatches`), means the
    call is not kept: the model is asked once more, with a note saying why. It is not shown its refused
-   call (shown one, the 1.5B model reported it as done). A second answer runs as it is: the approval
-   and the tool's own checks are still ahead of it.
+   call (shown one, the 1.5B model reported it as done). Refused again, the tool is withheld for the
+   step: the model is asked a last time with the other tools only (the 1.5B model resends a refused
+   call word for word, so a second note alone changes nothing). That third answer runs as it is: the
+   approval and the tool's own checks are still ahead of it.
 
 Matching is lenient on purpose (refusing a value the person did give is worse than letting a guess
 through): case, punctuation and spacing are ignored, and a hub id's or a path's last part is enough.
@@ -34,6 +36,10 @@ UNGROUNDED = "{name}={value!r} is in nothing the person said or a tool returned"
 ADVICE = (
     "Use only values from the conversation: ask the person for what they did not give, or answer "
     "without a tool if they asked for nothing to be done."
+)
+WITHHELD = (
+    "{tools} is not the tool for this request: call the tool whose description fits what the person "
+    "asked, or ask them for what is missing."
 )
 SHORT = 3
 """Values this short (normalised) are matched as whole words: without spaces they occur by accident."""
@@ -61,7 +67,8 @@ def is_grounded(value: str, said: str) -> bool:
     """Whether `value` (or, for a path or hub id, its last part) occurs in the evidence `said`.
 
     Long values are compared with punctuation and spacing taken out ("qwen2.5 0.5b" is
-    "Qwen2.5-0.5B"); values of three characters or fewer must stand as a word.
+    "Qwen2.5-0.5B"); values of three characters or fewer must stand as a word, or be the initials of
+    consecutive words ("lr": "learning rate").
     """
     if not _norm(value):
         return True
@@ -72,9 +79,22 @@ def is_grounded(value: str, said: str) -> bool:
         if len(short) <= SHORT:
             if re.search(rf"(?<![0-9a-z]){re.escape(candidate.lower())}(?![0-9a-z])", said):
                 return True
+            if len(short) > 1 and _initials_of(short, said):
+                return True
         elif short in _norm(said):
             return True
     return False
+
+
+def _initials_of(short: str, said: str) -> bool:
+    """Whether consecutive words of `said` start with the letters of `short` ("learning rate": lr)."""
+    words = re.findall(r"[0-9a-z]+", said)
+    n = len(short)
+    return any("".join(w[0] for w in words[i : i + n]) == short for i in range(len(words) - n + 1))
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
 
 
 def _declared(tool: BaseTool | None, attr: str) -> tuple[str, ...]:
@@ -103,6 +123,8 @@ def ungrounded(
             value = args.get(name)
             if isinstance(value, str) and value.strip() and not is_grounded(value, said):
                 out.append((name, value))
+            elif _strings(value) and not any(is_grounded(v, said) for v in value):
+                out.append((name, value))  # a list: one of its values named is enough
     return out
 
 
@@ -147,19 +169,34 @@ def problems(call: Mapping[str, Any], tool: BaseTool | None, said: str, request:
     return out
 
 
-def refusals(answer: AIMessage, tools: Mapping[str, BaseTool], said: str, request: str) -> list[str]:
-    """'<tool>: why' for each call of `answer` that should not run as it is (empty: run them all)."""
+def refused_calls(
+    answer: AIMessage, tools: Mapping[str, BaseTool], said: str, request: str
+) -> list[tuple[str, list[str]]]:
+    """(tool name, its problems) of each call of `answer` that should not run as it is."""
     out = []
     for call in answer.tool_calls:
         found = problems(call, tools.get(call["name"]), said, request)
         if found:
-            out.append(f"{call['name']}: {'; '.join(found)}")
+            out.append((call["name"], found))
     return out
 
 
-def note(reasons: Sequence[str]) -> str:
-    """What the model reads before it answers again (sent once, never kept in the history)."""
-    return f"(Not done: {'. '.join(reasons)}. {ADVICE})"
+def note(refused: Sequence[tuple[str, list[str]]], withheld: Sequence[str] = ()) -> str:
+    """What the model reads before it answers again (sent once, never kept in the history): why each
+    refused call was not run, and the tools (`withheld`) it is no longer offered for this step."""
+    reasons = ". ".join(f"{name}: {'; '.join(found)}" for name, found in refused)
+    if withheld:
+        return f"(Not done: {reasons}. {WITHHELD.format(tools=' and '.join(withheld))})"
+    return f"(Not done: {reasons}. {ADVICE})"
 
 
-__all__ = ["amend", "evidence", "is_grounded", "latest_words", "note", "problems", "refusals", "ungrounded"]
+__all__ = [
+    "amend",
+    "evidence",
+    "is_grounded",
+    "latest_words",
+    "note",
+    "problems",
+    "refused_calls",
+    "ungrounded",
+]
