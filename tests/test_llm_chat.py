@@ -20,11 +20,12 @@ from twinkle_auto.app.llm import make_chat_model  # noqa: E402
 pytestmark = pytest.mark.llm
 
 TARGET_PCT = 90.0
-"""The issue's floor. Not reached: 14/20 (70%) on this subset in two runs, 79-83/108 on the whole set
-(benchmarks/bench_tool_choice.py, 2026-12-01, quiet box)."""
+"""The issue's floor. Not reached: 17/20 (85%) on this subset and 97/108 (89.8%) on the whole set
+(benchmarks/bench_tool_choice.py, 2026-12-01, quiet box; 14-15/20 at the session before)."""
 FLOOR_PCT = 60.0
-"""The regression floor actually asserted: two requests below the measured 70% (a 1.5B model at
-temperature 0 still varies with the prompt cache from run to run), so a real regression fails CI."""
+"""The regression floor actually asserted: well below the measured 75-85% (a 1.5B model at temperature 0
+still varies with the prompt cache from run to run, and CI shares two cores with the other suites), so
+a real regression fails CI and noise does not."""
 
 
 def test_request_subset_picks_the_right_tools(home: Path, local_llm: str) -> None:

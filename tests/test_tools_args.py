@@ -224,6 +224,20 @@ def test_a_tool_call_the_server_could_not_parse_is_asked_again(home: Path) -> No
     assert "not valid JSON" in llm.calls[1][-1].content
 
 
+def test_a_model_that_breaks_its_json_twice_answers_in_words(home: Path) -> None:
+    from fakes import ScriptedChatModel
+
+    refused = RuntimeError("Error code: 500 - Failed to parse tool call arguments as JSON: parse error")
+    llm = ScriptedChatModel(responses=[refused, refused, "LoRA trains small adapter matrices."])
+    ctx = ToolContext(Connection.open(home))
+    graph = compile_chat_graph(llm, get_tools(ctx, search=False, server=False), checkpointer=InMemorySaver())
+    out = graph.invoke(
+        {"messages": [HumanMessage("what is LoRA?")]}, {"configurable": {"thread_id": "t"}}, context=ctx
+    )
+    assert out["messages"][-1].content == "LoRA trains small adapter matrices."
+    assert llm.offered[2] == [] and "without calling a tool" in llm.calls[2][-1].content
+
+
 def _status_run(home: Path, run_id: str) -> None:
     folder = home / run_id
     folder.mkdir(parents=True)

@@ -200,8 +200,9 @@ def make_search_tools(ctx: ToolContext, *, timeout: float = HUB_TIMEOUT) -> list
             func=search_datasets,
             name="search_datasets",
             description=(
-                "Search ModelScope for datasets by name or keywords. Returns exact ids (owner/name) with "
-                "downloads, task and last update. Use it instead of guessing a dataset id."
+                "Search the ModelScope hub for datasets (data to train on) by name, topic or keywords. "
+                "Returns exact ids (owner/name) with downloads, task and last update. Use it instead of "
+                "guessing a dataset id."
             ),
             args_schema=SearchArgs,
         ),
@@ -209,8 +210,9 @@ def make_search_tools(ctx: ToolContext, *, timeout: float = HUB_TIMEOUT) -> list
             func=search_models,
             name="search_models",
             description=(
-                "Search ModelScope for models by name or keywords. Returns exact ids (owner/name) with "
-                "downloads, task and last update. Use it instead of guessing a model id."
+                "Search the ModelScope hub for models (weights to fine-tune) by name or keywords; data is "
+                "found with search_datasets. Returns exact ids (owner/name) with downloads, task and last "
+                "update. Use it instead of guessing a model id."
             ),
             args_schema=SearchArgs,
         ),

@@ -25,6 +25,19 @@ from twinkle_auto.tools.base import Approval, Scope, ToolArgs, ToolContext, Tool
 _PAIR = re.compile(r"([A-Za-z_]+)\s*[=:]\s*(\"[^\"]*\"|'[^']*'|[^\s,;]+)")
 
 
+SERVER_WORDS = ("server", "cluster", "ray", "backend", "twinkle", "gpu", "serve", "serving")
+"""Words that say the person is talking about the server, not about one training run."""
+
+
+def not_about_the_server(request: str, conversation: str, instead: str) -> list[str]:
+    """The mismatch of a server-wide call in a conversation that names no server, cluster or GPUs
+    (empty when it does, or when there is no request to judge)."""
+    low = f"{request} {conversation}".lower()
+    if not request.strip() or any(w in low for w in SERVER_WORDS):
+        return []
+    return [f"the person's words are about no server, cluster or GPUs: {instead}"]
+
+
 class SamplerArg(ToolArgs):
     """One sampler (rollout) or teacher model served beside the training model, on its own GPUs."""
 
@@ -59,6 +72,13 @@ class SamplerArg(ToolArgs):
 class StartServerArgs(ToolArgs):
     # a model nobody named is dropped: the mock backend then serves mock-model, a real one asks for it
     GROUNDED = GUESS_IS_DEFAULT = ("model_id",)
+
+    @classmethod
+    def mismatches(cls, args: Mapping[str, Any], request: str, conversation: str = "") -> list[str]:
+        """A server started in a conversation about something else: for "I want to work with sft-chat
+        now" the 1.5B model, refused start_training twice, chose start_server."""
+        return not_about_the_server(request, conversation, "the server is not what they asked about")
+
     model_id: str | None = Field(
         default=None,
         validation_alias=AliasChoices("model_id", "model", "train_model"),
@@ -93,10 +113,6 @@ class StartServerArgs(ToolArgs):
     )
 
 
-SERVER_WORDS = ("server", "cluster", "ray", "backend", "twinkle", "gpu", "serving")
-"""Words that say the person is talking about the server, not about one training run."""
-
-
 class ShutdownArgs(ToolArgs):
     """No arguments; what it checks is whether the person asked about the server at all."""
 
@@ -105,15 +121,27 @@ class ShutdownArgs(ToolArgs):
         """The most destructive call runs only when the conversation is about the server: "shut <run>
         down completely" said first thing is about a run (the 1.5B model chose shutdown_server for it);
         "shut it down" after starting the server is about the server."""
-        low = f"{request} {conversation}".lower()
-        if not request.strip() or any(w in low for w in SERVER_WORDS):
-            return []
-        return ["the person's words are about no server, cluster or GPUs: a run is ended by stop_training"]
+        return not_about_the_server(request, conversation, "a run is ended by stop_training")
+
+
+HUB_WORDS = ("hub", "modelscope", "huggingface", "hugging face")
+"""Words that name the model hub, where search_models looks (list_supported_models asks our server)."""
 
 
 class ListModelsArgs(ToolArgs):
     GROUNDED = ("url",)
     GUESS_IS_DEFAULT = ("url",)
+
+    @classmethod
+    def mismatches(cls, args: Mapping[str, Any], request: str, conversation: str = "") -> list[str]:
+        """Asked what the hub has, not what our server trains: the two tools differ in where they look."""
+        low = request.lower()
+        if any(w in low for w in HUB_WORDS) and not any(w in low for w in SERVER_WORDS):
+            return [
+                "the person asked about the model hub, which search_models searches, not about our server"
+            ]
+        return []
+
     url: str | None = Field(default=None, description="Server URL; default: the server we started")
 
 
@@ -258,7 +286,7 @@ def make_server_tools(ctx: ToolContext | None = None, manager: ServerManager | N
         make_tool(
             list_supported_models,
             name="list_supported_models",
-            description="Models the running Twinkle server can train; check before starting a Twinkle "
+            description="Models the Twinkle server we started can train; check before starting a Twinkle "
             "training run.",
             args_schema=ListModelsArgs,
         ),

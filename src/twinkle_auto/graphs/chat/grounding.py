@@ -38,7 +38,7 @@ ADVICE = (
     "without a tool if they asked for nothing to be done."
 )
 WITHHELD = (
-    "{tools} is not the tool for this request: call the tool whose description fits what the person "
+    "{tools} {verb} not for this request: call the tool whose description fits what the person "
     "asked, or ask them for what is missing."
 )
 SHORT = 3
@@ -186,7 +186,7 @@ def note(refused: Sequence[tuple[str, list[str]]], withheld: Sequence[str] = ())
     refused call was not run, and the tools (`withheld`) it is no longer offered for this step."""
     reasons = ". ".join(f"{name}: {'; '.join(found)}" for name, found in refused)
     if withheld:
-        return f"(Not done: {reasons}. {WITHHELD.format(tools=' and '.join(withheld))})"
+        return f"(Not done: {reasons}. {WITHHELD.format(tools=' and '.join(withheld), verb='are' if len(withheld) > 1 else 'is')})"
     return f"(Not done: {reasons}. {ADVICE})"
 
 

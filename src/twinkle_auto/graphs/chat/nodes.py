@@ -201,6 +201,7 @@ def agent(
     retried = False
     regrounds = 0  # answers of this step sent back for their values (at most MAX_REGROUNDS)
     offered = model  # the model with the tools it may call: all, or all but those refused twice
+    withheld: list[str] = []
     while True:
         sent: list[AnyMessage] = [system, *window([*messages, *out], window_size), *extra]
         extra = []
@@ -213,7 +214,7 @@ def agent(
                     content=answer.content or "I stopped here: the tool budget for this turn is spent."
                 )
         else:
-            answer = invoke_repairing_json(offered, sent)
+            answer = invoke_repairing_json(offered, sent, plain=llm)
             pseudo = pseudo_call(answer)
             if pseudo is not None and pseudo[0] in tool_names:
                 answer = AIMessage(
@@ -235,8 +236,8 @@ def agent(
             )
             if refused:
                 regrounds += 1
-                withheld = sorted({name for name, _ in refused}) if regrounds == MAX_REGROUNDS else []
-                if withheld:
+                if regrounds >= 2:
+                    withheld = sorted({*withheld, *(name for name, _ in refused)})
                     # refused twice: the tool is not what this step needs, or its values are not known
                     # yet; offered the others only, the model picks one of them or asks the person
                     offered = llm.bind_tools([t for name, t in tools.items() if name not in withheld])
@@ -248,7 +249,7 @@ def agent(
             if step is None:
                 break
             out.append(step)
-            rounds, retried, regrounds, offered = 0, False, 0, model
+            rounds, retried, regrounds, offered, withheld = 0, False, 0, model, []
             continue
         rounds += 1
         for bad in answer.invalid_tool_calls:
@@ -265,10 +266,10 @@ def agent(
     return {"messages": out, "tool_rounds": rounds}
 
 
-MAX_REGROUNDS = 2
-"""Times one step's answer is sent back for values nobody gave: once with a note, once more without the
-refused tools (the 1.5B model resends a refused call word for word; measured on our request set). The
-answer after that runs as it is, through the approval."""
+MAX_REGROUNDS = 3
+"""Times one step's answer is sent back for values nobody gave: once with a note, then without the
+refused tools (the 1.5B model resends a refused call word for word; measured on our request set), and
+once more without the tools refused since. The answer after that runs as it is, through the approval."""
 
 NO_SUCH_TOOL = "(There is no tool named {name!r}. Answer my last message in plain words, without JSON.)"
 """Only words: inviting "or another tool" made the 1.5B model answer a greeting with start_training."""
@@ -312,15 +313,29 @@ RETRY_JSON = (
 )
 
 
-def invoke_repairing_json(model: Runnable[Any, Any], sent: list[AnyMessage]) -> Any:
+IN_WORDS = "Answer my last message in plain words, without calling a tool."
+
+
+def _malformed_by_server(exc: Exception) -> bool:
+    return any(m in str(exc).lower() for m in MALFORMED_BY_SERVER)
+
+
+def invoke_repairing_json(model: Runnable[Any, Any], sent: list[AnyMessage], plain: Any = None) -> Any:
     """The model's answer (streamed, cut when it loops); when the server refused its tool-call JSON, one
-    more try with that said."""
+    more try with that said, and refused again, an answer in words from `plain` (the model without
+    tools), so a question is still answered: the 1.5B model once wrote broken JSON twice for a question
+    about LoRA that needed no tool."""
     try:
         return stream_answer(model, sent)
     except Exception as exc:
-        if not any(m in str(exc).lower() for m in MALFORMED_BY_SERVER):
+        if not _malformed_by_server(exc):
             raise
+    try:
         return stream_answer(model, [*sent, SystemMessage(RETRY_JSON)])
+    except Exception as exc:
+        if plain is None or not _malformed_by_server(exc):
+            raise
+    return stream_answer(plain, [*sent, SystemMessage(IN_WORDS)])
 
 
 def _needs_asking(call: Mapping[str, Any], by_name: Mapping[str, BaseTool], approved: set[str]) -> bool:
