@@ -116,38 +116,36 @@ def test_a_tool_refused_twice_is_withheld_for_a_last_answer(home: Path) -> None:
 
 
 def test_the_answer_after_the_last_refusal_goes_on_to_the_approval(home: Path) -> None:
-    """The checks are bounded: a fourth insisting answer (a server that ignores the offered tools) is not
+    """The checks are bounded: a third insisting answer (a server that ignores the offered tools) is not
     sent back again; the approval is still ahead of it."""
     ctx, tools = _tools(home)
     call = {"name": "start_training", "args": {"recipe": "trl-sft", "model": "gpt-4"}, "id": "c1"}
     llm = ScriptedChatModel(
-        responses=[AIMessage("", tool_calls=[{**call, "id": f"c{i}"}]) for i in (1, 2, 3, 4)] + ["done"]
+        responses=[AIMessage("", tool_calls=[{**call, "id": f"c{i}"}]) for i in (1, 2, 3)] + ["done"]
     )
     out = _ask(llm, tools, ctx, "start a training")
-    assert [c["id"] for c in out["messages"][-1].tool_calls] == ["c4"]
-    assert len(llm.calls) == 4
+    assert [c["id"] for c in out["messages"][-1].tool_calls] == ["c3"]
+    assert len(llm.calls) == 3
 
 
-def test_each_tool_refused_after_the_note_is_withheld_too(home: Path) -> None:
-    """Refused start_training twice, the 1.5B model turned to start_server for a run it wanted to work
-    with: a server call in a conversation about no server is refused as well, and withheld with it."""
+def test_a_server_call_about_no_server_is_refused_and_withheld(home: Path) -> None:
+    """Refused start_training, the 1.5B model turned to start_server for a run it wanted to work with: a
+    server call in a conversation about no server is refused as well, and withheld."""
     ctx, tools = _tools(home)
     train = {"name": "start_training", "args": {"recipe": "trl-sft", "model": "gpt-4"}, "id": "c1"}
-    serve = {"name": "start_server", "args": {"backend": "transformers"}, "id": "c3"}
-    pick = {"name": "select_run", "args": {"run_id": "sft-chat"}, "id": "c4"}
+    serve = {"name": "start_server", "args": {"backend": "transformers"}, "id": "c2"}
+    pick = {"name": "select_run", "args": {"run_id": "sft-chat"}, "id": "c3"}
     llm = ScriptedChatModel(
         responses=[
             AIMessage("", tool_calls=[train]),
-            AIMessage("", tool_calls=[{**train, "id": "c2"}]),
             AIMessage("", tool_calls=[serve]),
             AIMessage("", tool_calls=[pick]),
             "Selected.",
         ]
     )
     _ask(llm, tools, ctx, "I want to work with sft-chat now")
-    assert "start_server" in llm.offered[2] and "start_training" not in llm.offered[2]
-    assert not {"start_server", "start_training"} & set(llm.offered[3])
-    assert "start_server and start_training are not for this request" in llm.calls[3][-1].content
+    assert "start_server" in llm.offered[1] and "start_server" not in llm.offered[2]
+    assert "start_server is not for this request" in llm.calls[2][-1].content
 
 
 def test_the_next_step_offers_every_tool_again(home: Path) -> None:

@@ -1,5 +1,5 @@
 """With the real local model (Qwen2.5-Coder-1.5B on CPU): a fixed subset of our request set
-(tests/chat_requests/, 20 requests: every family, paraphrases, multi-step, no-tool) against the chat
+(tests/chat_requests/, 16 requests: every family, paraphrases, multi-step, no-tool) against the chat
 graph with every tool the app has. Prints each outcome; asserts a regression floor on the overall score (first
 tool right, its arguments valid, multi-step requests completed). The full set is measured by
 benchmarks/bench_tool_choice.py."""
@@ -20,8 +20,10 @@ from twinkle_auto.app.llm import make_chat_model  # noqa: E402
 pytestmark = pytest.mark.llm
 
 TARGET_PCT = 90.0
-"""The issue's floor. Not reached: 17/20 (85%) on this subset and 97/108 (89.8%) on the whole set
-(benchmarks/bench_tool_choice.py, 2026-12-01, quiet box; 14-15/20 at the session before)."""
+"""The issue's floor. Not reached: 97/108 (89.8%) on the whole set and 17/20 on the subset's earlier 20
+requests (benchmarks/bench_tool_choice.py, 2026-12-01, quiet box). The subset was cut to 16 (#61, #88,
+#97, #106 left out: all four were right, each a second request of its family) when the send-backs of
+grounding.py doubled the test's time in a clean-clone `make test` (889 s)."""
 FLOOR_PCT = 60.0
 """The regression floor actually asserted: well below the measured 75-85% (a 1.5B model at temperature 0
 still varies with the prompt cache from run to run, and CI shares two cores with the other suites), so
