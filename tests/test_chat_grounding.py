@@ -94,16 +94,24 @@ def test_an_invented_model_is_not_kept_and_the_model_answers_again_with_a_note(h
     assert not [p for p in home.iterdir() if p.name != "auto"]
 
 
-def test_a_tool_refused_twice_is_withheld_for_a_last_answer(home: Path) -> None:
-    ctx, tools = _tools(home)
-    call = {"name": "start_training", "args": {"recipe": "trl-sft", "model": "gpt-4"}, "id": "c1"}
-    llm = ScriptedChatModel(
+INVENTED = {"name": "start_training", "args": {"recipe": "trl-sft", "model": "gpt-4"}}
+"""A start nobody asked for, with a model nobody named."""
+
+
+def _script(*answers: dict | str) -> ScriptedChatModel:
+    """A model that answers with these calls (each given an id c1, c2, …) and words, in order."""
+    return ScriptedChatModel(
         responses=[
-            AIMessage("", tool_calls=[call]),
-            AIMessage("", tool_calls=[{**call, "id": "c2"}]),  # word for word, as the 1.5B model does
-            "Which model and dataset should I train on?",
+            AIMessage("", tool_calls=[{"id": f"c{i}", **a}]) if isinstance(a, dict) else a
+            for i, a in enumerate(answers, 1)
         ]
     )
+
+
+def test_a_tool_refused_twice_is_withheld_for_a_last_answer(home: Path) -> None:
+    ctx, tools = _tools(home)
+    # the second call word for word, as the 1.5B model does
+    llm = _script(INVENTED, INVENTED, "Which model and dataset should I train on?")
     out = _ask(llm, tools, ctx, "focus on lora-test from now on")
     assert len(llm.calls) == 3
     note = llm.calls[2][-1]
@@ -119,10 +127,7 @@ def test_the_answer_after_the_last_refusal_goes_on_to_the_approval(home: Path) -
     """The checks are bounded: a third insisting answer (a server that ignores the offered tools) is not
     sent back again; the approval is still ahead of it."""
     ctx, tools = _tools(home)
-    call = {"name": "start_training", "args": {"recipe": "trl-sft", "model": "gpt-4"}, "id": "c1"}
-    llm = ScriptedChatModel(
-        responses=[AIMessage("", tool_calls=[{**call, "id": f"c{i}"}]) for i in (1, 2, 3)] + ["done"]
-    )
+    llm = _script(INVENTED, INVENTED, INVENTED, "done")
     out = _ask(llm, tools, ctx, "start a training")
     assert [c["id"] for c in out["messages"][-1].tool_calls] == ["c3"]
     assert len(llm.calls) == 3
@@ -132,17 +137,8 @@ def test_a_server_call_about_no_server_is_refused_and_withheld(home: Path) -> No
     """Refused start_training, the 1.5B model turned to start_server for a run it wanted to work with: a
     server call in a conversation about no server is refused as well, and withheld."""
     ctx, tools = _tools(home)
-    train = {"name": "start_training", "args": {"recipe": "trl-sft", "model": "gpt-4"}, "id": "c1"}
-    serve = {"name": "start_server", "args": {"backend": "transformers"}, "id": "c2"}
-    pick = {"name": "select_run", "args": {"run_id": "sft-chat"}, "id": "c3"}
-    llm = ScriptedChatModel(
-        responses=[
-            AIMessage("", tool_calls=[train]),
-            AIMessage("", tool_calls=[serve]),
-            AIMessage("", tool_calls=[pick]),
-            "Selected.",
-        ]
-    )
+    serve = {"name": "start_server", "args": {"backend": "transformers"}}
+    llm = _script(INVENTED, serve, {"name": "select_run", "args": {"run_id": "sft-chat"}}, "Selected.")
     _ask(llm, tools, ctx, "I want to work with sft-chat now")
     assert "start_server" in llm.offered[1] and "start_server" not in llm.offered[2]
     assert "start_server is not for this request" in llm.calls[2][-1].content
@@ -150,15 +146,7 @@ def test_a_server_call_about_no_server_is_refused_and_withheld(home: Path) -> No
 
 def test_the_next_step_offers_every_tool_again(home: Path) -> None:
     ctx, tools = _tools(home)
-    call = {"name": "start_training", "args": {"recipe": "trl-sft", "model": "gpt-4"}, "id": "c1"}
-    llm = ScriptedChatModel(
-        responses=[
-            AIMessage("", tool_calls=[call]),
-            AIMessage("", tool_calls=[{**call, "id": "c2"}]),
-            "Which model should I use?",
-            "There are no runs yet.",
-        ]
-    )
+    llm = _script(INVENTED, INVENTED, "Which model should I use?", "There are no runs yet.")
     _ask(llm, tools, ctx, "start something, then list my runs")
     assert len(llm.calls) == 4
     assert "start_training" not in llm.offered[2] and "start_training" in llm.offered[3]

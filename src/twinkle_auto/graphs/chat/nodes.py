@@ -201,7 +201,6 @@ def agent(
     retried = False
     regrounds = 0  # answers of this step sent back for their values (at most MAX_REGROUNDS)
     offered = model  # the model with the tools it may call: all, or all but those refused twice
-    withheld: list[str] = []
     while True:
         sent: list[AnyMessage] = [system, *window([*messages, *out], window_size), *extra]
         extra = []
@@ -236,8 +235,8 @@ def agent(
             )
             if refused:
                 regrounds += 1
-                if regrounds >= 2:
-                    withheld = sorted({*withheld, *(name for name, _ in refused)})
+                withheld = sorted({name for name, _ in refused}) if regrounds == MAX_REGROUNDS else []
+                if withheld:
                     # refused twice: the tool is not what this step needs, or its values are not known
                     # yet; offered the others only, the model picks one of them or asks the person
                     offered = llm.bind_tools([t for name, t in tools.items() if name not in withheld])
@@ -249,7 +248,7 @@ def agent(
             if step is None:
                 break
             out.append(step)
-            rounds, retried, regrounds, offered, withheld = 0, False, 0, model, []
+            rounds, retried, regrounds, offered = 0, False, 0, model
             continue
         rounds += 1
         for bad in answer.invalid_tool_calls:
