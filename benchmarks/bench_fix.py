@@ -22,6 +22,7 @@ server) it prints "skipped" and exits 0.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import json
 import logging
@@ -42,6 +43,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from twinkle_auto.connection import Connection
 from twinkle_auto.graphs.monitor.graph import compile_monitor_graph, monitor_thread
 from twinkle_auto.monitor.fix_context import build_fix_context
+from twinkle_auto.monitor.guards import check_patch
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES_DIR = Path(__file__).resolve().parent / "fixbench"
@@ -101,9 +103,12 @@ class CaseResult:
     reference_check: str | None = None
     reason: str = ""
     round_reasons: list[str] = field(default_factory=list)
+    """Why each unusable LLM round was not used (parser, compiler or guard words), in order."""
     final_diff: str = ""
     """train.py at the end against the crashed script: what the fixes changed, for reading the misses."""
-    """Why each unusable LLM round was not used (parser, compiler or guard words), in order."""
+    corrupt: list[str] = field(default_factory=list)
+    """What was wrong with a train.py a tick left behind (does not parse, or a guard refuses the change):
+    the monitor's promise is that none is, whatever the model wrote."""
 
 
 def load_cases(prefixes: list[str] | None = None) -> list[Case]:
@@ -230,6 +235,15 @@ def _wait(predicate: Any, timeout: float) -> bool:
     return predicate()
 
 
+def script_problems(before: str, after: str) -> list[str]:
+    """Why the train.py a tick wrote (`after`) is not a sound successor of `before`."""
+    try:
+        ast.parse(after)
+    except SyntaxError as exc:
+        return [f"does not parse: {exc}"]
+    return check_patch(before, after)
+
+
 def run_case(case: Case, base_url: str | None, work: Path, *, ticks: int = TICKS) -> CaseResult:
     """Start the case as a real run, let it crash, give the monitor `ticks` ticks; judge the result.
 
@@ -263,13 +277,19 @@ def run_case(case: Case, base_url: str | None, work: Path, *, ticks: int = TICKS
             return result
         result.crashed = True
         last = ""
+        seen: set[str] = set()
         for _ in range(ticks + SPARE_TICKS):
             if store.status(run_id).status == "finished" or result.attempts >= ticks:
                 break
             calls_before = len(meter.fix_calls)
+            before = store.script(run_id)
+            seen.add(before)
             t0 = time.perf_counter()
             out = graph.invoke({"run_id": run_id}, monitor_thread(run_id))
             seconds = time.perf_counter() - t0
+            after = store.script(run_id)
+            if after not in seen:  # a version seen before is a rollback, not a new edit
+                result.corrupt += script_problems(before, after)
             status = str(out.get("fix_status") or "")
             if status in ("proposed", "unusable", "refused", "repeat") or out.get("relaunch"):
                 result.attempts += 1

@@ -4,7 +4,9 @@ The same pipeline as benchmarks/bench_fix.py (imported from there, so the two ne
 a real run that crashes, then gets up to 3 ticks of the real monitor graph with the local model. The
 subset mixes cases that the LLM must fix with one that a known fix repairs, and the floor is a rate the
 pipeline reached when this test was written (see the bench for the full figure); a regression in the
-edit format, the focused context or the correction loop fails it.
+edit format, the focused context or the correction loop fails it. Whatever the model writes, no tick
+leaves a train.py that does not parse or that a guard refuses, and no round's prompt is over budget (the
+real-crash trials of tests/test_llm_monitor.py check the same on examples/tiny in `make bench`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ SUBSET = [
     "c22_bce_target_shape",
 ]
 """The known-fix case first (it never needs the model), then the four the LLM must fix."""
+PROMPT_BUDGET = 2500
+"""Tokens per fix round (issue 13: focused context, ≤ 2,500 tokens for scripts up to 1,000 lines)."""
 NEEDED = 2
 """At least 2 of the 5 fixed AND honest (the fixed script computes what the reference fix does): the
 known fix and at least one LLM fix. Measured on a quiet box (benchmarks/bench_fix.py, all 23 cases):
@@ -50,6 +54,8 @@ def test_fix_rate_floor_on_a_fixed_subset(local_llm: str, tmp_path: Path) -> Non
         assert result.crashed, f"{result.name}: {result.reason}"
         assert result.reference_check is not None, result.name
         assert result.attempts <= 3
+        assert not result.corrupt, f"{result.name}: train.py left unsound: {result.corrupt}"
+        assert all(t <= PROMPT_BUDGET for t in result.estimated_tokens + result.prompt_tokens), result
         if result.fixed and not result.honest:
             print(f"{result.name}: {result.reason}")
         if sum(r.honest for r in results) >= NEEDED:

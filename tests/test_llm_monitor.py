@@ -419,6 +419,7 @@ def test_llm_verdicts_parse_and_keep_the_rules_safety(
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.bench  # make test: the fixbench floor checks the same on its cases (test_llm_fixbench.py)
 def test_llm_patches_a_real_crash_and_never_corrupts_train_py(
     local_llm: str,
     home: Path,

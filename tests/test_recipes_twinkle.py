@@ -1,20 +1,22 @@
-"""Twinkle-client recipes against the real Twinkle server in mock mode (marker twinkle_server, CPU).
+"""Runs on the Twinkle client API against the real Twinkle server in mock mode (marker twinkle_server, CPU).
 
-One server for the module (mock-model plus a mock-model sampler): twinkle-grpo runs, is stopped
-mid-way (SIGTERM saves a server-side checkpoint) and relaunched, and must continue after the step it
-stopped at with reward metrics on every step; twinkle-sft runs to the end.
+One server for the module (mock-model plus a mock-model sampler), started and shut down by the server
+tools: the hand-written client example is paused, resumed and stopped by the run controller;
+twinkle-grpo runs, is stopped mid-way (SIGTERM saves a server-side checkpoint) and relaunched, and must
+continue after the step it stopped at with reward metrics on every step; twinkle-sft runs to the end.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import metric_steps, read_meta, wait_for
-from recipe_data.helpers import GRPO_ROWS, SFT_ROWS, start_mock_server, start_recipe_run, write_jsonl
+from conftest import EXAMPLES, metric_steps, read_meta, wait_for
+from recipe_data.helpers import GRPO_ROWS, SFT_ROWS, start_recipe_run, write_jsonl
 from stubs.server_helpers import alive, free_port
 
 from twinkle_auto.connection.control import RunController
@@ -33,13 +35,44 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def mock_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    manager, url = start_mock_server(tmp_path_factory.mktemp("server-home"), free_port())
-    pids = [p.pid for p in manager.processes()]
+    """One server for the module, started and shut down through the chat's own server tools.
+
+    start_server → healthy → a second start reuses it → list_supported_models shows mock-model →
+    get_cluster_info sees our Ray; at the end shutdown_server leaves no process of ours. (~35-80 s and
+    ~5 GB RSS per start: the module's tests share it rather than each starting one.)
+    """
+    from twinkle_auto.connection import Connection
+    from twinkle_auto.server.manager import ServerManager
+    from twinkle_auto.tools.base import ToolContext
+    from twinkle_auto.tools.server import make_server_tools
+
+    home = tmp_path_factory.mktemp("server-home")
+    manager = ServerManager(home, object_store_mb=500)
+    tools = {t.name: t for t in make_server_tools(ToolContext(Connection.open(home)), manager)}
+    port = free_port()
+    request = {"backend": "mock", "port": port, "samplers": [{"model_id": "mock-model"}]}
+    ours: list[int] = []
     try:
-        yield url
+        t0 = time.monotonic()
+        started = json.loads(tools["start_server"].invoke(request))
+        ready_s = time.monotonic() - t0
+        assert started["status"] == "started" and started["url"] == f"http://127.0.0.1:{port}", started
+        ours = [p.pid for p in manager.processes()]
+        again = json.loads(tools["start_server"].invoke(request))
+        assert again["status"] == "already_running"
+        models = json.loads(tools["list_supported_models"].invoke({}))
+        assert "mock-model" in models["supported_models"], models
+        info = json.loads(tools["get_cluster_info"].invoke({}))
+        assert info["server"]["healthy"] is True and info["ray"]["ours"] is True
+        yield started["url"]
+        t1 = time.monotonic()
+        down = json.loads(tools["shutdown_server"].invoke({}))
+        assert down["status"] == "stopped", down
+        assert alive(ours) == [] and manager.processes() == []
+        print(f"\nmock server: ready {ready_s:.1f}s, shutdown {time.monotonic() - t1:.1f}s")
     finally:
         manager.shutdown()
-        assert alive(pids) == []
+        assert alive(ours) == []
 
 
 def rows(home: Path, run_id: str) -> list[dict]:
@@ -54,6 +87,36 @@ def wait_exit(home: Path, run_id: str, launch: int, timeout: float = 180) -> dic
 
     wait_for(ended, timeout=timeout)
     return read_meta(home, run_id)
+
+
+def test_client_example_pauses_resumes_and_stops(mock_server: str, home: Path) -> None:
+    """examples/twinkle_client/train.py: pause ends the process, resume continues at the next step from
+    its checkpoint (not a restart), stop saves a server-side checkpoint that checkpoint.txt names."""
+    ctl = RunController(RunStore(home), stop_grace=20)
+    env = {"TWINKLE_SERVER_URL": mock_server, "TOTAL_STEPS": "2000", "STEP_SLEEP": "0.05", "SAVE_EVERY": "5"}
+    launched = ctl.start("tw-e2e", (EXAMPLES / "twinkle_client" / "train.py").read_text(), env=env)
+    ours = [launched.pid]
+    try:
+        wait_for(lambda: len(metric_steps(home, "tw-e2e")) >= 8, timeout=180)
+        assert ctl.pause("tw-e2e") == "paused"
+        paused_at = max(metric_steps(home, "tw-e2e"))
+        assert alive([launched.pid]) == []
+        resumed = ctl.resume("tw-e2e")
+        ours.append(resumed.pid)
+        wait_for(lambda: max(metric_steps(home, "tw-e2e")) >= paused_at + 5, timeout=180)
+        log = (home / "tw-e2e" / "output.log").read_text()
+        assert "(resume) of train.py" in log and "Resumed from step" in log and "checkpoint of step" in log
+        steps = metric_steps(home, "tw-e2e")
+        assert steps == sorted(steps) and len(steps) == len(set(steps))  # continued, not restarted
+        stopped = ctl.stop("tw-e2e")
+        assert stopped.status == "stopped" and not stopped.killed
+    finally:
+        if alive(ours):
+            ctl.stop("tw-e2e")
+    meta = read_meta(home, "tw-e2e")
+    assert meta["shutdown"]["checkpoint"].startswith("twinkle://")
+    assert (home / "tw-e2e" / "checkpoint.txt").read_text().split()[1] == meta["shutdown"]["checkpoint"]
+    assert alive(ours) == []
 
 
 def test_twinkle_grpo_rewards_pause_stop_and_relaunch(mock_server: str, home: Path, tmp_path: Path) -> None:

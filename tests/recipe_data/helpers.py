@@ -76,20 +76,6 @@ def tiny_causal_lm(folder: Path, vocab_size: int = 400) -> Path:
     return folder
 
 
-def start_mock_server(home: Path, port: int, *, sampler: bool = True):
-    """The real Twinkle server in mock mode serving mock-model (and a mock-model sampler for GRPO).
-
-    Returns (manager, url); the caller stops it with `manager.shutdown()`. ~35 s and ~5 GB: share one.
-    """
-    from twinkle_auto.server.manager import ServerManager, StartRequest
-    from twinkle_auto.server.plan import SamplerRequest
-
-    manager = ServerManager(home, object_store_mb=500)
-    samplers = [SamplerRequest("mock-model")] if sampler else []
-    started = manager.start(StartRequest(backend="mock", samplers=samplers, port=port))
-    return manager, started["url"]
-
-
 def start_recipe_run(controller, run_id: str, recipe: str, params: dict):
     """Render `recipe` and start it as run `run_id` (what start_training with a recipe does); the rendering."""
     from twinkle_auto.recipes import render_recipe
