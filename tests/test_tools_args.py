@@ -49,6 +49,43 @@ def test_every_tool_of_the_app_is_in_get_tools_defaults(home: Path) -> None:
     } == names  # load_skill joins when a skill manager is given
 
 
+def test_tools_the_chat_may_refuse_come_last_the_largest_last(home: Path) -> None:
+    """Withholding a tool re-reads the prompt after it (see in_prompt_order): those are at the end."""
+    from twinkle_auto.skills import SkillManager
+
+    skills = SkillManager(home, community=False).start()
+    skills.wait(5.0, community=False)
+    tools = get_tools(ToolContext(Connection.open(home), skills=skills))
+    names = [t.name for t in tools]
+    refusable = {
+        "load_skill",
+        "list_supported_models",
+        "shutdown_server",
+        "plot_metrics",
+        "start_server",
+        "start_training",
+    }
+    assert set(names[-len(refusable) :]) == refusable, names
+    sizes = [len(json.dumps(convert_to_openai_tool(t))) for t in tools[-len(refusable) :]]
+    assert sizes == sorted(sizes)
+    # the others keep their family order: runs, training, charts, server, search
+    assert names[: -len(refusable)] == [
+        "list_training_runs",
+        "get_training_status",
+        "select_run",
+        "pause_training",
+        "resume_training",
+        "stop_training",
+        "update_script",
+        "list_recipes",
+        "zoom_chart",
+        "reset_chart",
+        "get_cluster_info",
+        "search_datasets",
+        "search_models",
+    ]
+
+
 def test_schemas_are_plain_and_every_argument_is_described(home: Path) -> None:
     for tool in get_tools(ToolContext(Connection.open(home))):
         spec = json.dumps(convert_to_openai_tool(tool))
