@@ -63,9 +63,15 @@ def main() -> int:
         llm = make_chat_model(url, "local", "x", timeout=900, max_retries=0)
         llm.max_tokens = harness.ANSWER_TOKENS
         t0 = time.monotonic()
-        outcomes, figures = harness.evaluate(
-            home, ROOT / "examples", llm, requests, echo=lambda line: print(line, flush=True)
-        )
+        last = [t0]
+
+        def echo(line: str) -> None:
+            # seconds per request: a send-back or a withheld tool shows up as a long one
+            now = time.monotonic()
+            print(f"{now - last[0]:6.1f}s {line}", flush=True)
+            last[0] = now
+
+        outcomes, figures = harness.evaluate(home, ROOT / "examples", llm, requests, echo=echo)
         elapsed = time.monotonic() - t0
     misses = [o for o in outcomes if not (o.first_ok and o.args_ok is not False and o.completed is not False)]
     base = baseline_pct(requests)
