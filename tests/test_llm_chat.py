@@ -20,10 +20,10 @@ from twinkle_auto.app.llm import make_chat_model  # noqa: E402
 pytestmark = pytest.mark.llm
 
 TARGET_PCT = 90.0
-"""The issue's floor. Not reached: 97/108 (89.8%) on the whole set and 17/20 on the subset's earlier 20
-requests (benchmarks/bench_tool_choice.py, 2026-12-01, quiet box). The subset was cut to 16 (#61, #88,
-#97, #106 left out: all four were right, each a second request of its family) when the send-backs of
-grounding.py doubled the test's time in a clean-clone `make test` (889 s)."""
+"""The issue's floor. Not reached: 97/108 (89.8%) on the whole set and 13/16 on this subset
+(benchmarks/bench_tool_choice.py, 2026-12-02, quiet box, tools in prompt order). The subset was cut to 16
+(#61, #88, #97, #106 left out: all four were right, each a second request of its family) when the
+send-backs of grounding.py doubled the test's time in a clean-clone `make test` (889 s)."""
 FLOOR_PCT = 60.0
 """The regression floor actually asserted: well below the measured 75-85% (a 1.5B model at temperature 0
 still varies with the prompt cache from run to run, and CI shares two cores with the other suites), so
