@@ -24,29 +24,32 @@ from twinkle_auto.tools.training import StartArgs, given_params
 sys.path.insert(0, str(Path(__file__).parent / "chat_requests"))
 import harness  # noqa: E402
 
+APP_TOOLS = [
+    "list_training_runs",
+    "get_training_status",
+    "select_run",
+    "pause_training",
+    "resume_training",
+    "stop_training",
+    "update_script",
+    "start_training",
+    "list_recipes",
+    "plot_metrics",
+    "zoom_chart",
+    "reset_chart",
+    "start_server",
+    "shutdown_server",
+    "get_cluster_info",
+    "list_supported_models",
+    "search_datasets",
+    "search_models",
+]
+"""Every tool of the chat app in family order: runs, training, charts, server, search."""
+
 
 def test_every_tool_of_the_app_is_in_get_tools_defaults(home: Path) -> None:
     names = {t.name for t in get_tools(ToolContext(Connection.open(home)))}
-    assert {
-        "list_training_runs",
-        "get_training_status",
-        "select_run",
-        "pause_training",
-        "resume_training",
-        "stop_training",
-        "update_script",
-        "start_training",
-        "list_recipes",
-        "plot_metrics",
-        "zoom_chart",
-        "reset_chart",
-        "start_server",
-        "shutdown_server",
-        "get_cluster_info",
-        "list_supported_models",
-        "search_datasets",
-        "search_models",
-    } == names  # load_skill joins when a skill manager is given
+    assert set(APP_TOOLS) == names  # load_skill joins when a skill manager is given
 
 
 def test_tools_the_chat_may_refuse_come_last_the_largest_last(home: Path) -> None:
@@ -68,22 +71,8 @@ def test_tools_the_chat_may_refuse_come_last_the_largest_last(home: Path) -> Non
     assert set(names[-len(refusable) :]) == refusable, names
     sizes = [len(json.dumps(convert_to_openai_tool(t))) for t in tools[-len(refusable) :]]
     assert sizes == sorted(sizes)
-    # the others keep their family order: runs, training, charts, server, search
-    assert names[: -len(refusable)] == [
-        "list_training_runs",
-        "get_training_status",
-        "select_run",
-        "pause_training",
-        "resume_training",
-        "stop_training",
-        "update_script",
-        "list_recipes",
-        "zoom_chart",
-        "reset_chart",
-        "get_cluster_info",
-        "search_datasets",
-        "search_models",
-    ]
+    # the others keep their family order
+    assert names[: -len(refusable)] == [n for n in APP_TOOLS if n not in refusable]
 
 
 def test_schemas_are_plain_and_every_argument_is_described(home: Path) -> None:
