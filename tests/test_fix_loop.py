@@ -435,11 +435,16 @@ def test_the_failing_statement_spans_all_its_lines() -> None:
 @pytest.mark.slow
 @pytest.mark.torch
 def test_a_fix_whose_lines_raise_after_passing_the_old_crash_step_is_still_rolled_back(
-    home: Path, controller
+    home: Path, controller, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """fixbench c09 with the 1.5B model's first answer: `retain_graph=True` gets one step further, then the
-    same line raises an in-place error. The fix is broken; it must not be the base of the next attempt."""
+    same line raises an in-place error. The fix is broken; it must not be the base of the next attempt.
+    The catalogue's repair of this crash (detach the carried state) is set aside, so the model's patch is
+    the one tried."""
     pytest.importorskip("torch")
+    from twinkle_auto.graphs.monitor import nodes
+
+    monkeypatch.setattr(nodes, "find_known_fix", lambda script, traceback: None)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from bench_fix import case_env, load_cases
 

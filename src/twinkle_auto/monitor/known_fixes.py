@@ -1,7 +1,9 @@
 """Deterministic repairs for frequent, well-understood training crashes, tried before any LLM.
 
 Some crashes have one right fix that does not need judgement: a keyword a library renamed, a tokenizer
-without a pad token, an integer tensor averaged, a batch left on the CPU while the model is elsewhere.
+without a pad token, an integer tensor averaged, a batch left on the CPU while the model is elsewhere,
+and the autograd errors whose message names the cure (`.detach()` before `.numpy()`, a loss left per
+sample, an in-place update of a tensor backward needs, a recurrent state never detached).
 A 1.5B model gets these wrong surprisingly often (it renames the wrong argument, or casts the labels
 instead of the logits); a recipe gets them right every time and costs no tokens. Each recipe fires only
 on evidence from both sides: the error names the pattern AND the script has the exact construct the
@@ -699,3 +701,526 @@ def _looks_like_unmoved_tensor(tree: ast.Module, name: str, before: int) -> bool
     if _MOVE_RE.search(value):
         return False
     return from_loader or bool(_TENSOR_HINT_RE.search(value))
+
+
+# ------------------------------------------------------------------ shared helpers of the torch recipes
+def _parents(tree: ast.Module) -> dict[ast.AST, ast.AST]:
+    return {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+
+
+def _scope_of(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> ast.AST:
+    """The function (or the module) a node runs in: names are bound per scope."""
+    while node in parents:
+        node = parents[node]
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            return node
+    return node
+
+
+def _in_scope(scope: ast.AST) -> list[ast.AST]:
+    """Every node of `scope` outside nested functions and classes (their names are their own)."""
+    out: list[ast.AST] = []
+    todo = list(ast.iter_child_nodes(scope))
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            todo.extend(ast.iter_child_nodes(node))
+    return out
+
+
+def _bindings(scope: ast.AST, name: str) -> list[ast.stmt]:
+    """Statements of `scope` that bind `name` (assignments, augmented ones, for targets), by line."""
+    found = []
+    for node in _in_scope(scope):
+        if isinstance(node, ast.Assign):
+            targets = [t for target in node.targets for t in ast.walk(target)]
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign, ast.For, ast.AsyncFor)):
+            targets = list(ast.walk(node.target))
+        else:
+            continue
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            found.append(node)
+    return sorted(found, key=_line_of)
+
+
+def _append(text: _Text, node: ast.AST, suffix: str) -> bool:
+    """Append `suffix` (".mean()") to the expression `node`, parenthesising it unless it is one operand
+    or already stands in its own parentheses; False when its source cannot be located."""
+    segment = ast.get_source_segment(text.script, node)
+    if segment is None:
+        return False
+    start, end = text.start(node), text.end(node)
+    if isinstance(node, (ast.Name, ast.Attribute, ast.Call, ast.Subscript)):
+        text.replace(end, end, suffix)
+        return True
+    before = text.script[:start].rstrip()
+    after = text.script[end:].lstrip()
+    own_parens = (
+        before.endswith("(")
+        and after.startswith(")")
+        and not re.search(r"[\w)\]]\Z", before[:-1].rstrip(" \t"))
+    )
+    if own_parens:
+        close = text.script.index(")", end) + 1
+        text.replace(close, close, suffix)
+    else:
+        text.replace(start, end, f"({segment}){suffix}")
+    return True
+
+
+# ------------------------------------------------------------- recipe 6: .numpy() on a tensor with grad
+# "Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead." -- the message
+# names the fix. Detaching changes no value: a metric computed in numpy never needed the graph.
+# https://github.com/zhuangdizhu/FedGen/issues/1
+_NUMPY_GRAD_RE = re.compile(r"Can't call numpy\(\) on Tensor that requires grad")
+
+
+def _detached(node: ast.AST) -> bool:
+    """The receiver chain already leaves the graph (`.detach()`, `.data`)."""
+    while isinstance(node, (ast.Attribute, ast.Call, ast.Subscript)):
+        if isinstance(node, ast.Attribute) and node.attr in ("detach", "data"):
+            return True
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return False
+
+
+@_recipe("numpy() on a tensor that requires grad")
+def recipe_numpy_requires_grad(crash: _Crash) -> KnownFix | None:
+    """Insert .detach() before each .numpy() of the failing line whose tensor is not detached yet."""
+    if not _NUMPY_GRAD_RE.search(crash.error):
+        return None
+    statements = _frame_statements(crash)
+    if not statements:
+        return None
+    stmt = statements[0]
+    calls = [
+        node
+        for node in ast.walk(stmt)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "numpy"
+        and not node.args
+        and not _detached(node.func.value)
+    ]
+    if not calls:
+        return None
+    text = _Text(crash.script)
+    names = []
+    for call in calls:
+        func = call.func
+        assert isinstance(func, ast.Attribute)
+        end = text.end(func)
+        dot = crash.script.rfind(".", text.start(func), end)
+        if dot < 0:
+            return None
+        text.replace(dot, dot, ".detach()")
+        names.append(ast.get_source_segment(crash.script, func.value) or "the tensor")
+    return KnownFix(
+        name="numpy() on a tensor that requires grad",
+        source="https://github.com/zhuangdizhu/FedGen/issues/1",
+        summary=(
+            f"Detached {', '.join(names)} before .numpy() on line {stmt.lineno}, because numpy cannot hold "
+            "a tensor that is still part of the autograd graph (the values are unchanged)."
+        ),
+        new_script=text.result(),
+    )
+
+
+# -------------------------------------------------------------- recipe 7: backward() of a non-scalar
+# A loss left per sample (reduction="none", a squeeze instead of a mean, or DataParallel gathering one
+# loss per device) cannot start backward(). Every torch loss reduces by the mean by default, and the
+# reports fix it with .mean(). https://github.com/WisconsinAIVision/MaskPoint/issues/7 (DataParallel),
+# https://github.com/mindee/doctr/pull/379 (a per-sample loss returned unreduced)
+_NON_SCALAR_RE = re.compile(r"grad can be implicitly created only for scalar outputs")
+
+
+@_recipe("backward() of a non-scalar loss")
+def recipe_backward_non_scalar(crash: _Crash) -> KnownFix | None:
+    """Reduce the loss by its mean where it is assigned (or, if it is not a name, at the backward call)."""
+    if not _NON_SCALAR_RE.search(crash.error):
+        return None
+    statements = _frame_statements(crash)
+    if not statements:
+        return None
+    stmt = statements[0]
+    calls = [node for node in ast.walk(stmt) if isinstance(node, ast.Call) and _callee(node) == "backward"]
+    if len(calls) != 1 or any(k.arg in ("gradient", "grad_tensors") for k in calls[0].keywords):
+        return None
+    call = calls[0]
+    if not call.args and isinstance(call.func, ast.Attribute):
+        loss: ast.AST = call.func.value  # loss.backward()
+    elif len(call.args) == 1:
+        loss = call.args[0]  # accelerator.backward(loss), torch.autograd.backward(loss)
+    else:
+        return None
+    text = _Text(crash.script)
+    segment = ast.get_source_segment(crash.script, loss)
+    assign = _loss_assignment(crash, stmt, loss)
+    if assign is not None:
+        where = f"where it is computed on line {assign.lineno}"
+        appended = _append(text, assign.value, ".mean()")
+    else:
+        where = f"before backward() on line {stmt.lineno}"
+        appended = _append(text, loss, ".mean()")
+    if segment is None or not appended:
+        return None
+    return KnownFix(
+        name="backward() of a non-scalar loss",
+        source="https://github.com/WisconsinAIVision/MaskPoint/issues/7",
+        summary=(
+            f"Averaged {segment} to one number {where}, because backward() needs a scalar loss and the "
+            "mean is the reduction torch losses use by default."
+        ),
+        new_script=text.result(),
+    )
+
+
+def _loss_assignment(crash: _Crash, stmt: ast.stmt, loss: ast.AST) -> ast.Assign | None:
+    """The one plain assignment `loss = ...` that the failing backward reads, if it is unambiguous."""
+    if not isinstance(loss, ast.Name):
+        return None
+    scope = _scope_of(stmt, _parents(crash.tree))
+    earlier = [b for b in _bindings(scope, loss.id) if _line_of(b) < stmt.lineno]
+    if not earlier:
+        return None
+    last = earlier[-1]
+    plain = (
+        isinstance(last, ast.Assign)
+        and len(last.targets) == 1
+        and isinstance(last.targets[0], ast.Name)
+        and not isinstance(last.value, (ast.Constant, ast.Tuple, ast.List))
+    )
+    return last if plain else None  # type: ignore[return-value]
+
+
+# --------------------------------------------------------- recipe 8: in-place change of a saved tensor
+# "one of the variables needed for gradient computation has been modified by an inplace operation:
+# [...], which is output 0 of SigmoidBackward0": a tensor that backward still needs was changed in place
+# (`x += 1`, `x.mul_(2)`, `ReLU(inplace=True)`). The reports' fix is the out-of-place form, which gives
+# the same values: https://github.com/Jee-King/TSAN/issues/3, https://github.com/lyongo/NWPU-MOC/issues/4
+# ("change += into ="), https://github.com/osmr/imgclsmob/issues/13 (remove inplace=True),
+# https://github.com/charlesCXK/RGBD_Semantic_Segmentation_PyTorch/issues/9 (both).
+_INPLACE_RE = re.compile(
+    r"modified by an inplace operation(?:.*?which is output \d+ of (?P<op>\w+?)(?:Backward\d*)?,)?"
+)
+_BINOP_NAMES: dict[type, str] = {
+    ast.Add: "add",
+    ast.Sub: "sub",
+    ast.Mult: "mul",
+    ast.Div: "div",
+    ast.Pow: "pow",
+}
+_INPLACE_METHODS = frozenset(
+    {
+        "add_", "sub_", "mul_", "div_", "pow_", "clamp_", "clamp_min_", "clamp_max_", "relu_", "sigmoid_",
+        "tanh_", "exp_", "log_", "sqrt_", "abs_", "neg_", "masked_fill_", "fill_", "zero_", "copy_",
+        "addcmul_", "addcdiv_", "normal_", "uniform_", "t_", "transpose_", "unsqueeze_", "squeeze_",
+    }
+)  # fmt: skip
+
+
+def _produced_by(value: ast.AST, op: str) -> bool:
+    """`value` is, at its top, the operation the error names (a call of that name, or that operator)."""
+    if isinstance(value, ast.Call):
+        return _callee(value).lower().replace("_", "") == op
+    if isinstance(value, ast.BinOp):
+        return _BINOP_NAMES.get(type(value.op)) == op
+    return False
+
+
+@_recipe("in-place change of a tensor autograd needs")
+def recipe_inplace_autograd(crash: _Crash) -> KnownFix | None:
+    """Rewrite the in-place update of the tensor the error names out of place; failing a named tensor,
+    turn every `inplace=True` off (a memory saving only: the values are the same)."""
+    match = _INPLACE_RE.search(crash.error)
+    if not match:
+        return None
+    text = _Text(crash.script)
+    op = (match.group("op") or "").lower()
+    changed = _out_of_place_updates(crash, text, op) if op else []
+    if changed:
+        lines = ", ".join(str(n) for n in changed)
+        return KnownFix(
+            name="in-place change of a tensor autograd needs",
+            source="https://github.com/Jee-King/TSAN/issues/3",
+            summary=(
+                f"Rewrote the in-place update on line {lines} out of place (x = x + y instead of x += y), "
+                f"because backward still needs the {match.group('op')} output it overwrote."
+            ),
+            new_script=text.result(),
+        )
+    flags = [
+        kw
+        for node in ast.walk(crash.tree)
+        if isinstance(node, ast.Call)
+        for kw in node.keywords
+        if kw.arg == "inplace" and isinstance(kw.value, ast.Constant) and kw.value.value is True
+    ]
+    if not flags:
+        return None
+    for kw in flags:
+        text.replace(text.start(kw.value), text.end(kw.value), "False")
+    lines = ", ".join(sorted({str(kw.value.lineno) for kw in flags}, key=int))
+    return KnownFix(
+        name="in-place change of a tensor autograd needs",
+        source="https://github.com/osmr/imgclsmob/issues/13",
+        summary=(
+            f"Turned inplace=True off on line {lines}, because an in-place activation overwrote a tensor "
+            "backward still needs (the values computed are the same)."
+        ),
+        new_script=text.result(),
+    )
+
+
+def _out_of_place_updates(crash: _Crash, text: _Text, op: str) -> list[int]:
+    """Rewrite in place updates (`x op= y`, `x.m_(...)`) of names last made by `op`; their lines."""
+    parents = _parents(crash.tree)
+    changed: list[int] = []
+    for node in ast.walk(crash.tree):
+        if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
+            name, rewrite = node.target.id, _rewrite_augassign
+        elif (
+            isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Attribute)
+            and node.value.func.attr in _INPLACE_METHODS
+            and isinstance(node.value.func.value, ast.Name)
+        ):
+            name, rewrite = node.value.func.value.id, _rewrite_method
+        else:
+            continue
+        made = [
+            b
+            for b in _bindings(_scope_of(node, parents), name)
+            if _line_of(b) < _line_of(node) and isinstance(b, ast.Assign)
+        ]
+        if made and _produced_by(made[-1].value, op) and rewrite(crash.script, text, node, name):
+            changed.append(_line_of(node))
+    return changed
+
+
+def _rewrite_augassign(script: str, text: _Text, node: ast.stmt, name: str) -> bool:
+    assert isinstance(node, ast.AugAssign)
+    symbol = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}.get(type(node.op))
+    value = ast.get_source_segment(script, node.value)
+    if symbol is None or value is None:
+        return False
+    simple = isinstance(node.value, (ast.Name, ast.Attribute, ast.Call, ast.Subscript, ast.Constant))
+    text.replace(
+        text.start(node), text.end(node), f"{name} = {name} {symbol} {value if simple else f'({value})'}"
+    )
+    return True
+
+
+def _rewrite_method(script: str, text: _Text, node: ast.stmt, name: str) -> bool:
+    assert isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+    func = node.value.func
+    assert isinstance(func, ast.Attribute)
+    call = ast.get_source_segment(script, node.value)
+    if call is None:
+        return False
+    head = f"{name}.{func.attr}"
+    if not call.startswith(head):
+        return False
+    text.replace(text.start(node), text.end(node), f"{name} = {name}.{func.attr[:-1]}{call[len(head) :]}")
+    return True
+
+
+# ------------------------------------------------------ recipe 9: recurrent state carried across steps
+# "Trying to backward through the graph a second time": a hidden state made in one step is fed to the
+# next (`h = cell(x, h)`) and the previous step's graph was freed by its backward. Truncated
+# backpropagation through time detaches the carried state at each step; the values are unchanged.
+# https://github.com/MorvanZhou/PyTorch-Tutorial/issues/57 (h_state = h_state.data),
+# https://github.com/quark0/darts/issues/56 (repackage_hidden)
+_BACKWARD_TWICE_RE = re.compile(r"Trying to backward through the graph a second time")
+_TENSOR_MAKERS_RE = re.compile(
+    r"^(?:zeros|ones|randn|rand|empty|full|zeros_like|ones_like|randn_like|tensor)$"
+)
+
+
+@_recipe("recurrent state carried across steps")
+def recipe_recurrent_state(crash: _Crash) -> KnownFix | None:
+    """Detach, at the top of the loop that calls backward, each state made before that loop and fed back
+    into the call that remakes it (`h = cell(x, h)`, `h, c = cell(x, (h, c))`), as word_language_model's
+    `repackage_hidden` does: an inner loop over time steps keeps its full backpropagation."""
+    if not _BACKWARD_TWICE_RE.search(crash.error):
+        return None
+    statements = _frame_statements(crash)
+    if not statements:
+        return None
+    parents = _parents(crash.tree)
+    loop: ast.AST = statements[0]
+    while loop in parents and not isinstance(loop, (ast.For, ast.While, ast.AsyncFor)):
+        loop = parents[loop]
+    if not isinstance(loop, (ast.For, ast.While, ast.AsyncFor)) or loop.body[0].lineno == loop.lineno:
+        return None
+    scope = _scope_of(loop, parents)
+    names: list[str] = []
+    for node in ast.walk(loop):
+        if not (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)):
+            continue
+        targets = {t.id for target in node.targets for t in ast.walk(target) if isinstance(t, ast.Name)}
+        for arg in node.value.args:
+            for n in [arg] if isinstance(arg, ast.Name) else arg.elts if isinstance(arg, ast.Tuple) else []:
+                fed_back = isinstance(n, ast.Name) and n.id in targets and n.id not in names
+                if fed_back and _made_as_tensor_before(scope, n.id, loop):
+                    names.append(n.id)
+    if not names:
+        return None
+    first = loop.body[0]
+    line = crash.script.splitlines(keepends=True)[first.lineno - 1]
+    indent = line[: len(line) - len(line.lstrip())]
+    text = _Text(crash.script)
+    at = text.starts[first.lineno - 1]
+    text.replace(at, at, "".join(f"{indent}{name} = {name}.detach()\n" for name in names))
+    return KnownFix(
+        name="recurrent state carried across steps",
+        source="https://github.com/MorvanZhou/PyTorch-Tutorial/issues/57",
+        summary=(
+            f"Detached {', '.join(names)} at the start of each pass of the loop on line {loop.lineno}, "
+            "because each backward frees the graph the carried state still points into (truncated "
+            "backpropagation through time; the values are unchanged)."
+        ),
+        new_script=text.result(),
+    )
+
+
+def _made_as_tensor_before(scope: ast.AST, name: str, loop: ast.stmt) -> bool:
+    """`name` is first made before the loop, by a tensor constructor (torch.zeros(...) and the like)."""
+    before = [b for b in _bindings(scope, name) if _line_of(b) < loop.lineno]
+    if not before or not isinstance(before[-1], ast.Assign):
+        return False
+    value = before[-1].value
+    if isinstance(value, ast.Tuple):  # h, c = torch.zeros(...), torch.zeros(...)
+        return all(isinstance(v, ast.Call) and _TENSOR_MAKERS_RE.match(_callee(v)) for v in value.elts)
+    return isinstance(value, ast.Call) and bool(_TENSOR_MAKERS_RE.match(_callee(value)))
+
+
+# -------------------------------------------------------- recipe 10: integer mask to attention
+# scaled_dot_product_attention takes a bool mask (True = attend) or an additive float one; a 0/1 integer
+# padding mask (1 = a real token) is refused. Cast as bool it means the same.
+# https://github.com/seal-rg/recurrent-pretraining/issues/23
+_ATTN_MASK_RE = re.compile(r"Expected attn_mask dtype to be bool or float or to match query dtype")
+
+
+@_recipe("integer attention mask")
+def recipe_integer_attention_mask(crash: _Crash) -> KnownFix | None:
+    """Cast the attn_mask of the one attention call on the failing line (innermost first) to bool."""
+    if not _ATTN_MASK_RE.search(crash.error):
+        return None
+    for stmt in _frame_statements(crash):
+        masks = []
+        for call in (n for n in ast.walk(stmt) if isinstance(n, ast.Call)):
+            mask = next((k.value for k in call.keywords if k.arg == "attn_mask"), None)
+            if mask is None and _callee(call) == "scaled_dot_product_attention" and len(call.args) >= 4:
+                mask = call.args[3]
+            if mask is not None and not (isinstance(mask, ast.Constant) and mask.value is None):
+                masks.append(mask)
+        if len(masks) > 1:
+            return None
+        if masks:
+            mask = masks[0]
+            segment = ast.get_source_segment(crash.script, mask)
+            text = _Text(crash.script)
+            if segment is None or not _append(text, mask, ".bool()"):
+                return None
+            return KnownFix(
+                name="integer attention mask",
+                source="https://github.com/seal-rg/recurrent-pretraining/issues/23",
+                summary=(
+                    f"Cast the attention mask {segment} to bool on line {stmt.lineno}, because attention "
+                    "takes a bool mask (True = attend) and the integer 0/1 mask means the same."
+                ),
+                new_script=text.result(),
+            )
+    return None
+
+
+# ---------------------------------------------------- recipe 11: a Linear layer sized for other features
+# "mat1 and mat2 shapes cannot be multiplied (64x400 and 256x120)": the input has 400 features and the
+# layer Linear(256, 120) expects 256 (a flatten size computed for another image size, a feature column
+# added to the data). The fix sizes the layer to its input.
+# https://github.com/mrdbourke/pytorch-deep-learning/issues/763
+_MAT_SHAPES_RE = re.compile(r"mat1 and mat2 shapes cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)")
+
+
+@_recipe("Linear layer sized for other features")
+def recipe_linear_in_features(crash: _Crash) -> KnownFix | None:
+    """Set in_features of the one nn.Linear(in, out) that matches the error's weight to the input's width.
+
+    Left alone when the input looks unflattened (its width divides the layer's in_features and the rows
+    are a multiple of the quotient: (B*C*H)xW into Linear(C*H*W, ...)), where the fix is a flatten.
+    """
+    match = _MAT_SHAPES_RE.search(crash.error)
+    if not match:
+        return None
+    rows, width, expected, out = (int(g) for g in match.groups())
+    if width == expected:
+        return None
+    if expected % width == 0 and rows % (expected // width) == 0:
+        return None  # the input probably kept dimensions a flatten would have folded into its width
+    constants = _int_constants(crash.tree)
+    layers = []
+    for node in ast.walk(crash.tree):
+        if not (isinstance(node, ast.Call) and _callee(node) == "Linear"):
+            continue
+        given = {k.arg: k.value for k in node.keywords}
+        first = node.args[0] if node.args else given.get("in_features")
+        second = node.args[1] if len(node.args) > 1 else given.get("out_features")
+        if first is None or second is None:
+            continue
+        if _int_value(first, constants) == expected and _int_value(second, constants) == out:
+            layers.append((node, first))
+    if len(layers) != 1:
+        return None  # no layer of this size written here, or several: which one failed is not known
+    node, first = layers[0]
+    text = _Text(crash.script)
+    old = ast.get_source_segment(crash.script, first) or str(expected)
+    text.replace(text.start(first), text.end(first), str(width))
+    return KnownFix(
+        name="Linear layer sized for other features",
+        source="https://github.com/mrdbourke/pytorch-deep-learning/issues/763",
+        summary=(
+            f"Set the in_features of the Linear layer on line {node.lineno} from {old} to {width}, because "
+            f"its input has {width} features per row."
+        ),
+        new_script=text.result(),
+    )
+
+
+def _int_constants(tree: ast.Module) -> dict[str, int]:
+    """Module-level names bound once to an integer expression (N_FEATURES = 12, HIDDEN = 4 * 64)."""
+    counts: dict[str, int] = {}
+    values: dict[str, ast.AST] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                for t in ast.walk(target):
+                    if isinstance(t, ast.Name):
+                        counts[t.id] = counts.get(t.id, 0) + 1
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            values[node.targets[0].id] = node.value
+    out: dict[str, int] = {}
+    for name, value in values.items():
+        if counts.get(name) == 1:
+            number = _int_value(value, out)
+            if number is not None:
+                out[name] = number
+    return out
+
+
+def _int_value(node: ast.AST, constants: dict[str, int]) -> int | None:
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return node.value
+    if isinstance(node, ast.Name):
+        return constants.get(node.id)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.FloorDiv)):
+        left, right = _int_value(node.left, constants), _int_value(node.right, constants)
+        if left is None or right is None or (isinstance(node.op, ast.FloorDiv) and right == 0):
+            return None
+        ops = {ast.Add: left + right, ast.Sub: left - right, ast.Mult: left * right}
+        return ops.get(type(node.op), left // right if right else 0)
+    return None
