@@ -108,6 +108,9 @@ def test_catalogue_order() -> None:
         "recurrent state carried across steps",
         "integer attention mask",
         "Linear layer sized for other features",
+        "view() of a non-contiguous tensor",
+        "float class labels to cross_entropy",
+        "key read under a near-miss name",
     ]
 
 
@@ -732,3 +735,91 @@ def test_linear_size_is_not_guessed_for_unflattened_or_ambiguous_layers(
     )
     assert "mat1 and mat2 shapes cannot be multiplied" in stderr
     assert find_known_fix(script, stderr, script_path=str(tmp_path / "train.py")) is None
+
+
+# ------------------------------------------------------------------- view() of a non-contiguous tensor
+def test_view_of_a_transposed_tensor_becomes_reshape(tmp_path: Path) -> None:
+    script, stderr = crash(
+        tmp_path,
+        """\
+        import torch
+        torch.manual_seed(0)
+
+        def merge_heads(x):
+            return x.transpose(1, 2).view(x.size(0), -1).view(-1)
+
+        print(round(merge_heads(torch.randn(2, 3, 4)).pow(2).sum().item(), 4))
+        """,
+    )
+    new = assert_fixed(tmp_path, script, stderr, "view() of a non-contiguous tensor")
+    assert "x.transpose(1, 2).reshape(x.size(0), -1).reshape(-1)" in new
+    same_output(
+        tmp_path, new, script.replace(".transpose(1, 2).view(", ".transpose(1, 2).contiguous().view(")
+    )
+
+
+# ---------------------------------------------------------------- float class labels to cross_entropy
+CLASS_LABELS = """\
+import numpy as np
+import torch
+from torch import nn
+torch.manual_seed(0)
+model = nn.Linear(4, 3)
+criterion = nn.CrossEntropyLoss()
+x = torch.randn(6, 4)
+y = torch.from_numpy(np.array([0, 2, 1, 1, 0, 2], dtype=np.float32))
+{line}
+print(round(loss.item(), 4))
+"""
+
+
+def test_float_labels_to_a_cross_entropy_module_are_cast_to_long(tmp_path: Path) -> None:
+    script, stderr = crash(tmp_path, CLASS_LABELS.format(line="loss = criterion(model(x), y)"))
+    new = assert_fixed(tmp_path, script, stderr, "float class labels to cross_entropy")
+    assert "loss = criterion(model(x), y.long())" in new
+    same_output(tmp_path, new, script.replace("dtype=np.float32", "dtype=np.int64"))
+
+
+def test_two_class_losses_on_the_failing_line_are_not_guessed(tmp_path: Path) -> None:
+    script, stderr = crash(
+        tmp_path, CLASS_LABELS.format(line="loss = criterion(model(x), y) + criterion(model(-x), y)")
+    )
+    assert "Long" in stderr
+    assert find_known_fix(script, stderr, script_path=str(tmp_path / "train.py")) is None
+
+
+# ------------------------------------------------------------------------ a key under a near-miss name
+ROWS = """\
+rows = [{{"text": "a b", "label": 1}}, {{"text": "c", "label": 0}}]
+{extra}batch = [row["labels"] for row in rows]
+print(sum(batch))
+"""
+
+
+def test_key_misspelled_against_the_rows_the_script_makes_is_respelled(tmp_path: Path) -> None:
+    script, stderr = crash(tmp_path, ROWS.format(extra=""))
+    new = assert_fixed(tmp_path, script, stderr, "key read under a near-miss name")
+    assert 'batch = [row["label"] for row in rows]' in new
+    assert run(tmp_path).stdout.strip() == "1"
+
+
+def test_missing_key_with_two_near_names_or_none_is_not_guessed(tmp_path: Path) -> None:
+    script, stderr = crash(
+        tmp_path, ROWS.format(extra='rows[0]["labels_"] = 2\nrows = [dict(r) for r in rows]\n')
+    )
+    assert "KeyError: 'labels'" in stderr
+    assert find_known_fix(script, stderr, script_path=str(tmp_path / "train.py")) is None  # label? labels_?
+    far = "rows = [{'x': 1}]\nprint(rows[0]['labels'])\n"
+    assert find_known_fix(far, "KeyError: 'labels'\n") is None
+
+
+def test_a_datasets_column_error_is_respelled_from_the_columns_it_lists() -> None:
+    script = "ds = load()\nds = ds.remove_columns(['labels'])\n"
+    error = (
+        'Traceback (most recent call last):\n  File "train.py", line 2, in <module>\n'
+        "    ds = ds.remove_columns(['labels'])\n"
+        "ValueError: Column name ['labels'] not in the dataset. Current columns in the dataset: ['label', 'text']\n"
+    )
+    fix = find_known_fix(script, error)
+    assert fix is not None and fix.name == "key read under a near-miss name"
+    assert "ds.remove_columns(['label'])" in fix.new_script

@@ -15,6 +15,7 @@ the whole new script; the caller still runs the guards on it.
 from __future__ import annotations
 
 import ast
+import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -914,10 +915,12 @@ _BINOP_NAMES: dict[type, str] = {
 _INPLACE_METHODS = frozenset(
     {
         "add_", "sub_", "mul_", "div_", "pow_", "clamp_", "clamp_min_", "clamp_max_", "relu_", "sigmoid_",
-        "tanh_", "exp_", "log_", "sqrt_", "abs_", "neg_", "masked_fill_", "fill_", "zero_", "copy_",
-        "addcmul_", "addcdiv_", "normal_", "uniform_", "t_", "transpose_", "unsqueeze_", "squeeze_",
+        "tanh_", "exp_", "log_", "sqrt_", "abs_", "neg_", "masked_fill_", "addcmul_", "addcdiv_", "t_",
+        "transpose_", "unsqueeze_", "squeeze_",
     }
 )  # fmt: skip
+"""In-place tensor methods whose name without the trailing _ is the out-of-place twin (fill_, zero_,
+copy_ and the random fills have none)."""
 
 
 def _produced_by(value: ast.AST, op: str) -> bool:
@@ -945,8 +948,8 @@ def recipe_inplace_autograd(crash: _Crash) -> KnownFix | None:
             name="in-place change of a tensor autograd needs",
             source="https://github.com/Jee-King/TSAN/issues/3",
             summary=(
-                f"Rewrote the in-place update on line {lines} out of place (x = x + y instead of x += y), "
-                f"because backward still needs the {match.group('op')} output it overwrote."
+                f"Rewrote the in-place update on line {lines} out of place (the same values in a new "
+                f"tensor), because backward still needs the {match.group('op')} output it overwrote."
             ),
             new_script=text.result(),
         )
@@ -1224,3 +1227,175 @@ def _int_value(node: ast.AST, constants: dict[str, int]) -> int | None:
         ops = {ast.Add: left + right, ast.Sub: left - right, ast.Mult: left * right}
         return ops.get(type(node.op), left // right if right else 0)
     return None
+
+
+# ------------------------------------------------------------ recipe 12: view() of a non-contiguous tensor
+# "view size is not compatible with input tensor's size and stride ... Use .reshape(...) instead." --
+# the message names the cure: reshape returns the same values, copying only when a view is impossible.
+# https://github.com/pytorch/examples/issues/836, https://github.com/open-mmlab/mmpretrain/pull/104
+_VIEW_STRIDE_RE = re.compile(r"view size is not compatible with input tensor's size and stride")
+
+
+@_recipe("view() of a non-contiguous tensor")
+def recipe_view_to_reshape(crash: _Crash) -> KnownFix | None:
+    """Replace .view(shape) by .reshape(shape) on the failing line (a dtype view is left alone)."""
+    if not _VIEW_STRIDE_RE.search(crash.error):
+        return None
+    statements = _frame_statements(crash)
+    if not statements:
+        return None
+    stmt = statements[0]
+    views = [
+        node.func
+        for node in ast.walk(stmt)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "view"
+        and (node.args or node.keywords)
+        and not (
+            len(node.args) == 1
+            and isinstance(node.args[0], ast.Attribute)
+            and ast.unparse(node.args[0].value) == "torch"  # x.view(torch.int32): a dtype, not a shape
+        )
+    ]
+    if not views:
+        return None
+    text = _Text(crash.script)
+    for func in views:
+        end = text.end(func)
+        text.replace(end - len("view"), end, "reshape")
+    return KnownFix(
+        name="view() of a non-contiguous tensor",
+        source="https://github.com/pytorch/examples/issues/836",
+        summary=(
+            f"Replaced .view(...) by .reshape(...) on line {stmt.lineno}, because the tensor is not "
+            "contiguous in memory; reshape gives the same values and copies only when it must."
+        ),
+        new_script=text.result(),
+    )
+
+
+# -------------------------------------------------------- recipe 13: float class labels to cross_entropy
+# cross_entropy/nll_loss read a (N,) target as class indices, which must be int64; labels loaded as
+# floats (a float array, a CSV column) are refused. Casting whole-number labels to long keeps them.
+# https://github.com/burlachenkok/flpytorch/pull/14, https://github.com/hunkim/PyTorchZeroToAll/issues/38
+_TARGET_DTYPE_RE = re.compile(
+    r"expected target dtype to be Long or Byte, but got (?:Float|Double|Half|Int|Short)"
+    r"|expected scalar type Long but found (?:Float|Double|Half|Int|Short)"
+    r"|Expected object of scalar type Long but got scalar type \w+ for argument #2 'target'"
+)
+_CLASS_LOSSES = frozenset({"cross_entropy", "nll_loss"})
+_CLASS_LOSS_MODULES = frozenset({"CrossEntropyLoss", "NLLLoss"})
+
+
+@_recipe("float class labels to cross_entropy")
+def recipe_class_labels_long(crash: _Crash) -> KnownFix | None:
+    """Cast the target of the one cross_entropy / nll_loss (function or module) call at the innermost
+    frame that has one to long."""
+    if not _TARGET_DTYPE_RE.search(crash.error):
+        return None
+    modules = {
+        ast.unparse(target)
+        for node in ast.walk(crash.tree)
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+        and _callee(node.value) in _CLASS_LOSS_MODULES
+        for target in node.targets
+    }  # fmt: skip
+    for stmt in _frame_statements(crash):
+        calls = [
+            node
+            for node in ast.walk(stmt)
+            if isinstance(node, ast.Call)
+            and (_callee(node) in _CLASS_LOSSES or ast.unparse(node.func) in modules)
+        ]
+        if len(calls) > 1:
+            return None
+        if not calls:
+            continue
+        call = calls[0]
+        target = next((k.value for k in call.keywords if k.arg == "target"), None)
+        if target is None and len(call.args) >= 2:
+            target = call.args[1]
+        if target is None:
+            return None
+        segment = ast.get_source_segment(crash.script, target)
+        text = _Text(crash.script)
+        if segment is None or not _append(text, target, ".long()"):
+            return None
+        return KnownFix(
+            name="float class labels to cross_entropy",
+            source="https://github.com/burlachenkok/flpytorch/pull/14",
+            summary=(
+                f"Cast {segment} to long on line {stmt.lineno}, because the loss reads its target as class "
+                "indices, which must be integers."
+            ),
+            new_script=text.result(),
+        )
+    return None
+
+
+# ------------------------------------------------------------ recipe 14: a key read under a near-miss name
+# KeyError: 'labels' while the rows have "label" (or a datasets column error that lists the columns):
+# the read is a misspelling of a name that exists. Fired only when exactly one existing name is close
+# (difflib ratio >= 0.75) and the failing line spells the missing one as a literal.
+# https://github.com/simplescaling/s1/issues/39 (a column the data does not have)
+_MISSING_KEY_RES = (
+    re.compile(r"^KeyError: ['\"](?P<key>[^'\"]+)['\"]$", re.MULTILINE),
+    re.compile(r"Column '(?P<key>[^']+)' doesn't exist"),
+    re.compile(r"Column name \['(?P<key>[^']+)'\] not in the dataset"),
+)
+_LISTED_COLUMNS_RE = re.compile(r"Current columns in the dataset: \[(?P<names>[^\]]*)\]")
+_KEY_CUTOFF = 0.75
+
+
+@_recipe("key read under a near-miss name")
+def recipe_near_miss_key(crash: _Crash) -> KnownFix | None:
+    """Respell the missing key as the one existing name close to it, on the failing line."""
+    key = next((m.group("key") for r in _MISSING_KEY_RES if (m := r.search(crash.error))), None)
+    if key is None:
+        return None
+    listed = _LISTED_COLUMNS_RE.search(crash.error)
+    known = set(re.findall(r"'([^']+)'", listed.group("names"))) if listed else _literal_keys(crash.tree)
+    if key in known:
+        return None  # the name exists: the row that lacks it is a data question
+    close = difflib.get_close_matches(key, sorted(known), n=2, cutoff=_KEY_CUTOFF)
+    if len(close) != 1:
+        return None
+    for stmt in _frame_statements(crash):
+        spelled = [n for n in ast.walk(stmt) if isinstance(n, ast.Constant) and n.value == key]
+        if not spelled:
+            continue
+        text = _Text(crash.script)
+        for node in spelled:
+            quote = crash.script[text.start(node)]
+            text.replace(text.start(node), text.end(node), f"{quote}{close[0]}{quote}")
+        return KnownFix(
+            name="key read under a near-miss name",
+            source="https://github.com/simplescaling/s1/issues/39",
+            summary=(
+                f"Read {close[0]!r} instead of {key!r} on line {stmt.lineno}, because the data has no "
+                f"{key!r} and {close[0]!r} is the one existing name that close to it."
+            ),
+            new_script=text.result(),
+        )
+    return None
+
+
+def _literal_keys(tree: ast.Module) -> set[str]:
+    """String keys the script itself writes: dict literals, dict(name=...) calls, row["key"] = ..."""
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Assign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            out.update(
+                t.slice.value
+                for t in targets
+                if isinstance(t, ast.Subscript)
+                and isinstance(t.slice, ast.Constant)
+                and isinstance(t.slice.value, str)
+            )
+        if isinstance(node, ast.Dict):
+            out.update(k.value for k in node.keys if isinstance(k, ast.Constant) and isinstance(k.value, str))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
+            out.update(k.arg for k in node.keywords if k.arg)
+    return out
