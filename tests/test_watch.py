@@ -372,11 +372,14 @@ def test_watch_once_reports_the_crashed_run_and_nothing_for_the_healthy_one(
         out = run_cli("watch", "--json", "--once", "--no-llm", timeout=120)
         assert out.returncode == 0, out.stderr
         events = [json.loads(line) for line in out.stdout.splitlines()]
-        assert [(e["run_id"], e["event"], e["decision"]) for e in events] == [("crashy", "verdict", "FIX")], (
-            events
-        )
+        # the misspelt key has a known fix, which needs no LLM: the crash is fixed in the same tick
+        assert [(e["run_id"], e["event"], e["decision"]) for e in events] == [
+            ("crashy", "verdict", "FIX"),
+            ("crashy", "fix", "FIX"),
+        ], events
         assert {"ts", "run_id", "event", "decision", "message"} <= set(events[0])
         assert "KeyError" in events[0]["message"]
+        assert "known fix" in events[1]["message"], events[1]
     finally:
         stop_cli_run("healthy")
 

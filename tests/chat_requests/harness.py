@@ -26,6 +26,7 @@ from typing import Any
 
 HERE = Path(__file__).parent
 REQUESTS = HERE / "requests.json"
+HOLDOUT = HERE / "holdout.json"
 SELECTED = "grpo-math"
 RUNS_TO_EXECUTE = frozenset(
     {
@@ -47,8 +48,10 @@ RUNS_TO_EXECUTE = frozenset(
 MAX_STEPS = 6
 
 
-def load_requests(subset: bool = False) -> list[dict[str, Any]]:
-    requests = json.loads(REQUESTS.read_text())
+def load_requests(subset: bool = False, holdout: bool = False) -> list[dict[str, Any]]:
+    """Our request set (or its subset), or the holdout set: requests written after the chat's rules and
+    never used to shape them, measured to see how far the set's figure carries to new phrasings."""
+    requests = json.loads((HOLDOUT if holdout else REQUESTS).read_text())
     return [r for r in requests if r["subset"]] if subset else requests
 
 
@@ -335,7 +338,8 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
 def leaks(texts: list[str]) -> list[str]:
     """Requests whose wording appears in a prompt or a tool description (none may)."""
     blob = " ".join(" ".join(t.lower().split()) for t in texts)
-    return [r["say"] for r in load_requests() if " ".join(r["say"].lower().split()) in blob]
+    every = load_requests() + load_requests(holdout=True)
+    return [r["say"] for r in every if " ".join(r["say"].lower().split()) in blob]
 
 
 def build(home: Path, llm: Any) -> tuple[Any, Any, dict[str, Any]]:
