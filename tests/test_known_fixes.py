@@ -99,7 +99,7 @@ def test_catalogue_order() -> None:
         "renamed keyword",
         "missing pad token",
         "integer tensor in a float op",
-        "float64 data into a float32 model",
+        "float64 or integer data into a float32 model",
         "integer attention mask",
         "float class labels to cross_entropy",
         "per-token logits to cross_entropy",
@@ -286,7 +286,7 @@ def test_float64_numpy_data_is_cast_where_the_tensor_is_made(tmp_path: Path) -> 
         print(round(model(X).sum().item(), 4))
         """,
     )
-    new = assert_fixed(tmp_path, script, stderr, "float64 data into a float32 model")
+    new = assert_fixed(tmp_path, script, stderr, "float64 or integer data into a float32 model")
     assert "X = torch.from_numpy(features).float()" in new
     expected = subprocess.run(
         [sys.executable, "-c", new.replace("torch.from_numpy(features).float()", "torch.ones(8, 3)")],
@@ -294,6 +294,31 @@ def test_float64_numpy_data_is_cast_where_the_tensor_is_made(tmp_path: Path) -> 
         text=True,
     ).stdout
     assert run(tmp_path).stdout == expected  # the same numbers as float32 data from the start
+
+
+def test_integer_features_into_a_model_of_the_script_are_cast_where_they_are_made(tmp_path: Path) -> None:
+    script, stderr = crash(
+        tmp_path,
+        """\
+        import torch
+        torch.manual_seed(0)
+
+        class Scorer(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = torch.nn.Linear(3, 1)
+
+            def forward(self, x):
+                return self.fc(x)
+
+        counts = torch.tensor([[1, 0, 2], [3, 1, 0]])
+        print(round(Scorer()(counts).sum().item(), 4))
+        """,
+    )
+    assert "Long and Float" in stderr
+    new = assert_fixed(tmp_path, script, stderr, "float64 or integer data into a float32 model")
+    assert "counts = torch.tensor([[1, 0, 2], [3, 1, 0]]).float()" in new  # at the call site, not in forward
+    same_output(tmp_path, new, script.replace("[3, 1, 0]])", "[3, 1, 0]], dtype=torch.float32)"))
 
 
 def test_float64_data_with_an_explicit_dtype_or_two_sources_is_not_guessed(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""Recipes for tensors of the wrong dtype: integers into float ops, float64 data into a float32 model,
-an integer attention mask, float class labels."""
+"""Recipes for tensors of the wrong dtype: integers into float ops, float64 or integer data into a
+float32 model, an integer attention mask, float class labels."""
 
 from __future__ import annotations
 
@@ -102,54 +102,58 @@ def recipe_integer_mean(crash: Crash) -> KnownFix | None:
     )
 
 
-# -------------------------------------------------------- float64 data into a float32 model
-# numpy arrays are float64 and torch.from_numpy / torch.tensor keep that dtype, while modules are
-# float32: "mat1 and mat2 must have the same dtype, but got Double and Float". The fix casts the tensor
-# where it is made from the array, so the model and every later use see float32.
-# https://github.com/xianglin226/scMDC/issues/8
-_DOUBLE_INTO_FLOAT = re.compile(
-    r"got Double and Float|expected scalar type Float but found Double|"
-    r"Input type \(double\) and bias type \(float\)|found dtype Double but expected Float",
+# ---------------------------------------------- float64 or integer data into a float32 model
+# numpy arrays are float64 and torch.from_numpy / torch.tensor keep that dtype (a list of ints becomes
+# int64), while modules are float32: "mat1 and mat2 must have the same dtype, but got Double and Float".
+# The fix casts the tensor where it is made from the data, so the model and every later use see float32.
+# https://github.com/xianglin226/scMDC/issues/8 (float64),
+# https://github.com/pytorch/pytorch/issues/60250 (integer input into a float model)
+_DATA_INTO_FLOAT = re.compile(
+    r"got (?P<a>Double|Long|Int) and Float|expected scalar type Float but found (?P<b>Double|Long|Int)|"
+    r"Input type \((?P<c>double|long|int)\) and bias type \(float\)|found dtype (?P<d>Double|Long|Int) but expected Float",
     re.IGNORECASE,
 )
 _FROM_ARRAY = frozenset({"from_numpy", "tensor", "as_tensor"})
 
 
-@recipe("float64 data into a float32 model")
-def recipe_double_input(crash: Crash) -> KnownFix | None:
+@recipe("float64 or integer data into a float32 model")
+def recipe_data_dtype(crash: Crash) -> KnownFix | None:
     """Append .float() to the one torch.from_numpy/tensor/as_tensor call (no dtype given) that made a
-    tensor the failing statement uses."""
-    if not _DOUBLE_INTO_FLOAT.search(crash.error):
+    tensor a failing statement uses (the innermost frame that has exactly one such tensor)."""
+    match = _DATA_INTO_FLOAT.search(crash.error)
+    if not match:
         return None
-    statements = frame_statements(crash)
-    if not statements:
-        return None
-    stmt = statements[0]
-    used = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-    made: list[tuple[str, ast.Call]] = []
-    for name in sorted(used):
-        assign = last_assignment(crash.tree, name, line_of(stmt))
-        value = assign.value if assign is not None else None
-        if (
-            isinstance(value, ast.Call)
-            and callee_name(value) in _FROM_ARRAY
-            and not any(k.arg == "dtype" for k in value.keywords)
-        ):
-            made.append((name, value))
-    if len(made) != 1:
-        return None
-    name, call = made[0]
-    text = SourceText(crash.script)
-    text.replace(text.end(call), text.end(call), ".float()")
-    return KnownFix(
-        name="float64 data into a float32 model",
-        source="https://github.com/xianglin226/scMDC/issues/8",
-        summary=(
-            f"Cast {name} to float32 where it is made from the array on line {call.lineno}, because the "
-            "model's weights are float32 and the array is float64."
-        ),
-        new_script=text.result(),
-    )
+    dtype = next(g for g in match.groups() if g).lower()
+    for stmt in frame_statements(crash):
+        used = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        made: list[tuple[str, ast.Call]] = []
+        for name in sorted(used):
+            assign = last_assignment(crash.tree, name, line_of(stmt))
+            value = assign.value if assign is not None else None
+            if (
+                isinstance(value, ast.Call)
+                and callee_name(value) in _FROM_ARRAY
+                and not any(k.arg == "dtype" for k in value.keywords)
+            ):
+                made.append((name, value))
+        if len(made) > 1:
+            return None  # two data tensors: which one is wrong is not known
+        if not made:
+            continue
+        name, call = made[0]
+        text = SourceText(crash.script)
+        text.replace(text.end(call), text.end(call), ".float()")
+        kind = {"double": "float64", "long": "int64", "int": "int32"}[dtype]
+        return KnownFix(
+            name="float64 or integer data into a float32 model",
+            source="https://github.com/xianglin226/scMDC/issues/8",
+            summary=(
+                f"Cast {name} to float32 where it is made from the data on line {call.lineno}, because the "
+                f"model's weights are float32 and the data is {kind}."
+            ),
+            new_script=text.result(),
+        )
+    return None
 
 
 # -------------------------------------------------------- integer mask to attention
