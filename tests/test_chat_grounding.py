@@ -11,7 +11,14 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from twinkle_auto.connection import Connection
 from twinkle_auto.graphs.chat.graph import compile_chat_graph
-from twinkle_auto.graphs.chat.grounding import amend, evidence, is_grounded, problems, ungrounded
+from twinkle_auto.graphs.chat.grounding import (
+    amend,
+    evidence,
+    is_grounded,
+    problems,
+    refused_calls,
+    ungrounded,
+)
 from twinkle_auto.tools import get_tools
 from twinkle_auto.tools.base import ToolContext
 
@@ -123,14 +130,40 @@ def test_a_tool_refused_twice_is_withheld_for_a_last_answer(home: Path) -> None:
     assert not [p for p in home.iterdir() if p.name != "auto"]
 
 
-def test_the_answer_after_the_last_refusal_goes_on_to_the_approval(home: Path) -> None:
+def test_an_answer_refused_a_third_time_is_not_run_and_the_person_is_asked(home: Path) -> None:
     """The checks are bounded: a third insisting answer (a server that ignores the offered tools) is not
-    sent back again; the approval is still ahead of it."""
+    sent back again, and not run either: the person reads what was considered and why, and is asked."""
     ctx, tools = _tools(home)
     llm = _script(INVENTED, INVENTED, INVENTED, "done")
     out = _ask(llm, tools, ctx, "start a training")
-    assert [c["id"] for c in out["messages"][-1].tool_calls] == ["c3"]
-    assert len(llm.calls) == 3
+    last = out["messages"][-1]
+    assert isinstance(last, AIMessage) and not last.tool_calls
+    assert last.content.startswith("I have not done anything") and "start_training" in last.content
+    assert "the person" not in last.content and "you said" in last.content
+    assert len(llm.calls) == 3  # no model call more
+    assert not [p for p in home.iterdir() if p.name != "auto"]
+
+
+def test_a_new_run_for_words_that_name_an_existing_run_is_refused(home: Path) -> None:
+    """ "pick grpo-math back up": the 1.5B model started a new training (recipe twinkle-grpo, model
+    "twinkle-grpo") for a request about the person's run. A new run with none of its own values named,
+    for words that name a run, is sent back; the same call with a model the person named is not."""
+    _, tools = _tools(home)
+    (home / "grpo-math").mkdir()
+    (home / "grpo-math" / "meta.json").write_text('{"run_id": "grpo-math", "status": "paused"}')
+    request = "pick grpo-math back up"
+    said = evidence([HumanMessage(request)])
+    invented = {
+        "name": "start_training",
+        "args": {"recipe": "twinkle-grpo", "model": "twinkle-grpo"},
+        "id": "c",
+    }
+    found = refused_calls(AIMessage("", tool_calls=[invented]), tools, said, request, ["grpo-math", "sft"])
+    assert found and "'grpo-math' is one of the person's runs" in found[0][1][-1]
+    named = "start grpo-math again as a new run of mock-model"
+    said = evidence([HumanMessage(named)])
+    call = {**invented, "args": {"recipe": "twinkle-grpo", "model": "mock-model"}}
+    assert refused_calls(AIMessage("", tool_calls=[call]), tools, said, named, ["grpo-math"]) == []
 
 
 def test_a_server_call_about_no_server_is_refused_and_withheld(home: Path) -> None:

@@ -40,7 +40,7 @@ c14 by its known fix.
 The prompt differs run to run (a random fence nonce) and a 1.5B model's answers vary with it: whole-suite
 runs gave 3 to 5 of 5, and one clean-clone run (2026-12-01, d8a806f) 2 of 5, which at the earlier floor
 of 3 failed CI on noise. A total regression (the edit format, the context, the correction loop) still
-fails it. The whole suite's figure is the bench's (19/23 at 2ddc66d, 14 of them known fixes)."""
+fails it. The whole suite's figure is the bench's (21/23 fixed and honest at 8fb0b36, 17 by known fixes)."""
 
 
 def test_fix_rate_floor_on_a_fixed_subset(local_llm: str, tmp_path: Path) -> None:

@@ -305,6 +305,9 @@ class ToolArgs(BaseModel):
     GUESS_IS_DEFAULT: ClassVar[tuple[str, ...]] = ()
     """Grounded fields whose default is what a call without them means ("the models on my server": the
     server we started): a value nobody gave is dropped, as if left out, and the call runs."""
+    MAKES_A_RUN: ClassVar[bool] = False
+    """The call makes a new run: when the person's words name one of their runs and the call names none
+    of its own grounded values, the request is about that run, and the call is sent back."""
 
     @classmethod
     def amend(cls, args: Mapping[str, Any], request: str) -> Mapping[str, Any]:

@@ -165,6 +165,7 @@ def given_params(value: Any) -> dict[str, Any]:
 class StartArgs(ToolArgs):
     GROUNDED = ("model", "dataset", "script_path", "run_id")
     GUESS_IS_DEFAULT = ("run_id",)  # a new run's id nobody gave: made from recipe and model
+    MAKES_A_RUN = True
 
     @classmethod
     def _fitting(cls, args: Mapping[str, Any], request: str) -> tuple[str, set[str], list[str]]:

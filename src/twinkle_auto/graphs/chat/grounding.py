@@ -24,7 +24,7 @@ through): case, punctuation and spacing are ignored, and a hub id's or a path's 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
@@ -155,11 +155,18 @@ def amend(answer: AIMessage, tools: Mapping[str, BaseTool], said: str, request: 
     return answer.model_copy(update={"tool_calls": calls}) if changed else answer
 
 
-def problems(call: Mapping[str, Any], tool: BaseTool | None, said: str, request: str) -> list[str]:
+def problems(
+    call: Mapping[str, Any], tool: BaseTool | None, said: str, request: str, runs: Collection[str] = ()
+) -> list[str]:
     """Why the call should not run as it is, one clause each: values nobody gave in the fields that
-    define the action, and choices that contradict the person's words for this step."""
+    define the action, a new run when the person's words are about one of their `runs`, and choices
+    that contradict the person's words for this step."""
     free = set(_declared(tool, "GUESS_IS_DEFAULT"))
-    out = [UNGROUNDED.format(name=n, value=v) for n, v in ungrounded(call, tool, said) if n not in free]
+    missing = ungrounded(call, tool, said)
+    out = [UNGROUNDED.format(name=n, value=v) for n, v in missing if n not in free]
+    named = {n for n, _ in missing}
+    given = any(name not in named for name in _given(call, tool, free))
+    out += _about_a_run(call, tool, request, runs, given=given)
     check = _hook(tool, "mismatches")
     if callable(check):
         try:
@@ -170,15 +177,52 @@ def problems(call: Mapping[str, Any], tool: BaseTool | None, said: str, request:
 
 
 def refused_calls(
-    answer: AIMessage, tools: Mapping[str, BaseTool], said: str, request: str
+    answer: AIMessage, tools: Mapping[str, BaseTool], said: str, request: str, runs: Collection[str] = ()
 ) -> list[tuple[str, list[str]]]:
-    """(tool name, its problems) of each call of `answer` that should not run as it is."""
+    """(tool name, its problems) of each call of `answer` that should not run as it is; `runs` are the
+    ids of the person's runs."""
     out = []
     for call in answer.tool_calls:
-        found = problems(call, tools.get(call["name"]), said, request)
+        found = problems(call, tools.get(call["name"]), said, request, runs)
         if found:
             out.append((call["name"], found))
     return out
+
+
+def _given(call: Mapping[str, Any], tool: BaseTool | None, free: set[str]) -> list[str]:
+    """The grounded fields (but those whose guess is the default) that the call sets."""
+    args = call.get("args") or {}
+    schema = getattr(tool, "args_schema", None)
+    fields = [f for f in _declared(tool, "GROUNDED") if f not in free]
+    return [name for f in fields for name in _names(schema, f) if args.get(name) not in (None, "", [])]
+
+
+def _about_a_run(
+    call: Mapping[str, Any], tool: BaseTool | None, request: str, runs: Collection[str], *, given: bool
+) -> list[str]:
+    """A new run asked for with none of its own values named, while the person's words name one of
+    their runs: the request is about that run ("pick grpo-math back up", "work with sft-chat")."""
+    if given or not getattr(getattr(tool, "args_schema", None), "MAKES_A_RUN", False):
+        return []
+    named = [run for run in runs if is_grounded(run, request.lower())]
+    if not named:
+        return []
+    return [
+        f"{named[0]!r} is one of the person's runs and {call.get('name')} starts a new one: a request "
+        "that names a run is about that run"
+    ]
+
+
+def question(refused: Sequence[tuple[str, list[str]]]) -> str:
+    """What the person reads when every answer of a step was refused: nothing ran, what was considered
+    and why it was not done, and a request to say it again with the names it needs."""
+    reasons = "; ".join(f"{name}: {'; '.join(found)}" for name, found in refused)
+    for ours, yours in (("the person's", "your"), ("the person", "you")):
+        reasons = reasons.replace(ours, yours)
+    return (
+        f"I have not done anything: I was not sure what you meant ({reasons}). Could you say what you "
+        "would like done, naming the run, model or data it is about?"
+    )
 
 
 def note(refused: Sequence[tuple[str, list[str]]], withheld: Sequence[str] = ()) -> str:
@@ -197,6 +241,7 @@ __all__ = [
     "latest_words",
     "note",
     "problems",
+    "question",
     "refused_calls",
     "ungrounded",
 ]

@@ -187,7 +187,7 @@ def agent(
     dropped where the field's default is what the call means, a choice the person's words fix is set to
     it, and a call naming a model, dataset or script nobody named is not kept: the model is asked once
     more with a note saying why (never shown the refused call: it would report it as done), and refused
-    again, once more without that tool.
+    again, once more without that tool; refused a third time, nothing runs and the person is asked.
     """
     messages = list(state.get("messages") or [])
     rounds = tool_rounds(messages)
@@ -231,7 +231,9 @@ def agent(
             said, request = grounding.evidence(history), grounding.latest_words(history)
             answer = grounding.amend(answer, tools, said, request)
             refused = (
-                grounding.refused_calls(answer, tools, said, request) if regrounds < MAX_REGROUNDS else []
+                grounding.refused_calls(answer, tools, said, request, _run_ids(runtime, fallback))
+                if regrounds < MAX_REGROUNDS
+                else []
             )
             if refused:
                 regrounds += 1
@@ -242,6 +244,15 @@ def agent(
                     offered = llm.bind_tools([t for name, t in tools.items() if name not in withheld])
                 extra = [HumanMessage(grounding.note(refused, withheld=withheld))]
                 continue
+            last = (
+                grounding.refused_calls(answer, tools, said, request, _run_ids(runtime, fallback))
+                if regrounds == MAX_REGROUNDS
+                else []
+            )
+            if last:
+                # a third answer refused as well: nothing runs, and the person is asked in words what
+                # was meant (with what was considered), instead of an approval of a guess
+                answer = AIMessage(content=grounding.question(last))
         out.append(answer)
         if not isinstance(answer, AIMessage) or not (answer.tool_calls or answer.invalid_tool_calls):
             step = next_step([*messages, *out])
@@ -265,12 +276,22 @@ def agent(
     return {"messages": out, "tool_rounds": rounds}
 
 
+def _run_ids(runtime: Any, fallback: Any) -> list[str]:
+    """The ids of the person's runs (grounding asks whether a request names one); none when unreadable."""
+    try:
+        return list(context_of(runtime, fallback).connection.store.run_ids())
+    except Exception:  # a check is advice: never let it break a turn
+        return []
+
+
 MAX_REGROUNDS = 2
 """Times one step's answer is sent back for values nobody gave: once with a note, then without the
-refused tools (the 1.5B model resends a refused call word for word; measured on our request set). The
-answer after that runs as it is, through the approval. A third send-back (without the tools refused
-since) was tried: in a clean-clone `make test` it doubled the llm_chat subset test (442 s to 889 s),
-because each one re-reads the prompt and the refused calls are long."""
+refused tools (the 1.5B model resends a refused call word for word; measured on our request set). An
+answer refused after that is not run: the person is asked in words (no further model call). It used to
+go on to the approval, and "pick grpo-math back up" ended as a proposal to start a 4-GPU server with an
+invented model. A third send-back (without the tools refused since) was tried: in a clean-clone
+`make test` it doubled the llm_chat subset test (442 s to 889 s), because each one re-reads the prompt
+and the refused calls are long."""
 
 NO_SUCH_TOOL = "(There is no tool named {name!r}. Answer my last message in plain words, without JSON.)"
 """Only words: inviting "or another tool" made the 1.5B model answer a greeting with start_training."""
