@@ -264,6 +264,25 @@ def test_a_model_that_breaks_its_json_twice_answers_in_words(home: Path) -> None
     assert llm.offered[2] == [] and "without calling a tool" in llm.calls[2][-1].content
 
 
+def test_a_model_that_breaks_its_json_even_without_tools_gets_a_plain_reply(home: Path) -> None:
+    """holdout #9 "unfreeze grpo-math": the 1.5B model wrote an update_script call with a runaway script
+    three times, the last with no tool offered (llama.cpp still parses calls from the text). The person
+    reads that nothing was done, not an HTTP 500."""
+    from fakes import ScriptedChatModel
+
+    refused = RuntimeError("Error code: 500 - Failed to parse tool call arguments as JSON: parse error")
+    llm = ScriptedChatModel(responses=[refused, refused, refused])
+    ctx = ToolContext(Connection.open(home))
+    graph = compile_chat_graph(llm, get_tools(ctx, search=False, server=False), checkpointer=InMemorySaver())
+    out = graph.invoke(
+        {"messages": [HumanMessage("unfreeze it")]}, {"configurable": {"thread_id": "t"}}, context=ctx
+    )
+    last = out["messages"][-1]
+    assert isinstance(last, AIMessage) and not last.tool_calls
+    assert "nothing was done" in last.content
+    assert len(llm.calls) == 3
+
+
 def _status_run(home: Path, run_id: str) -> None:
     folder = home / run_id
     folder.mkdir(parents=True)

@@ -336,6 +336,10 @@ RETRY_JSON = (
 
 
 IN_WORDS = "Answer my last message in plain words, without calling a tool."
+UNPARSEABLE = (
+    "I could not turn that into a working action: my answer came out malformed three times, so nothing "
+    "was done. Could you say it in other words, naming the run, model or data it is about?"
+)
 
 
 def _malformed_by_server(exc: Exception) -> bool:
@@ -357,7 +361,14 @@ def invoke_repairing_json(model: Runnable[Any, Any], sent: list[AnyMessage], pla
     except Exception as exc:
         if plain is None or not _malformed_by_server(exc):
             raise
-    return stream_answer(plain, [*sent, SystemMessage(IN_WORDS)])
+    try:
+        return stream_answer(plain, [*sent, SystemMessage(IN_WORDS)])
+    except Exception as exc:
+        # llama.cpp parses tool calls from the text even when no tool is offered: the model that wrote
+        # a call in words is refused again, and the person must still get an answer, not an HTTP 500
+        if not _malformed_by_server(exc):
+            raise
+    return AIMessage(content=UNPARSEABLE)
 
 
 def _needs_asking(call: Mapping[str, Any], by_name: Mapping[str, BaseTool], approved: set[str]) -> bool:
