@@ -15,6 +15,7 @@ from twinkle_auto.monitor.known_fixes.base import (
     bindings_of,
     callee_name,
     collector,
+    failing_statement,
     frame_statements,
     line_of,
     parents_of,
@@ -46,10 +47,9 @@ def recipe_numpy_requires_grad(crash: Crash) -> KnownFix | None:
     """Insert .detach() before each .numpy() of the failing line whose tensor is not detached yet."""
     if not _NUMPY_GRAD_RE.search(crash.error):
         return None
-    statements = frame_statements(crash)
-    if not statements:
+    stmt = failing_statement(crash)
+    if stmt is None:
         return None
-    stmt = statements[0]
     calls = [
         node
         for node in ast.walk(stmt)
@@ -96,10 +96,9 @@ def recipe_backward_non_scalar(crash: Crash) -> KnownFix | None:
     """Reduce the loss by its mean where it is assigned (or, if it is not a name, at the backward call)."""
     if not _NON_SCALAR_RE.search(crash.error):
         return None
-    statements = frame_statements(crash)
-    if not statements:
+    stmt = failing_statement(crash)
+    if stmt is None:
         return None
-    stmt = statements[0]
     calls = [
         node for node in ast.walk(stmt) if isinstance(node, ast.Call) and callee_name(node) == "backward"
     ]

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from twinkle_auto.monitor.fix_context import ScriptFrame
+from twinkle_auto.monitor.guards.ast_util import call_name as callee_name
 
 __all__ = [
     "Catalogue",
@@ -19,6 +20,7 @@ __all__ = [
     "append_suffix",
     "bindings_of",
     "callee_name",
+    "failing_statement",
     "frame_statements",
     "in_scope",
     "last_assignment",
@@ -98,14 +100,6 @@ class SourceText:
         return out
 
 
-def callee_name(call: ast.Call) -> str:
-    if isinstance(call.func, ast.Name):
-        return call.func.id
-    if isinstance(call.func, ast.Attribute):
-        return call.func.attr
-    return ""
-
-
 def statement_at(tree: ast.Module, line: int) -> ast.stmt | None:
     """The innermost simple statement (or compound header) spanning `line`."""
     best: ast.stmt | None = None
@@ -114,6 +108,13 @@ def statement_at(tree: ast.Module, line: int) -> ast.stmt | None:
         if spans and (best is None or node.lineno >= best.lineno):
             best = node
     return best
+
+
+def failing_statement(crash: Crash) -> ast.stmt | None:
+    """The statement at the innermost script frame: where the script failed (an outer frame's call
+    did not fail itself), or None when no frame is in the script."""
+    statements = frame_statements(crash)
+    return statements[0] if statements else None
 
 
 def frame_statements(crash: Crash) -> list[ast.stmt]:

@@ -14,6 +14,7 @@ from twinkle_auto.monitor.known_fixes.base import (
     append_suffix,
     callee_name,
     collector,
+    failing_statement,
     frame_statements,
     last_assignment,
     line_of,
@@ -58,10 +59,9 @@ def recipe_integer_mean(crash: Crash) -> KnownFix | None:
         ops = frozenset({kernel.group("op")})
     if not ops:
         return None
-    statements = frame_statements(crash)
-    if not statements:
+    stmt = failing_statement(crash)  # the failing line itself: an outer frame's op did not fail
+    if stmt is None:
         return None
-    stmt = statements[0]  # the failing line itself: an outer frame's op did not fail
     calls = [node for node in ast.walk(stmt) if isinstance(node, ast.Call) and callee_name(node) in ops]
     if len(calls) != 1:
         return None

@@ -13,7 +13,7 @@ from twinkle_auto.monitor.known_fixes.base import (
     SourceText,
     callee_name,
     collector,
-    frame_statements,
+    failing_statement,
 )
 
 RECIPES: Catalogue = []
@@ -34,12 +34,12 @@ def recipe_token_cross_entropy(crash: Crash) -> KnownFix | None:
     match = _TARGET_SIZE_RE.search(crash.error)
     if not match or match.group(1) != match.group(3):
         return None  # not the (B, V) vs (B, T) signature of unflattened per-token logits
-    statements = frame_statements(crash)
-    if not statements:
+    stmt = failing_statement(crash)
+    if stmt is None:
         return None
     calls = [
         node
-        for node in ast.walk(statements[0])
+        for node in ast.walk(stmt)
         if isinstance(node, ast.Call) and callee_name(node) in _CE_FUNCTIONS and len(node.args) >= 2
     ]
     if len(calls) != 1:
@@ -168,10 +168,9 @@ def recipe_view_to_reshape(crash: Crash) -> KnownFix | None:
     """Replace .view(shape) by .reshape(shape) on the failing line (a dtype view is left alone)."""
     if not _VIEW_STRIDE_RE.search(crash.error):
         return None
-    statements = frame_statements(crash)
-    if not statements:
+    stmt = failing_statement(crash)
+    if stmt is None:
         return None
-    stmt = statements[0]
     views = [
         node.func
         for node in ast.walk(stmt)
