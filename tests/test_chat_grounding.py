@@ -199,6 +199,16 @@ def test_a_run_id_or_server_model_nobody_gave_is_dropped_for_the_default(home: P
     server = AIMessage("", tool_calls=[{"name": "start_server", "args": {"model_id": "twinkle"}, "id": "c"}])
     said = evidence([HumanMessage("bring up the server in mock mode")])
     assert amend(server, tools, said, "bring up the server in mock mode").tool_calls[0]["args"] == {}
+    # a cluster address nobody gave (the 1.5B model wrote one): dropped, we start our own; one given is kept
+    words = "start the twinkle server with the mock backend on port 9100"
+    invented = {"backend": "mock", "port": 9100, "ray_address": "localhost:10001"}
+    server = AIMessage("", tool_calls=[{"name": "start_server", "args": invented, "id": "c"}])
+    kept = amend(server, tools, evidence([HumanMessage(words)]), words).tool_calls[0]["args"]
+    assert kept == {"backend": "mock", "port": 9100}
+    words = "start the server in mock mode on my ray cluster at 10.0.0.5:6379"
+    given = {"backend": "mock", "ray_address": "10.0.0.5:6379"}
+    server = AIMessage("", tool_calls=[{"name": "start_server", "args": given, "id": "c"}])
+    assert amend(server, tools, evidence([HumanMessage(words)]), words).tool_calls[0]["args"] == given
     said = evidence([HumanMessage("pause sft chat")])
     answer = AIMessage("", tool_calls=[{"name": "pause_training", "args": {"run_id": "sft-chat"}, "id": "c"}])
     assert amend(answer, tools, said, "pause sft chat").tool_calls[0]["args"] == {"run_id": "sft-chat"}

@@ -26,7 +26,9 @@ from twinkle_auto.server.plan import PlanError
 from twinkle_auto.tools.base import Scope, ToolContext, ToolError, needs_approval
 from twinkle_auto.tools.server import StartServerArgs, make_server_tools, split_gpus
 
-JOIN = "127.0.0.1:1"  # a 'cluster the user runs': the fake launcher never talks to Ray
+_GCS = socket.create_server(("127.0.0.1", 0))
+"""A port that accepts connections, as a joined cluster's GCS does (join_cluster probes it)."""
+JOIN = f"127.0.0.1:{_GCS.getsockname()[1]}"  # a 'cluster the user runs': the fake launcher never talks to Ray
 
 
 @pytest.fixture
@@ -289,3 +291,20 @@ def test_tool_error_for_dying_server_is_one_line(
         tools["start_server"].invoke({"backend": "mock", "port": free_port(), "ray_address": JOIN})
     text = str(err.value)
     assert "exited during start-up" in text and f"server log: {manager.log_path}" in text and "\n" not in text
+
+
+def test_joining_a_cluster_nobody_runs_fails_at_once_in_one_line(tmp_path: Path) -> None:
+    """An address with nothing listening (a port just closed) is refused before anything is launched,
+    not after Ray has retried its GCS for the whole start timeout."""
+    from twinkle_auto.server.cluster import ClusterError, join_cluster
+
+    probe = socket.create_server(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    started = time.monotonic()
+    with pytest.raises(ClusterError) as err:
+        join_cluster(tmp_path, f"127.0.0.1:{port}")
+    assert time.monotonic() - started < 30
+    assert f"no Ray cluster answers at 127.0.0.1:{port}" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ClusterError, match="port of 1-65535"):
+        join_cluster(tmp_path, "127.0.0.1:http")

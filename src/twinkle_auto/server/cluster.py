@@ -42,6 +42,8 @@ RAY_ENV = {
 READY_LINE = "Ray runtime started."
 NODE_START_TIMEOUT_S = 90.0
 STOP_GRACE_S = 20.0
+JOIN_PROBE_S = 5.0
+"""Seconds to wait for a joined cluster's GCS port to accept a connection."""
 HEAD_MIN_CPUS = 8
 """Logical CPUs of the head: Serve's controller, proxy and replicas plus Twinkle's CPU groups need 8."""
 SOCKET_BUDGET = 107 - 64
@@ -349,6 +351,16 @@ def join_cluster(home: str | Path | None, address: str) -> Cluster:
         raise ClusterError("join by the GCS address (host:port, as `ray start --head` prints), not ray://")
     if ":" not in address:
         raise ClusterError(f"ray address {address!r} must be host:port")
+    host, _, port = address.rpartition(":")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ClusterError(f"ray address {address!r} must be host:port, with a port of 1-65535")
+    try:  # Ray retries an absent GCS for minutes: say so now, in one line, before anything is launched
+        socket.create_connection((host.strip("[]"), int(port)), timeout=JOIN_PROBE_S).close()
+    except OSError as exc:
+        raise ClusterError(
+            f"no Ray cluster answers at {address} ({exc.strerror or exc}); start it with "
+            f"`ray start --head --port {port}` or leave ray_address out to let us start our own"
+        ) from exc
     cluster = Cluster(address, False, [], None, time.time())
     save_cluster(home, cluster)
     return cluster

@@ -70,8 +70,9 @@ class SamplerArg(ToolArgs):
 
 
 class StartServerArgs(ToolArgs):
-    # a model nobody named is dropped: the mock backend then serves mock-model, a real one asks for it
-    GROUNDED = GUESS_IS_DEFAULT = ("model_id",)
+    # a model nobody named is dropped: the mock backend then serves mock-model, a real one asks for it;
+    # a Ray address nobody gave is dropped: we start our own cluster (the 1.5B model wrote localhost:10001)
+    GROUNDED = GUESS_IS_DEFAULT = ("model_id", "ray_address")
 
     @classmethod
     def mismatches(cls, args: Mapping[str, Any], request: str, conversation: str = "") -> list[str]:

@@ -163,8 +163,9 @@ def given_params(value: Any) -> dict[str, Any]:
 
 
 class StartArgs(ToolArgs):
-    GROUNDED = ("model", "dataset", "script_path", "run_id")
-    GUESS_IS_DEFAULT = ("run_id",)  # a new run's id nobody gave: made from recipe and model
+    GROUNDED = ("model", "dataset", "script_path", "run_id", "ray_address")
+    # a new run's id nobody gave: made from recipe and model; a Ray address nobody gave: the local launch
+    GUESS_IS_DEFAULT = ("run_id", "ray_address")
     MAKES_A_RUN = True
 
     @classmethod
