@@ -233,12 +233,40 @@ def test_pruning_keeps_the_file_bounded_and_the_history_whole(home: Path) -> Non
     saver.conn.close()
 
 
-@pytest.mark.parametrize("bad", [[], ["a", "b", "c", "d", "e"]])
+@pytest.mark.parametrize("bad", [[], ["", " "]])
 def test_plot_metrics_validates(home: Path, bad: list) -> None:
     ctx, tools = _tools(home)
     tool = next(t for t in tools if t.name == "plot_metrics")
     with pytest.raises(Exception, match="metric"):
         tool.invoke({"keys": bad})
+
+
+def test_more_metrics_than_a_chart_holds_keeps_the_ones_the_person_named(home: Path) -> None:
+    """The 1.5B model answered "the reward-related metrics" with six keys (lr and loss among them): the
+    chart shows what the person asked for, and the reply says what was left out, instead of an error
+    the model then repeated to the person."""
+    folder = home / "grpo"
+    folder.mkdir()
+    (folder / "meta.json").write_text(json.dumps({"run_id": "grpo", "status": "running", "model_id": "m"}))
+    names = ["lr", "reward", "loss", "reward_std", "frac_reward_zero_std", "kl"]
+    rows = [{"step": i, **{k: 0.1 * i for k in names}} for i in range(1, 20)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ctx, tools = _tools(home)
+    llm = ScriptedChatModel(responses=[call("plot_metrics", {"keys": names, "run_id": "grpo"}), "shown"])
+    graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver())
+    out = graph.invoke(
+        {"messages": [HumanMessage("show me the reward-related metrics")]}, config(), context=ctx
+    )
+    assert out["chart"]["keys"] == ["reward", "reward_std", "frac_reward_zero_std", "lr"]
+    reply = json.loads([m for m in out["messages"] if isinstance(m, ToolMessage)][-1].content)
+    assert reply["not_shown"] == ["loss", "kl"]
+    # four or fewer: charted as given, whatever the words
+    llm = ScriptedChatModel(
+        responses=[call("plot_metrics", {"keys": ["lr", "loss"], "run_id": "grpo"}), "ok"]
+    )
+    graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver())
+    out = graph.invoke({"messages": [HumanMessage("chart lr and loss")]}, config("b"), context=ctx)
+    assert out["chart"]["keys"] == ["lr", "loss"]
 
 
 def test_tools_change_the_session_through_graph_state(home: Path) -> None:

@@ -22,6 +22,7 @@ from twinkle_auto.tools.base import (
     ToolContext,
     ToolError,
     compact,
+    latest_request,
     make_tool,
 )
 
@@ -75,6 +76,29 @@ def _match(wanted: list[str], available: list[str]) -> tuple[list[str], list[str
     return chosen, unknown
 
 
+def named_first(metrics: list[str], request: str) -> list[str]:
+    """When there are more metrics than a chart holds: those the person's words name first, then the
+    model's additions, each in the given order; otherwise the metrics as given.
+
+    Why: a chart holds MAX_CHART_KEYS metrics and the model pads a request ("the reward-related metrics")
+    with others it saw (lr, loss); what is cut must be the padding, not what was asked for. A metric is
+    named when its name, or a part of it of three letters or more (reward_std: "reward"), is a word of
+    the request.
+    """
+    words = set(re.findall(r"[a-z0-9]+", request.lower()))
+
+    def named(metric: str) -> bool:
+        low = metric.lower()
+        parts = [p for p in re.split(r"[^a-z0-9]+", low) if len(p) >= 3]
+        return re.sub(r"[^a-z0-9]+", "", low) in words or any(p in words for p in parts)
+
+    asked = [m for m in metrics if named(m)]
+    padding = [m for m in metrics if not named(m)]
+    if asked and len(metrics) > MAX_CHART_KEYS:
+        return asked + padding  # the chart is cut at MAX_CHART_KEYS: the padding goes first
+    return metrics
+
+
 def make_chart_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
     def plot_metrics(
         keys: list[str], run_id: str | None = None, runtime: ToolRuntime[Any, Any] = None
@@ -94,10 +118,9 @@ def make_chart_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
                         f"run {run} has no metric like {', '.join(unknown or wanted)}; "
                         f"available: {', '.join(available[:20])}"
                     )
-        if len(wanted) > MAX_CHART_KEYS:
-            raise ToolError(f"at most {MAX_CHART_KEYS} metrics per chart; got {len(wanted)}: pick fewer")
+        chosen = named_first(chosen, latest_request(s.state))
         answer: dict[str, Any] = {"run": run, "chart_keys": chosen[:MAX_CHART_KEYS]}
-        if len(chosen) > MAX_CHART_KEYS:  # a word matched many: chart the first ones, say which were left
+        if len(chosen) > MAX_CHART_KEYS:  # too many asked or matched: chart the first, say which were left
             answer["not_shown"] = chosen[MAX_CHART_KEYS:]
             chosen = chosen[:MAX_CHART_KEYS]
         chart = {**s.chart, "keys": chosen}
