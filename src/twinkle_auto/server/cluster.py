@@ -344,6 +344,24 @@ def start_cluster(
     return cluster
 
 
+def probe_gcs(address: str, *, timeout: float = JOIN_PROBE_S, advice: str = "") -> None:
+    """Raise a one-line ClusterError unless something accepts a connection at `address` (host:port).
+
+    Why: Ray retries an absent GCS for minutes; saying so before anything is launched or queried turns
+    a start timeout into a message the person can act on.
+    """
+    host, _, port = address.rpartition(":")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ClusterError(f"ray address {address!r} must be host:port, with a port of 1-65535")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ClusterError(
+            f"no Ray cluster answers at {address} ({exc.strerror or exc}); start it with "
+            f"`ray start --head --port {port}`{' ' + advice if advice else ''}"
+        ) from None
+
+
 def join_cluster(home: str | Path | None, address: str) -> Cluster:
     """Record a cluster the person runs (multi-node setups): used, reported, never stopped by us."""
     address = address.strip()
@@ -351,16 +369,7 @@ def join_cluster(home: str | Path | None, address: str) -> Cluster:
         raise ClusterError("join by the GCS address (host:port, as `ray start --head` prints), not ray://")
     if ":" not in address:
         raise ClusterError(f"ray address {address!r} must be host:port")
-    host, _, port = address.rpartition(":")
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ClusterError(f"ray address {address!r} must be host:port, with a port of 1-65535")
-    try:  # Ray retries an absent GCS for minutes: say so now, in one line, before anything is launched
-        socket.create_connection((host.strip("[]"), int(port)), timeout=JOIN_PROBE_S).close()
-    except OSError as exc:
-        raise ClusterError(
-            f"no Ray cluster answers at {address} ({exc.strerror or exc}); start it with "
-            f"`ray start --head --port {port}` or leave ray_address out to let us start our own"
-        ) from exc
+    probe_gcs(address, advice="or leave ray_address out to let us start our own")
     cluster = Cluster(address, False, [], None, time.time())
     save_cluster(home, cluster)
     return cluster
@@ -438,11 +447,7 @@ def query_cluster(address: str, *, timeout: float = 45.0) -> dict[str, Any]:
         raise ClusterError(
             "Ray is not installed; install the server extra: pip install 'twinkle-auto[server]'"
         )
-    host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=3).close()
-    except (OSError, ValueError):
-        raise ClusterError(f"no Ray cluster answers at {address}") from None
+    probe_gcs(address, timeout=3)
     env = ray_env()
     env.pop("RAY_ADDRESS", None)
     try:

@@ -85,6 +85,8 @@ def named_first(metrics: list[str], request: str) -> list[str]:
     named when its name, or a part of it of three letters or more (reward_std: "reward"), is a word of
     the request.
     """
+    if len(metrics) <= MAX_CHART_KEYS:
+        return metrics
     words = set(re.findall(r"[a-z0-9]+", request.lower()))
 
     def named(metric: str) -> bool:
@@ -93,10 +95,7 @@ def named_first(metrics: list[str], request: str) -> list[str]:
         return re.sub(r"[^a-z0-9]+", "", low) in words or any(p in words for p in parts)
 
     asked = [m for m in metrics if named(m)]
-    padding = [m for m in metrics if not named(m)]
-    if asked and len(metrics) > MAX_CHART_KEYS:
-        return asked + padding  # the chart is cut at MAX_CHART_KEYS: the padding goes first
-    return metrics
+    return asked + [m for m in metrics if m not in asked] if asked else metrics
 
 
 def make_chart_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
