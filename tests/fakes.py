@@ -27,6 +27,8 @@ class ScriptedChatModel(BaseChatModel):
     bound_tools: list[Any] = Field(default_factory=list)
     offered: list[list[str]] = Field(default_factory=list)
     """Per call, the names of the tools it was called with (none: called without tools)."""
+    choices: list[Any] = Field(default_factory=list)
+    """Per call, the tool_choice it was bound with (None: the server's default, "auto")."""
 
     @property
     def _llm_type(self) -> str:
@@ -37,6 +39,7 @@ class ScriptedChatModel(BaseChatModel):
     ) -> ChatResult:
         self.calls.append(list(messages))
         self.offered.append(list(kw.get("tools") or []))
+        self.choices.append(kw.get("tool_choice"))
         response = self.responses.pop(0) if self.responses else self.default
         if callable(response) and not isinstance(response, BaseMessage):
             response = response(messages)
@@ -49,4 +52,5 @@ class ScriptedChatModel(BaseChatModel):
         """This model with the tools' names passed to each call (recorded in `offered`), as a real
         binding passes their schemas; `bound_tools` is the last binding, for tests that read it."""
         self.bound_tools = list(tools)
-        return self.bind(tools=[getattr(t, "name", str(t)) for t in tools])
+        choice = {"tool_choice": kwargs["tool_choice"]} if "tool_choice" in kwargs else {}
+        return self.bind(tools=[getattr(t, "name", str(t)) for t in tools], **choice)

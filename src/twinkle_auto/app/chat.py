@@ -262,7 +262,7 @@ class ChatApp:
                     and meta.get("langgraph_node") == "agent"
                     and message.content
                 ):
-                    sink("token", str(message.content))
+                    sink("token", (message.id, str(message.content)))
             elif mode == "updates":
                 for node, update in (chunk or {}).items():
                     if node == "__interrupt__":
@@ -491,12 +491,19 @@ class _TurnView:
     def __init__(self, live: Any) -> None:
         self.live = live
         self.buffer: list[str] = []
+        self.answer_id: Any = None
+        """The model call the buffered tokens belong to: a new one replaces them (an answer the graph
+        sent back, such as one that repeated stale figures, is not shown beside the one that follows)."""
         self.interrupts: list[dict[str, Any]] = []
 
     def sink(self, kind: str, payload: Any) -> None:
         live = self.live
         if kind == "token":
-            self.buffer.append(payload)
+            answer_id, text = payload
+            if answer_id != self.answer_id:
+                self.answer_id = answer_id
+                self.buffer.clear()
+            self.buffer.append(text)
             live.update(Markdown("".join(self.buffer)))
         elif kind == "ai":
             # the finished message replaces its streamed tokens, rendered once as markdown

@@ -507,14 +507,22 @@ def make_tool(
     description: str,
     args_schema: type[ToolArgs] | None = None,
     approval: Describer | None = None,
+    reads_only: bool = False,
 ) -> SchemaTool:
-    """One of our tools: `args_schema` None infers it from `func` (tools without arguments)."""
+    """One of our tools: `args_schema` None infers it from `func` (tools without arguments).
+
+    `reads_only` declares a tool that changes nothing (no run, server, selection or chart view): the
+    chat may make the model call one to read a fact again (graphs/chat/freshness.py).
+    """
+    metadata: dict[str, Any] = {"approval": approval} if approval else {}
+    if reads_only:
+        metadata["reads_only"] = True
     tool = SchemaTool.from_function(
         func=func,
         name=name,
         description=description,
         args_schema=args_schema,
-        metadata={"approval": approval} if approval else {},
+        metadata=metadata,
     )
     assert isinstance(tool, SchemaTool)
     return tool

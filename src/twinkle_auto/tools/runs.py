@@ -249,6 +249,7 @@ def make_run_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
             description=description,
             args_schema=schema,  # None: inferred (keeps the injected runtime)
             approval=approval,
+            reads_only=fn in (list_training_runs, get_training_status),
         )
         for fn, schema, description, approval in specs
     ]

@@ -205,6 +205,7 @@ def make_search_tools(ctx: ToolContext, *, timeout: float = HUB_TIMEOUT) -> list
                 "guessing a dataset id."
             ),
             args_schema=SearchArgs,
+            reads_only=True,
         ),
         make_tool(
             func=search_models,
@@ -215,5 +216,6 @@ def make_search_tools(ctx: ToolContext, *, timeout: float = HUB_TIMEOUT) -> list
                 "update. Use it instead of guessing a model id."
             ),
             args_schema=SearchArgs,
+            reads_only=True,
         ),
     ]

@@ -283,6 +283,7 @@ def make_server_tools(ctx: ToolContext | None = None, manager: ServerManager | N
             description="Hardware and cluster facts: how many GPUs this machine has, which are free or "
             "busy and their memory, the Ray cluster in use, and whether the Twinkle server is up. Call it "
             "for every question about GPUs, hardware or the server's state.",
+            reads_only=True,
         ),
         make_tool(
             list_supported_models,
@@ -290,5 +291,6 @@ def make_server_tools(ctx: ToolContext | None = None, manager: ServerManager | N
             description="Models the Twinkle server we started can train; check before starting a Twinkle "
             "training run.",
             args_schema=ListModelsArgs,
+            reads_only=True,
         ),
     ]

@@ -392,5 +392,6 @@ def make_training_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
             name="list_recipes",
             description="The training recipes start_training can use, with what each trains and its "
             "parameters.",
+            reads_only=True,
         ),
     ]

@@ -54,6 +54,7 @@ def build_chat_graph(
     tools = list(tools)
     by_name = {t.name: t for t in tools}
     model = llm.bind_tools(tools) if tools else llm
+    forced = _forcing(llm, tools)
 
     def agent(state: ChatState, runtime: Any) -> dict[str, Any]:
         return nodes.agent(
@@ -67,6 +68,7 @@ def build_chat_graph(
             window_size=window_size,
             tool_names=frozenset(by_name),
             tools=by_name,
+            forced=forced,
         )
 
     def approve(state: ChatState, runtime: Any) -> dict[str, Any]:
@@ -87,6 +89,17 @@ def build_chat_graph(
     graph.add_conditional_edges("approve", nodes.route_approved, ["tools", "agent"])
     graph.add_edge("tools", "agent")
     return graph
+
+
+def _forcing(llm: BaseChatModel, tools: list[BaseTool]) -> Any:
+    """The model with the same tools (so a local server reuses the prompt it has read) and a tool call
+    required; None for a model that cannot be asked for one."""
+    if not tools:
+        return None
+    try:
+        return llm.bind_tools(tools, tool_choice="required")
+    except (TypeError, ValueError, NotImplementedError):
+        return None
 
 
 def compile_chat_graph(

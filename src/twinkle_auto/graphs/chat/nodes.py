@@ -34,7 +34,7 @@ from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langgraph.prebuilt.tool_node import ToolCallWithContext
 from langgraph.types import Send, interrupt
 
-from twinkle_auto.graphs.chat import grounding
+from twinkle_auto.graphs.chat import freshness, grounding
 from twinkle_auto.graphs.chat.context import context_of
 from twinkle_auto.graphs.chat.prompts import BUDGET_SPENT, system_prompt
 from twinkle_auto.graphs.chat.state import ChatState
@@ -171,6 +171,7 @@ def agent(
     window_size: int,
     tool_names: frozenset[str] = frozenset(),
     tools: Mapping[str, BaseTool] | None = None,
+    forced: Runnable[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """The model's next step. At the round cap it is called without tools and must answer.
 
@@ -188,6 +189,10 @@ def agent(
     it, and a call naming a model, dataset or script nobody named is not kept: the model is asked once
     more with a note saying why (never shown the refused call: it would report it as done), and refused
     again, once more without that tool; refused a third time, nothing runs and the person is asked.
+
+    A words-only answer that repeats figures earlier turns' tools reported, in a turn where nothing was
+    read, is asked once more with a tool call required (`forced`: the model with the same tools and
+    tool_choice "required"); a call to a tool that only reads replaces it (freshness.py).
     """
     messages = list(state.get("messages") or [])
     rounds = tool_rounds(messages)
@@ -199,6 +204,7 @@ def agent(
             out.append(first)
     extra: list[AnyMessage] = []  # sent once, never kept in the history
     retried = False
+    reread = False  # this turn's answer was already sent back for stale figures (once per turn)
     regrounds = 0  # answers of this step sent back for their values (at most MAX_REGROUNDS)
     offered = model  # the model with the tools it may call: all, or all but those refused twice
     while True:
@@ -253,6 +259,22 @@ def agent(
                 # a third answer refused as well: nothing runs, and the person is asked in words what
                 # was meant (with what was considered), instead of an approval of a guess
                 answer = AIMessage(content=grounding.question(last))
+        if (
+            tools
+            and forced is not None
+            and not reread
+            and rounds < max_tool_rounds
+            and isinstance(answer, AIMessage)
+        ):
+            figures = freshness.restated(answer, [*messages, *out])
+            if figures:
+                reread = True
+                try:
+                    again: Any = stream_answer(forced, [*sent, HumanMessage(freshness.note(figures))])
+                except Exception:  # a server that cannot require a call: the first answer stands
+                    again = None
+                if freshness.kept_reread(again, tools):
+                    answer = again
         out.append(answer)
         if not isinstance(answer, AIMessage) or not (answer.tool_calls or answer.invalid_tool_calls):
             step = next_step([*messages, *out])
