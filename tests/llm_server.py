@@ -7,7 +7,8 @@ server the same way. tests/conftest.py registers it (`pytest_plugins`); tests ju
 Settings (environment):
   TWINKLE_LLM_MODELS    model cache folder (default: the repo's .models/, gitignored)
   TWINKLE_TEST_LLM_URL  use an already running OpenAI-compatible server (`.../v1`) instead of starting one
-  TWINKLE_LLM_THREADS   llama.cpp threads (default: the cores not already busy, see default_threads)
+  TWINKLE_LLM_THREADS   llama.cpp threads that generate (default: see default_threads); the prompt is
+                        always read with every core (LocalLLMServer.n_batch_threads says why)
 """
 
 from __future__ import annotations
@@ -28,15 +29,21 @@ MODELS_DIR = Path(os.environ.get("TWINKLE_LLM_MODELS") or ROOT / ".models")
 
 
 def default_threads() -> int:
-    """Every core on an idle machine; fewer when other processes keep cores busy right now.
+    """Generating threads: one core fewer than the machine has under pytest-xdist; otherwise every core
+    on an idle machine, fewer when other processes keep cores busy right now.
 
     llama.cpp's threads meet at a barrier after every layer, so one thread descheduled by a busy neighbour
     stalls the others: measured on 2 cores with a load of ~4, one thread generated 2.5x faster than two.
-    Measured over half a second, not from the load average, which still counts the tests that just ran.
+    In `make test` the model never has the machine to itself: the other worker runs beside it the whole
+    time, and the seed conversation runs the Twinkle server and a training run beside the model (there two
+    generating threads ran at 2 tokens/s, measured 2026-12-02). Otherwise (a benchmark) the load is
+    measured over half a second, not from the load average, which still counts the tests that just ran.
     """
     if os.environ.get("TWINKLE_LLM_THREADS"):
         return max(1, int(os.environ["TWINKLE_LLM_THREADS"]))
     cores = os.cpu_count() or 2
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return max(1, cores - 1)
     busy = psutil.cpu_percent(interval=0.5) / 100.0 * cores
     return cores if busy < 0.5 else max(1, cores - round(busy))
 

@@ -252,6 +252,7 @@ class ChatApp:
         stream = self.graph.stream(
             graph_input, self.config, context=self.ctx, stream_mode=["messages", "updates"]
         )
+        streaming = None  # the model call whose tokens are shown: a new call clears them, words or not
         for mode, chunk in stream:
             if self.cancel_flag.is_set():
                 break
@@ -260,9 +261,10 @@ class ChatApp:
                 if (
                     isinstance(message, AIMessageChunk)
                     and meta.get("langgraph_node") == "agent"
-                    and message.content
+                    and (message.content or message.id != streaming)
                 ):
-                    sink("token", (message.id, str(message.content)))
+                    streaming = message.id
+                    sink("token", (message.id, str(message.content or "")))
             elif mode == "updates":
                 for node, update in (chunk or {}).items():
                     if node == "__interrupt__":
