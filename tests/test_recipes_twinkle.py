@@ -64,6 +64,9 @@ def mock_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         assert "mock-model" in models["supported_models"], models
         info = json.loads(tools["get_cluster_info"].invoke({}))
         assert info["server"]["healthy"] is True and info["ray"]["ours"] is True
+        # what the cluster has, not Ray's per-replica placement-group keys, nor the server's files again
+        assert "CPU" in info["ray"]["total"] and not [k for k in info["ray"]["total"] if "_group_" in k]
+        assert "log" not in info["server"] and "ray" not in info["server"]
         yield started["url"]
         t1 = time.monotonic()
         down = json.loads(tools["shutdown_server"].invoke({}))

@@ -308,3 +308,13 @@ def test_joining_a_cluster_nobody_runs_fails_at_once_in_one_line(tmp_path: Path)
     assert f"no Ray cluster answers at 127.0.0.1:{port}" in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(ClusterError, match="port of 1-65535"):
         join_cluster(tmp_path, "127.0.0.1:http")
+
+
+def test_ray_bookkeeping_resources_are_not_reported_as_capacity() -> None:
+    from twinkle_auto.server.cluster import _bookkeeping
+
+    pg = "b0321fea53726b0e5dbf8cc78d6901000000"
+    for key in (f"CPU_group_{pg}", f"CPU_group_0_{pg}", f"bundle_group_0_{pg}", "node:127.0.0.1"):
+        assert _bookkeeping(key), key
+    for key in ("CPU", "GPU", "memory_gb", "object_store_memory_gb", "accelerator_type:H100", "my_group_x"):
+        assert not _bookkeeping(key), key

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -440,6 +441,17 @@ print("@@" + json.dumps({"nodes": nodes, "total": ray.cluster_resources(), "avai
 """
 
 
+_PLACEMENT_GROUP = re.compile(r"_group_(?:\d+_)?[0-9a-f]{16,}$")
+"""Ray's per-placement-group resources ("CPU_group_0_<id>", "bundle_group_<id>"): one of each per
+deployment replica, so a Serve app of three replicas added twelve keys (1,900 characters for the model to
+read) to the four that say what the cluster has."""
+
+
+def _bookkeeping(resource: str) -> bool:
+    """Whether a resource name is Ray's own accounting (per node, per placement group), not capacity."""
+    return resource.startswith("node:") or bool(_PLACEMENT_GROUP.search(resource))
+
+
 def query_cluster(address: str, *, timeout: float = 45.0) -> dict[str, Any]:
     """Nodes and resources of a running cluster, asked from a short-lived driver in a subprocess (so
     this process never becomes a Ray driver and keeps no Ray threads)."""
@@ -465,7 +477,7 @@ def query_cluster(address: str, *, timeout: float = 45.0) -> dict[str, Any]:
         if line.startswith("@@"):
             data = json.loads(line[2:])
             for key in ("total", "available"):
-                data[key] = {k: v for k, v in data[key].items() if not k.startswith("node:")}
+                data[key] = {k: v for k, v in data[key].items() if not _bookkeeping(k)}
             return data
     detail = [ln for ln in (proc.stderr or "").splitlines() if ln.strip()]
     raise ClusterError(f"cannot reach Ray at {address}: {(detail[-1] if detail else 'no answer')[:300]}")

@@ -401,7 +401,7 @@ class ServerManager:
     def cluster_info(self, *, query_ray: bool = True) -> dict[str, Any]:
         """GPUs on this machine, the Ray cluster we use (nodes, resources) and the server."""
         report = self.detect()
-        info: dict[str, Any] = {"gpus": _compact_gpus(report), "server": self.status()}
+        info: dict[str, Any] = {"gpus": _compact_gpus(report), "server": _server_facts(self.status())}
         cluster = ray_cluster.load_cluster(self.home)
         if cluster is None:
             info["ray"] = None
@@ -454,6 +454,15 @@ def _round(resources: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(value, (int, float)):
             out[key] = round(value, 2)
     return out
+
+
+SERVER_FACTS = ("running", "url", "model_id", "backend", "gpus", "samplers", "state", "healthy")
+"""What cluster_info says of the server: whether it is up, where, and what runs on which GPUs. Its
+files, pid and launch notes are server_status's (cluster_info repeated them, and the Ray section)."""
+
+
+def _server_facts(status: dict[str, Any]) -> dict[str, Any]:
+    return {k: status[k] for k in SERVER_FACTS if k in status}
 
 
 def _compact_gpus(report: GPUReport) -> dict[str, Any]:
