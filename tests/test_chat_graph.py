@@ -103,6 +103,21 @@ def test_window_never_separates_a_tool_call_from_its_result() -> None:
     assert window(msgs, 2)[0].content == "q39"  # the current turn is kept whole
 
 
+def test_the_window_moves_in_jumps_so_the_prompt_before_it_stays_the_same() -> None:
+    """A local server reuses what it read up to the first changed token: between two jumps each turn's
+    window starts where the last one did, and a jump keeps half a window."""
+    msgs: list = []
+    starts = []
+    for turn in range(60):
+        msgs += [HumanMessage(f"q{turn}"), AIMessage(f"a{turn}")]
+        got = window(msgs, 50)
+        assert len(got) >= min(len(msgs), 24)  # half a window, moved on to the person's message
+        assert len(got) <= 50
+        starts.append(got[0].content)
+    changes = [i for i in range(1, len(starts)) if starts[i] != starts[i - 1]]
+    assert changes == [25, 37, 49], changes  # turns where the window jumped: 3 re-reads in 60 turns, not 35
+
+
 def test_the_llm_sees_the_last_50_messages_and_state_keeps_everything(home: Path) -> None:
     _, tools = _tools(home)
     llm = ScriptedChatModel(default="ok")
