@@ -40,24 +40,18 @@ group run in one worker, one at a time. The local LLM is one server with one slo
 start one and halve both); Ray heads and the mock Twinkle server (on Ray Serve) start Ray clusters that
 are not meant to run side by side on two cores. Everything else is independent: its own TWINKLE_HOME,
 working directory, processes and ports. The groups come first, the longest first, so the scheduler hands
-them to different workers at the start and the short tests fill in around them (no long group at the end).
-A test that needs two groups' resources (the real-model seed conversation starts a mock server on Ray)
-runs in the first group and last in it, when the other group's worker has most likely finished its Ray
-tests."""
+them to different workers at the start and the short tests fill in around them (no long group at the end)."""
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     order = list(dict.fromkeys(g for _, g in SHARED_RESOURCE_GROUPS))
-    rank: dict[str, tuple[int, int]] = {}
+    rank: dict[str, int] = {}
     for item in items:
         group = next((g for marker, g in SHARED_RESOURCE_GROUPS if item.get_closest_marker(marker)), None)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
-        crosses = sum(
-            1 for marker, g in SHARED_RESOURCE_GROUPS if g != group and item.get_closest_marker(marker)
-        )
-        rank[item.nodeid] = (order.index(group) if group is not None else len(order), crosses)
+        rank[item.nodeid] = order.index(group) if group is not None else len(order)
     items.sort(key=lambda item: rank[item.nodeid])  # stable: the order within a group is kept
 
 

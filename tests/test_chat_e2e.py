@@ -226,6 +226,7 @@ NEEDS_SERVER = pytest.mark.skipif(
 @pytest.mark.llm
 @pytest.mark.twinkle_server
 @NEEDS_SERVER
+@pytest.mark.bench  # 17-21 min of real-model turns on 2 cores: `make bench` runs it, `make test` the twin
 def test_the_seed_conversation_with_the_real_model_and_the_mock_server(
     home: Path, tmp_path: Path, local_llm: str
 ) -> None:
@@ -255,9 +256,9 @@ def test_the_seed_conversation_with_a_scripted_model_and_the_mock_server(home: P
         ),
         ("How many GPUs are available?", "get_cluster_info", {}),
         (
-            f"Start a GRPO training with mock-model on {data} for 1000 steps",
+            f"Start a GRPO training with mock-model on {data} for 100000 steps",
             "start_training",
-            {"recipe": "twinkle-grpo", "model": "mock-model", "dataset": str(data), "max_steps": 1000},
+            {"recipe": "twinkle-grpo", "model": "mock-model", "dataset": str(data), "max_steps": 100000},
         ),
         ("How is the training going?", "get_training_status", {}),
         ("Show me the reward-related metrics", "plot_metrics", {"keys": ["reward"]}),
@@ -400,7 +401,9 @@ def _seed_conversation(home: Path, tmp_path: Path, llm_url: str, llm_model: str,
         answer = screen.split("↳")[-1].split("\n", 1)[-1]
         assert re.search(r"\b(2|two)\b", answer, re.I), answer
 
-        screen = say(f"Start a GRPO training with mock-model on {data} for 1000 steps", approve=True)
+        # steps enough to outlast the conversation: with 1000 the mock run finished before "Stop training"
+        # when the model's turns were slow (a clean-clone `make test`, 2026-12-02)
+        screen = say(f"Start a GRPO training with mock-model on {data} for 100000 steps", approve=True)
         assert "TrainingRuntime" in screen  # the whole script was shown before it ran
         run = run_of("twinkle-grpo")
         assert run, screen[-2000:]

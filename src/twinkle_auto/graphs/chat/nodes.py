@@ -269,6 +269,7 @@ def agent(
             tools
             and forced is not None
             and not reread
+            and regrounds == 0  # words after a refused call answer that refusal, not the person
             and rounds < max_tool_rounds
             and isinstance(answer, AIMessage)
         ):
