@@ -29,21 +29,17 @@ MODELS_DIR = Path(os.environ.get("TWINKLE_LLM_MODELS") or ROOT / ".models")
 
 
 def default_threads() -> int:
-    """Generating threads: one core fewer than the machine has under pytest-xdist; otherwise every core
-    on an idle machine, fewer when other processes keep cores busy right now.
+    """Generating threads: every core on an idle machine; fewer when other processes keep cores busy now.
 
     llama.cpp's threads meet at a barrier after every layer, so one thread descheduled by a busy neighbour
     stalls the others: measured on 2 cores with a load of ~4, one thread generated 2.5x faster than two.
-    In `make test` the model never has the machine to itself: the other worker runs beside it the whole
-    time, and the seed conversation runs the Twinkle server and a training run beside the model (there two
-    generating threads ran at 2 tokens/s, measured 2026-12-02). Otherwise (a benchmark) the load is
-    measured over half a second, not from the load average, which still counts the tests that just ran.
+    Measured over half a second, not from the load average, which still counts the tests that just ran.
+    Always one core fewer under pytest-xdist was tried (2026-12-02): the LLM group is the last to finish
+    in `make test`, with the other worker idle by then, and the llm_chat subset took 562 s instead of 286.
     """
     if os.environ.get("TWINKLE_LLM_THREADS"):
         return max(1, int(os.environ["TWINKLE_LLM_THREADS"]))
     cores = os.cpu_count() or 2
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        return max(1, cores - 1)
     busy = psutil.cpu_percent(interval=0.5) / 100.0 * cores
     return cores if busy < 0.5 else max(1, cores - round(busy))
 
