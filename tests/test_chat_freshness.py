@@ -11,11 +11,11 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
 from twinkle_auto.connection import Connection
-from twinkle_auto.graphs.chat.freshness import kept_reread, note, reads_only, restated
+from twinkle_auto.graphs.chat.freshness import kept_reread, note, restated
 from twinkle_auto.graphs.chat.graph import compile_chat_graph
 from twinkle_auto.graphs.chat.steps import step_message
 from twinkle_auto.tools import get_tools
-from twinkle_auto.tools.base import ToolContext
+from twinkle_auto.tools.base import ToolContext, reads_only
 
 EARLIER = [
     HumanMessage("start the server with the mock backend"),
@@ -89,14 +89,18 @@ def _run(home: Path, run_id: str, step: int) -> None:
     )
 
 
-def _two_turns(home: Path, llm: ScriptedChatModel, second: str) -> list:
+def _two_turns(home: Path, second: str, *answers: object) -> tuple[ScriptedChatModel, list]:
+    """A first turn that lists run exp at step 5, the run going on to step 12, then `second`, answered
+    by the scripted `answers`; returns the model (its calls) and the history."""
+    _run(home, "exp", 5)
+    llm = ScriptedChatModel(responses=[_listing("l1"), "You have one run, exp, at step 5.", *answers])
     ctx = ToolContext(Connection.open(home))
     tools = get_tools(ctx, search=False)
     graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver(), context=ctx)
     config = {"configurable": {"thread_id": "t"}}
     graph.invoke({"messages": [HumanMessage("list my training runs")]}, config, context=ctx)
     _run(home, "exp", 12)  # the run went on between the turns
-    return graph.invoke({"messages": [HumanMessage(second)]}, config, context=ctx)["messages"]
+    return llm, graph.invoke({"messages": [HumanMessage(second)]}, config, context=ctx)["messages"]
 
 
 def _listing(i: str) -> AIMessage:
@@ -104,17 +108,13 @@ def _listing(i: str) -> AIMessage:
 
 
 def test_a_stale_answer_is_replaced_by_a_fresh_read_and_never_kept(home: Path) -> None:
-    _run(home, "exp", 5)
-    llm = ScriptedChatModel(
-        responses=[
-            _listing("l1"),
-            "You have one run, exp, at step 5.",
-            "Run exp is at step 5.",  # the next turn, from memory: stale
-            _listing("l2"),  # asked again with a call required
-            lambda messages: f"Run exp is at step {json.loads(messages[-1].content)['runs'][0]['step']}.",
-        ]
+    llm, messages = _two_turns(
+        home,
+        "where is exp now?",
+        "Run exp is at step 5.",  # the next turn, from memory: stale
+        _listing("l2"),  # asked again with a call required
+        lambda messages: f"Run exp is at step {json.loads(messages[-1].content)['runs'][0]['step']}.",
     )
-    messages = _two_turns(home, llm, "where is exp now?")
     assert messages[-1].content == "Run exp is at step 12."
     assert not any(m.content == "Run exp is at step 5." for m in messages)  # the stale answer is gone
     assert llm.choices[3] == "required" and [c for i, c in enumerate(llm.choices) if i != 3] == [None] * 4
@@ -124,12 +124,8 @@ def test_a_stale_answer_is_replaced_by_a_fresh_read_and_never_kept(home: Path) -
 
 
 def test_a_forced_call_that_would_change_something_is_dropped(home: Path) -> None:
-    _run(home, "exp", 5)
     pause = AIMessage("", tool_calls=[{"name": "pause_training", "args": {"run_id": "exp"}, "id": "p"}])
-    llm = ScriptedChatModel(
-        responses=[_listing("l1"), "You have one run, exp, at step 5.", "Run exp was at step 5.", pause]
-    )
-    messages = _two_turns(home, llm, "where is exp now?")
+    llm, messages = _two_turns(home, "where is exp now?", "Run exp was at step 5.", pause)
     assert messages[-1].content == "Run exp was at step 5."  # the first answer stands
     assert not any(
         isinstance(m, AIMessage) and m.tool_calls and m.tool_calls[0]["name"] == "pause_training"
@@ -139,14 +135,8 @@ def test_a_forced_call_that_would_change_something_is_dropped(home: Path) -> Non
 
 
 def test_an_answer_with_figures_no_tool_gave_is_not_asked_again(home: Path) -> None:
-    _run(home, "exp", 5)
-    llm = ScriptedChatModel(
-        responses=[
-            _listing("l1"),
-            "You have one run, exp, at step 5.",
-            "Try a learning rate of 2e-4 and 3 epochs.",
-        ]
+    llm, messages = _two_turns(
+        home, "what learning rate suits LoRA?", "Try a learning rate of 2e-4 and 3 epochs."
     )
-    messages = _two_turns(home, llm, "what learning rate suits LoRA?")
     assert messages[-1].content == "Try a learning rate of 2e-4 and 3 epochs."
     assert len(llm.calls) == 3

@@ -246,6 +246,12 @@ def needs_approval(tool: Any) -> Describer | None:
     return describe if callable(describe) else None
 
 
+def reads_only(tool: Any) -> bool:
+    """Whether the tool changes nothing (declared at its definition: `make_tool(..., reads_only=True)`)."""
+    meta = getattr(tool, "metadata", None)
+    return bool(isinstance(meta, Mapping) and meta.get("reads_only"))
+
+
 def describe_call(tool: Any, args: dict[str, Any], scope: Scope) -> Approval:
     """The approval of one call, never raising: a describer bug must not block the question."""
     describe = needs_approval(tool)

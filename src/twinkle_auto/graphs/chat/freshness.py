@@ -28,7 +28,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
 from langchain_core.tools import BaseTool
 
-from twinkle_auto.tools.base import is_step_message, message_text
+from twinkle_auto.tools.base import is_step_message, message_text, reads_only
 
 FIGURE = re.compile(r"(?<![\w.\-])\d+(?:\.\d+)?(?![\w\-]|\.\d)")
 """A number standing alone: not a part of a name ("Qwen2.5-7B", "sft-2"), a version or an address."""
@@ -93,12 +93,6 @@ def note(figures: Sequence[str]) -> str:
     return NOTE.format(figures=shown, verb="came" if many else "comes", them="them" if many else "it")
 
 
-def reads_only(tool: BaseTool | None) -> bool:
-    """Whether the tool only reads (declared at its definition: `make_tool(..., reads_only=True)`)."""
-    meta = getattr(tool, "metadata", None)
-    return bool(isinstance(meta, Mapping) and meta.get("reads_only"))
-
-
 def kept_reread(answer: Any, tools: Mapping[str, BaseTool]) -> bool:
     """Whether the forced answer is a re-read to keep: tool calls, every one to a tool that reads."""
     calls = getattr(answer, "tool_calls", None) or []
@@ -107,4 +101,4 @@ def kept_reread(answer: Any, tools: Mapping[str, BaseTool]) -> bool:
     return all(reads_only(tools.get(call["name"])) for call in calls)
 
 
-__all__ = ["kept_reread", "note", "reads_only", "restated", "turn_start"]
+__all__ = ["kept_reread", "note", "restated", "turn_start"]
