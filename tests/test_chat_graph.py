@@ -324,17 +324,15 @@ def test_dangling_tool_calls_are_repaired_inside_the_graph(home: Path) -> None:
     turn answers it right after its message, so the model's API accepts the history."""
     _seed(home, "alpha")
     _, tools = _tools(home)
-    llm = ScriptedChatModel(responses=[call("pause_training", {"run_id": "alpha"}), "after"])
+    llm = ScriptedChatModel(responses=[call("select_run", {"run_id": "alpha"}), "after"])
     graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver())
-    graph.invoke({"messages": [HumanMessage("pause alpha")]}, config(), interrupt_before=["tools"])
+    graph.invoke({"messages": [HumanMessage("select alpha")]}, config(), interrupt_before=["tools"])
     assert graph.get_state(config()).next  # cut off before the tool ran
     out = graph.invoke({"messages": [HumanMessage("never mind")]}, config())
     kinds = [type(m).__name__ for m in out["messages"]]
     assert kinds == ["HumanMessage", "AIMessage", "ToolMessage", "HumanMessage", "AIMessage"]
-    assert (
-        out["messages"][2].content == CANCELLED and out["messages"][2].tool_call_id == "call_pause_training_0"
-    )
-    assert json.loads((home / "alpha" / "meta.json").read_text())["status"] == "finished"  # never ran
+    assert out["messages"][2].content == CANCELLED and out["messages"][2].tool_call_id == "call_select_run_0"
+    assert out.get("selected_run") is None  # never ran
     sent = llm.calls[-1]
     assert [type(m).__name__ for m in sent[1:]] == kinds[:-1]
 
@@ -342,10 +340,11 @@ def test_dangling_tool_calls_are_repaired_inside_the_graph(home: Path) -> None:
 def test_an_abandoned_question_is_repaired_when_the_person_moves_on(home: Path) -> None:
     _seed(home, "alpha")
     _, tools = _tools(home)
-    llm = ScriptedChatModel(responses=[call("stop_training", {"run_id": "alpha"}), "ok then"])
+    update = call("update_script", {"run_id": "alpha", "script": "print('v2')\n"})
+    llm = ScriptedChatModel(responses=[update, "ok then"])
     graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver())
-    out = graph.invoke({"messages": [HumanMessage("stop alpha")]}, config())
-    assert "for good" in out["__interrupt__"][0].value["calls"][0]["text"]
+    out = graph.invoke({"messages": [HumanMessage("replace alpha's script with print v2")]}, config())
+    assert "Replace train.py of run 'alpha'" in out["__interrupt__"][0].value["calls"][0]["text"]
     out = graph.invoke({"messages": [HumanMessage("something else")]}, config())
     answered = [m for m in out["messages"] if isinstance(m, ToolMessage)]
     assert [m.content for m in answered] == [CANCELLED]

@@ -12,6 +12,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from twinkle_auto.connection import Connection
 from twinkle_auto.graphs.chat.graph import compile_chat_graph
 from twinkle_auto.graphs.chat.grounding import (
+    RunBook,
     amend,
     evidence,
     is_grounded,
@@ -159,6 +160,11 @@ def test_a_new_run_for_words_that_name_an_existing_run_is_refused(home: Path) ->
         "id": "c",
     }
     found = refused_calls(AIMessage("", tool_calls=[invented]), tools, said, request, ["grpo-math", "sft"])
+    assert found and "'grpo-math' is one of the person's runs" in found[0][1][-1]
+    # the run's id written as the model ("focus on lora-test" -> model "twinkle-models/lora-test") is
+    # still no model of the person's: the call is about the run
+    as_model = {**invented, "args": {"recipe": "twinkle-grpo", "model": "twinkle-models/grpo-math"}}
+    found = refused_calls(AIMessage("", tool_calls=[as_model]), tools, said, request, ["grpo-math"])
     assert found and "'grpo-math' is one of the person's runs" in found[0][1][-1]
     named = "start grpo-math again as a new run of mock-model"
     said = evidence([HumanMessage(named)])
@@ -330,3 +336,67 @@ def test_the_servers_models_are_not_the_hubs(home: Path, words: str, kept: bool)
     call = {"name": "list_supported_models", "args": {}, "id": "c"}
     found = problems(call, tools["list_supported_models"], evidence([HumanMessage(words)]), words)
     assert (found == []) is kept, found
+
+
+def _runs_on_disk(home: Path, **statuses: str) -> None:
+    """Run folders with these stored statuses (no process: a `running` one reads as crashed)."""
+    for run, status in statuses.items():
+        (home / run).mkdir()
+        (home / run / "meta.json").write_text(f'{{"run_id": "{run}", "status": "{status}"}}')
+
+
+def test_an_action_on_a_run_whose_state_it_does_not_fit_is_refused_with_what_fits() -> None:
+    """Pausing a paused run or resuming a running one is never what the person meant: the call is sent
+    back with the run's state, what fits that state, and the runs the action does fit."""
+    tools = {t.name: t for t in get_tools(ToolContext(Connection.open(Path("/nonexistent"))), search=False)}
+    runs = RunBook(
+        ["grpo-math", "sft-chat", "lora-test"],
+        {"grpo-math": "paused", "sft-chat": "running", "lora-test": "finished"}.get,
+    )
+
+    def found(name: str, args: dict, request: str, selected: str | None = "grpo-math") -> list:
+        call = AIMessage("", tool_calls=[{"name": name, "args": args, "id": "c"}])
+        return refused_calls(call, tools, evidence([HumanMessage(request)]), request, runs, selected)
+
+    (clauses,) = [f for _, f in found("pause_training", {"run_id": "grpo-math"}, "unpause grpo-math")]
+    assert "'grpo-math' is paused" in clauses[-1] and "resume_training lets it go on" in clauses[-1]
+    assert "(now running: sft-chat)" in clauses[-1]
+    # no id: the call acts on the selected run, so that run's state is what counts
+    assert found("pause_training", {}, "hold it for now")
+    assert found("pause_training", {}, "hold it for now", selected="sft-chat") == []
+    # an id the model got wrong acts on the one run the person named (as the tool resolves it)
+    assert found("resume_training", {"run_id": "grpo"}, "let sft-chat go on")
+    assert found("resume_training", {"run_id": "grpo-math"}, "let grpo-math go on") == []
+    (stop,) = [f for _, f in found("stop_training", {"run_id": "lora-test"}, "end lora-test")]
+    assert "'lora-test' is finished" in stop[-1]
+    # an id nobody has is the tool's to report (it lists the runs); a read fits every state
+    assert found("pause_training", {"run_id": "nope"}, "pause nope") == []
+    assert found("get_training_status", {"run_id": "grpo-math"}, "how is grpo-math") == []
+
+
+def test_a_refused_pause_of_a_paused_run_never_runs_and_the_model_reads_why(home: Path) -> None:
+    ctx, tools = _tools(home)
+    _runs_on_disk(home, **{"grpo-math": "paused"})
+    llm = _script({"name": "pause_training", "args": {"run_id": "grpo-math"}}, "grpo-math is already paused.")
+    out = _ask(llm, tools, ctx, "unpause grpo-math")
+    note = llm.calls[1][-1]
+    assert isinstance(note, HumanMessage) and "'grpo-math' is paused" in note.content
+    assert "resume_training" in note.content
+    assert not any(isinstance(m, ToolMessage) for m in out["messages"])
+    assert Connection.open(home).store.status("grpo-math").effective_status == "paused"
+
+
+def test_a_request_about_a_run_refused_a_new_run_twice_is_offered_only_the_run_tools(home: Path) -> None:
+    """ "switch to sft-chat": the 1.5B model answered start_training twice, then start_server once that
+    was withheld. The request names one of the person's runs, so the last answer may only act on a run."""
+    ctx, tools = _tools(home)
+    _runs_on_disk(home, **{"sft-chat": "finished"})
+    select = {"name": "select_run", "args": {"run_id": "sft-chat"}}
+    llm = _script(INVENTED, INVENTED, select, "sft-chat is now selected.")
+    out = _ask(llm, tools, ctx, "switch to sft-chat")
+    offered = set(llm.offered[2])
+    assert {"select_run", "get_training_status", "pause_training", "resume_training"} <= offered
+    assert not offered & {"start_training", "start_server", "list_recipes", "shutdown_server"}
+    assert "The request is about that run" in llm.calls[2][-1].content
+    assert out["selected_run"] == "sft-chat"
+    assert "start_training" in llm.offered[3]  # the next model call offers every tool again

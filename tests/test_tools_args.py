@@ -328,17 +328,23 @@ def test_a_guessed_id_with_no_run_selected_or_no_conversation_is_reported_not_re
 
 
 def test_the_named_run_is_the_one_the_tool_and_its_approval_use(home: Path) -> None:
-    """Through the graph: the model leaves the id out; the status and the stop approval both name the run
-    the person wrote, not the selected one."""
+    """Through the graph: the model leaves the id out or invents one; the status and the script
+    approval both name the run the person wrote, not the selected one."""
     from fakes import ScriptedChatModel
 
     for run_id in ("sft-chat", "grpo-math"):
         _status_run(home, run_id)
+        (home / run_id / "train.py").write_text("print(1)\n")
     llm = ScriptedChatModel(
         responses=[
             AIMessage("", tool_calls=[{"name": "get_training_status", "args": {}, "id": "c1"}]),
             "done",
-            AIMessage("", tool_calls=[{"name": "stop_training", "args": {"run_id": "x-run-id"}, "id": "c2"}]),
+            AIMessage(
+                "",
+                tool_calls=[
+                    {"name": "update_script", "args": {"run_id": "x-run-id", "script": "print(2)\n"}, "id": "c2"}
+                ],
+            ),
         ]
     )
     ctx = ToolContext(Connection.open(home))
@@ -349,6 +355,6 @@ def test_the_named_run_is_the_one_the_tool_and_its_approval_use(home: Path) -> N
     )
     status = next(m for m in out["messages"] if isinstance(m, ToolMessage))
     assert json.loads(status.content)["run_id"] == "sft-chat", status.content
-    out = graph.invoke({"messages": [HumanMessage("end sft-chat for good")]}, cfg, context=ctx)
+    out = graph.invoke({"messages": [HumanMessage("give sft-chat a script that prints 2")]}, cfg, context=ctx)
     ask = out["__interrupt__"][0].value["calls"][0]
-    assert ask["name"] == "stop_training" and "'sft-chat'" in ask["text"], ask
+    assert ask["name"] == "update_script" and "'sft-chat'" in ask["text"], ask

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, get_args, get_origin
 
@@ -125,7 +125,7 @@ class Scope:
             ids = self.connection.store.run_ids()
         except OSError:
             return []
-        return [r for r in ids if re.search(rf"(?<![\w.-]){re.escape(r)}(?![\w-]|\.\w)", text)]
+        return runs_named_in(text, ids)
 
     def resolve_run(self, run_id: str | None) -> str | None:
         """The run a call is about: the id given when that run exists; otherwise the one run the person
@@ -293,6 +293,11 @@ def _optional(annotation: Any) -> bool:
     return type(None) in get_args(annotation)
 
 
+def runs_named_in(text: str, ids: Iterable[str]) -> list[str]:
+    """The ids of `ids` that `text` writes as whole words ("sft-chat", not the "sft" of "trl-sft")."""
+    return [r for r in ids if re.search(rf"(?<![\w.-]){re.escape(r)}(?![\w-]|\.\w)", text)]
+
+
 class ToolArgs(BaseModel):
     """Argument schemas of our tools: common slips of small models are repaired before validation.
 
@@ -314,6 +319,14 @@ class ToolArgs(BaseModel):
     MAKES_A_RUN: ClassVar[bool] = False
     """The call makes a new run: when the person's words name one of their runs and the call names none
     of its own grounded values, the request is about that run, and the call is sent back."""
+
+    RUN_STATES: ClassVar[tuple[str, ...]] = ()
+    """Effective statuses (store.effective_status: running, paused, stopped, crashed, failed,
+    finished…) of the runs this action applies to; empty for any. A call on a run in another state is
+    sent back before it runs or asks for approval, with the run's state, `STATE_HINTS` and the runs that
+    are in one of these: pausing a paused run or resuming a running one is never what was meant."""
+    STATE_HINTS: ClassVar[Mapping[str, str]] = {}
+    """What fits a run in a given state instead ("paused": "resume_training lets it go on")."""
 
     @classmethod
     def amend(cls, args: Mapping[str, Any], request: str) -> Mapping[str, Any]:

@@ -44,6 +44,27 @@ class RunArg(ToolArgs):
     )
 
 
+RESUMABLE = ("paused", "stopped", "crashed", "failed")
+
+
+class PauseArgs(RunArg):
+    RUN_STATES = ("running",)
+    STATE_HINTS = {state: "resume_training lets it go on" for state in RESUMABLE}
+
+
+class ResumeArgs(RunArg):
+    RUN_STATES = RESUMABLE
+    STATE_HINTS = {
+        "running": "it is already going",
+        "finished": "it has nothing left to do; start_training makes a new run",
+    }
+
+
+class StopArgs(RunArg):
+    RUN_STATES = ("running", "stopping")
+    STATE_HINTS = {"paused": "it has no process; resume_training lets it go on"}
+
+
 class SelectArgs(ToolArgs):
     run_id: str = Field(validation_alias=RUN_ID, description="Id of the run, as the person wrote it")
 
@@ -212,7 +233,7 @@ def make_run_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
         ),
         (
             pause_training,
-            RunArg,
+            PauseArgs,
             "Pause a running run: a temporary, reversible hold. Its process saves and exits, the run "
             "keeps everything, and resume_training later continues it from the same step. To end a run "
             "for good use stop_training.",
@@ -220,7 +241,7 @@ def make_run_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
         ),
         (
             resume_training,
-            RunArg,
+            ResumeArgs,
             "Resume an existing run that is paused, stopped or crashed: relaunch it so it continues from "
             "its last saved step. For any request to let an existing run go on again; start_training is "
             "only for a new run.",
@@ -228,7 +249,7 @@ def make_run_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
         ),
         (
             stop_training,
-            RunArg,
+            StopArgs,
             "End a training run permanently: it saves a final checkpoint and exits, not to be continued. "
             "For a temporary hold use pause_training. Acts on one run, not on the server "
             "(that is shutdown_server).",

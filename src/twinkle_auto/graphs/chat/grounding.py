@@ -24,13 +24,13 @@ through): case, punctuation and spacing are ignored, and a hub id's or a path's 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
 from langchain_core.tools import BaseTool
 
-from twinkle_auto.tools.base import message_text
+from twinkle_auto.tools.base import message_text, runs_named_in
 
 UNGROUNDED = "{name}={value!r} is in nothing the person said or a tool returned"
 ADVICE = (
@@ -41,6 +41,8 @@ WITHHELD = (
     "{tools} {verb} not for this request: call the tool whose description fits what the person "
     "asked, or ask them for what is missing."
 )
+ABOUT_A_RUN = "a request that names a run is about that run"
+ABOUT_ONLY = "The request is about that run: call whichever of {tools} fits what the person asked."
 SHORT = 3
 """Values this short (normalised) are matched as whole words: without spaces they occur by accident."""
 _NOT_ALNUM = re.compile(r"[^0-9a-z]+")
@@ -155,18 +157,56 @@ def amend(answer: AIMessage, tools: Mapping[str, BaseTool], said: str, request: 
     return answer.model_copy(update={"tool_calls": calls}) if changed else answer
 
 
+class RunBook(Mapping[str, str]):
+    """The person's runs: their ids at once, each one's effective status when first asked for (reading
+    a status looks at the run's process, so only the runs a check needs are read)."""
+
+    def __init__(self, ids: Collection[str], status_of: Callable[[str], str | None]) -> None:
+        self._ids = list(dict.fromkeys(ids))
+        self._status_of = status_of
+        self._known: dict[str, str | None] = {}
+
+    def __getitem__(self, run: str) -> str:
+        if run not in self._ids:
+            raise KeyError(run)
+        if run not in self._known:
+            try:
+                self._known[run] = self._status_of(run)
+            except Exception:  # an unreadable run has no status to hold a call against
+                self._known[run] = None
+        return self._known[run] or "unknown"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
 def problems(
-    call: Mapping[str, Any], tool: BaseTool | None, said: str, request: str, runs: Collection[str] = ()
+    call: Mapping[str, Any],
+    tool: BaseTool | None,
+    said: str,
+    request: str,
+    runs: Collection[str] = (),
+    selected: str | None = None,
 ) -> list[str]:
     """Why the call should not run as it is, one clause each: values nobody gave in the fields that
-    define the action, a new run when the person's words are about one of their `runs`, and choices
-    that contradict the person's words for this step."""
+    define the action, a new run when the person's words are about one of their `runs`, an action on a
+    run whose state it does not fit (`runs` a mapping of id to status; `selected` the run a call
+    without an id acts on), and choices that contradict the person's words for this step."""
     free = set(_declared(tool, "GUESS_IS_DEFAULT"))
     missing = ungrounded(call, tool, said)
     out = [UNGROUNDED.format(name=n, value=v) for n, v in missing if n not in free]
     named = {n for n, _ in missing}
-    given = any(name not in named for name in _given(call, tool, free))
+    args = call.get("args") or {}
+    # a run's id written where a model or dataset goes ("twinkle-models/lora-test") names no new value
+    given = any(
+        name not in named and not _a_run_id(args.get(name), runs) for name in _given(call, tool, free)
+    )
     out += _about_a_run(call, tool, request, runs, given=given)
+    if isinstance(runs, Mapping):
+        out += _out_of_state(call, tool, request, runs, selected)
     check = _hook(tool, "mismatches")
     if callable(check):
         try:
@@ -177,16 +217,29 @@ def problems(
 
 
 def refused_calls(
-    answer: AIMessage, tools: Mapping[str, BaseTool], said: str, request: str, runs: Collection[str] = ()
+    answer: AIMessage,
+    tools: Mapping[str, BaseTool],
+    said: str,
+    request: str,
+    runs: Collection[str] = (),
+    selected: str | None = None,
 ) -> list[tuple[str, list[str]]]:
     """(tool name, its problems) of each call of `answer` that should not run as it is; `runs` are the
-    ids of the person's runs."""
+    person's runs (ids, or a RunBook of id to status), `selected` the selected run."""
     out = []
     for call in answer.tool_calls:
-        found = problems(call, tools.get(call["name"]), said, request, runs)
+        found = problems(call, tools.get(call["name"]), said, request, runs, selected)
         if found:
             out.append((call["name"], found))
     return out
+
+
+def _a_run_id(value: Any, runs: Collection[str]) -> bool:
+    """Whether `value` (or, for a path or hub id, its last part) is one of the person's run ids."""
+    if not isinstance(value, str) or not value.strip():
+        return False
+    last = _norm(re.split(r"[/\\]", value.rstrip("/\\"))[-1])
+    return bool(last) and any(_norm(run) == last for run in runs)
 
 
 def _given(call: Mapping[str, Any], tool: BaseTool | None, free: set[str]) -> list[str]:
@@ -208,9 +261,62 @@ def _about_a_run(
     if not named:
         return []
     return [
-        f"{named[0]!r} is one of the person's runs and {call.get('name')} starts a new one: a request "
-        "that names a run is about that run"
+        f"{named[0]!r} is one of the person's runs and {call.get('name')} starts a new one: {ABOUT_A_RUN}"
     ]
+
+
+def about_a_run(refused: Sequence[tuple[str, list[str]]]) -> bool:
+    """Whether a call was refused because the person's words are about one of their runs."""
+    return any(clause.endswith(ABOUT_A_RUN) for _, found in refused for clause in found)
+
+
+def run_tools(tools: Mapping[str, BaseTool]) -> list[str]:
+    """The tools that act on one existing run (their schema takes a run_id and makes no new run): what
+    a request about one of the person's runs is offered once a new run has been refused twice."""
+    out = []
+    for name, tool in tools.items():
+        schema = getattr(tool, "args_schema", None)
+        fields = getattr(schema, "model_fields", {})
+        if "run_id" in fields and not getattr(schema, "MAKES_A_RUN", False):
+            out.append(name)
+    return out
+
+
+def _out_of_state(
+    call: Mapping[str, Any],
+    tool: BaseTool | None,
+    request: str,
+    runs: Mapping[str, str],
+    selected: str | None,
+) -> list[str]:
+    """An action on a run whose state it does not fit (the schema's RUN_STATES): pausing a paused run,
+    resuming a running one. Said with the run's state, what fits it and the runs the action does fit."""
+    schema = getattr(tool, "args_schema", None)
+    states = tuple(getattr(schema, "RUN_STATES", ()) or ())
+    if not states:
+        return []
+    args = call.get("args") or {}
+    given = next(
+        (args[n] for n in _names(schema, "run_id") if isinstance(args.get(n), str) and args[n]), None
+    )
+    named = runs_named_in(request, runs)
+    # the run the tool will act on (Scope.resolve_run): the id given when it exists, else the one run
+    # the person named, else the selected run; an unknown id is left to the tool, which lists the runs
+    run = given if given in runs else named[0] if len(named) == 1 else None if given else selected
+    if not run or run not in runs:
+        return []
+    status = runs[run]
+    if status in states or status == "unknown":
+        return []
+    name = call.get("name") or "this tool"
+    clause = f"{run!r} is {status}, and {name} acts only on a run that is {' or '.join(states)}"
+    hints = getattr(schema, "STATE_HINTS", {}) or {}
+    if hints.get(status):
+        clause += f": {hints[status]}"
+    fitting = [r for r in runs if r != run and runs[r] in states]
+    if fitting:
+        clause += f" (now {' or '.join(states)}: {', '.join(fitting[:5])})"
+    return [clause]
 
 
 def question(refused: Sequence[tuple[str, list[str]]]) -> str:
@@ -225,16 +331,23 @@ def question(refused: Sequence[tuple[str, list[str]]]) -> str:
     )
 
 
-def note(refused: Sequence[tuple[str, list[str]]], withheld: Sequence[str] = ()) -> str:
+def note(
+    refused: Sequence[tuple[str, list[str]]], withheld: Sequence[str] = (), offered: Sequence[str] = ()
+) -> str:
     """What the model reads before it answers again (sent once, never kept in the history): why each
-    refused call was not run, and the tools (`withheld`) it is no longer offered for this step."""
+    refused call was not run, and the tools it is no longer offered for this step (`withheld`), or the
+    only ones it is (`offered`)."""
     reasons = ". ".join(f"{name}: {'; '.join(found)}" for name, found in refused)
+    if offered:
+        return f"(Not done: {reasons}. {ABOUT_ONLY.format(tools=', '.join(offered))})"
     if withheld:
         return f"(Not done: {reasons}. {WITHHELD.format(tools=' and '.join(withheld), verb='are' if len(withheld) > 1 else 'is')})"
     return f"(Not done: {reasons}. {ADVICE})"
 
 
 __all__ = [
+    "RunBook",
+    "about_a_run",
     "amend",
     "evidence",
     "is_grounded",
@@ -243,5 +356,6 @@ __all__ = [
     "problems",
     "question",
     "refused_calls",
+    "run_tools",
     "ungrounded",
 ]

@@ -242,22 +242,31 @@ def agent(
             history = [*messages, *out]
             said, request = grounding.evidence(history), grounding.latest_words(history)
             answer = grounding.amend(answer, tools, said, request)
+            runs, selected = _runs(runtime, fallback), state.get("selected_run")
             refused = (
-                grounding.refused_calls(answer, tools, said, request, _run_ids(runtime, fallback))
+                grounding.refused_calls(answer, tools, said, request, runs, selected)
                 if regrounds < MAX_REGROUNDS
                 else []
             )
             if refused:
                 regrounds += 1
                 withheld = sorted({name for name, _ in refused}) if regrounds == MAX_REGROUNDS else []
-                if withheld:
+                only = grounding.run_tools(tools) if withheld and grounding.about_a_run(refused) else []
+                if only:
+                    # refused twice for starting something new while the person's words name one of
+                    # their runs: offered only the tools that act on a run (the 1.5B model otherwise
+                    # turns from start_training to start_server)
+                    offered = llm.bind_tools([tools[name] for name in only])
+                elif withheld:
                     # refused twice: the tool is not what this step needs, or its values are not known
                     # yet; offered the others only, the model picks one of them or asks the person
                     offered = llm.bind_tools([t for name, t in tools.items() if name not in withheld])
-                extra = [HumanMessage(grounding.note(refused, withheld=withheld))]
+                extra = [
+                    HumanMessage(grounding.note(refused, withheld=[] if only else withheld, offered=only))
+                ]
                 continue
             last = (
-                grounding.refused_calls(answer, tools, said, request, _run_ids(runtime, fallback))
+                grounding.refused_calls(answer, tools, said, request, runs, selected)
                 if regrounds == MAX_REGROUNDS
                 else []
             )
@@ -305,12 +314,14 @@ def agent(
     return {"messages": out, "tool_rounds": rounds}
 
 
-def _run_ids(runtime: Any, fallback: Any) -> list[str]:
-    """The ids of the person's runs (grounding asks whether a request names one); none when unreadable."""
+def _runs(runtime: Any, fallback: Any) -> Mapping[str, str]:
+    """The person's runs and, when a check asks, their status (grounding asks whether a request names
+    one, and whether an action fits the state of its run); none when unreadable."""
     try:
-        return list(context_of(runtime, fallback).connection.store.run_ids())
+        store = context_of(runtime, fallback).connection.store
+        return grounding.RunBook(store.run_ids(), lambda run: store.status(run).effective_status)
     except Exception:  # a check is advice: never let it break a turn
-        return []
+        return {}
 
 
 MAX_REGROUNDS = 2
