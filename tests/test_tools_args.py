@@ -342,7 +342,11 @@ def test_the_named_run_is_the_one_the_tool_and_its_approval_use(home: Path) -> N
             AIMessage(
                 "",
                 tool_calls=[
-                    {"name": "update_script", "args": {"run_id": "x-run-id", "script": "print(2)\n"}, "id": "c2"}
+                    {
+                        "name": "update_script",
+                        "args": {"run_id": "x-run-id", "script": "print(2)\n"},
+                        "id": "c2",
+                    }
                 ],
             ),
         ]
