@@ -12,7 +12,14 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from twinkle_auto.connection import Connection
 from twinkle_auto.graphs.chat.graph import compile_chat_graph, window
-from twinkle_auto.graphs.chat.steps import MAX_STEPS, next_step, split_steps, step_message
+from twinkle_auto.graphs.chat.steps import (
+    MAX_STEPS,
+    UNDONE,
+    described_not_done,
+    next_step,
+    split_steps,
+    step_message,
+)
 from twinkle_auto.tools import get_tools
 from twinkle_auto.tools.base import Scope, ToolContext, is_step_message, latest_request
 
@@ -140,3 +147,45 @@ def test_the_graph_hands_the_second_step_after_the_first_is_answered(home: Path)
     assert not is_step_message(llm.calls[-1][-1]) and out["messages"][-1].content == "Hello!"
     scope = Scope(ctx, out)
     assert scope.resolve_run(None) == "beta"
+
+
+def test_a_step_described_instead_of_done_is_asked_once_more_with_a_call_required(home: Path) -> None:
+    _seed(home, "alpha", "finished")
+    _seed(home, "beta", "finished")
+    ctx = ToolContext(Connection.open(home))
+    tools = get_tools(ctx, search=False)
+    described = "To select beta, you can use the select_run function with run_id beta."
+    llm = ScriptedChatModel(
+        responses=[
+            _call("list_training_runs"),
+            "You have alpha and beta.",
+            described,  # step 2 talked about, not done
+            _call("select_run", {"run_id": "beta"}, 1),  # asked again, a call required
+            "beta is selected.",
+        ]
+    )
+    graph = compile_chat_graph(llm, tools, checkpointer=InMemorySaver(), context=ctx)
+    cfg = {"configurable": {"thread_id": "undone"}}
+    out = graph.invoke({"messages": [HumanMessage("list my runs, then select beta")]}, cfg, context=ctx)
+    assert out["selected_run"] == "beta"
+    assert llm.choices == [None, None, None, "required", None]  # required once, not for the answer after
+    assert UNDONE in str(llm.calls[3][-1].content)
+    assert not any(described in str(m.content) for m in llm.calls[3])  # the described answer is not shown
+    assert not any(described in str(m.content) for m in out["messages"])  # nor kept
+    assert out["messages"][-1].content == "beta is selected."
+
+
+def test_an_answer_repeating_itself_on_a_step_is_not_done_but_a_whole_request_may_name_tools() -> None:
+    names = {"list_training_runs", "pause_training"}
+    request = HumanMessage("list my runs, then pause the running one")
+    first = AIMessage("You have two runs: a and b.")
+    step2 = step_message(["list my runs", "pause the running one"], 1)
+    history = [request, step_message(["list my runs", "pause the running one"], 0), first, step2]
+    assert described_not_done(AIMessage("You have two  runs: a and B."), history, names)  # said again
+    assert not described_not_done(AIMessage("Paused a."), history, names)
+    assert not described_not_done(_call("pause_training", {"run_id": "a"}), history, names)
+    # a whole request (no step) may rightly be answered with the tools' names
+    asked = [HumanMessage("which tools do you have?")]
+    assert not described_not_done(AIMessage("I have list_training_runs and pause_training."), asked, names)
+    # a tool name inside a longer word is not a tool named
+    assert not described_not_done(AIMessage("see my_list_training_runs_notes"), history, names)

@@ -437,3 +437,30 @@ def test_model_and_dataset_swapped_by_the_chat_model_are_swapped_back_when_the_h
         # both unknown to the hub as models: not a swap the hub can vouch for
         other = {**swapped, "dataset": "someone/not-a-model"}
         assert StartArgs.amend(other, words) == other
+        # a served name (mock-model) given as the dataset: the hub has no such dataset, so it is the model
+        served = {"recipe": "twinkle-grpo", "model": "modelscope/gsm8k", "dataset": "mock-model"}
+        fixed = StartArgs.amend(served, "grpo for mock-model with modelscope/gsm8k")
+        assert (fixed["model"], fixed["dataset"]) == ("mock-model", "modelscope/gsm8k")
+
+
+def test_a_dataset_given_as_the_model_is_sent_back_with_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    from twinkle_auto.tools.server import StartServerArgs
+    from twinkle_auto.tools.training import StartArgs
+
+    words = "grpo on the twinkle server for mock-model with modelscope/gsm8k"
+    call = {"recipe": "twinkle-grpo", "model": "modelscope/gsm8k"}
+    assert StartArgs.mismatches(call, words) == []  # offline: the hub cannot tell, nothing is said
+    with HubServer() as hub:
+        hub.datasets.append(model_entry("modelscope/gsm8k", task=""))
+        hub.models.append(model_entry("Qwen/Qwen3.5-4B"))
+        monkeypatch.setenv("MODELSCOPE_ENDPOINT", hub.url)
+        monkeypatch.setitem(resolve_mod._down, "until", 0.0)
+        found = StartArgs.mismatches(call, words)
+        assert len(found) == 1 and "'modelscope/gsm8k' is a dataset on ModelScope, not a model" in found[0]
+        assert StartArgs.mismatches({**call, "model": "Qwen/Qwen3.5-4B"}, words) == []
+        assert StartArgs.mismatches({**call, "model": "mock-model"}, words) == []
+        # the server trains and samples models: a dataset there is sent back too, sampler or not
+        server = {"model_id": "modelscope/gsm8k", "samplers": [{"model_id": "modelscope/gsm8k"}]}
+        found = StartServerArgs.mismatches(server, words)
+        assert len(found) == 1 and "model_id='modelscope/gsm8k' is a dataset" in found[0]
+        assert StartServerArgs.mismatches({"model_id": "Qwen/Qwen3.5-4B", "backend": "mock"}, words) == []

@@ -21,6 +21,7 @@ from twinkle_auto.server.config import ConfigError
 from twinkle_auto.server.manager import ServerError, ServerManager, StartRequest
 from twinkle_auto.server.plan import BACKENDS, ENGINES, MOCK_MODEL_ID, PlanError, SamplerRequest
 from twinkle_auto.tools.base import Approval, Scope, ToolArgs, ToolContext, ToolError, compact, make_tool
+from twinkle_auto.tools.hub_kinds import as_model
 
 _PAIR = re.compile(r"([A-Za-z_]+)\s*[=:]\s*(\"[^\"]*\"|'[^']*'|[^\s,;]+)")
 
@@ -77,8 +78,20 @@ class StartServerArgs(ToolArgs):
     @classmethod
     def mismatches(cls, args: Mapping[str, Any], request: str, conversation: str = "") -> list[str]:
         """A server started in a conversation about something else: for "I want to work with sft-chat
-        now" the 1.5B model, refused start_training twice, chose start_server."""
-        return not_about_the_server(request, conversation, "the server is not what they asked about")
+        now" the 1.5B model, refused start_training twice, chose start_server. A dataset given as a
+        model (the hub can tell): the server trains and samples models; data goes to start_training."""
+        out = not_about_the_server(request, conversation, "the server is not what they asked about")
+        given = [("model_id", args.get("model_id") or args.get("model"))]
+        samplers = args.get("samplers")
+        for sampler in samplers if isinstance(samplers, list) else []:
+            if isinstance(sampler, Mapping):
+                given.append(("a sampler's model_id", sampler.get("model_id")))
+        seen = set()
+        for field, value in given:
+            if isinstance(value, str) and value not in seen:
+                seen.add(value)
+                out += as_model(field, value, "a dataset is what start_training trains on")
+        return out
 
     model_id: str | None = Field(
         default=None,

@@ -24,6 +24,7 @@ from langgraph.prebuilt import ToolRuntime
 from pydantic import AliasChoices, BaseModel, Field, create_model, field_validator
 
 from twinkle_auto.tools.base import Approval, Scope, ToolArgs, ToolContext, ToolError, compact, make_tool
+from twinkle_auto.tools.hub_kinds import as_model, dataset_not_model, is_hub_id, on_hub
 from twinkle_auto.tools.scripts import check_source, read_script_file, script_findings
 
 LAUNCH_OPTIONS = ("launcher", "nproc_per_node", "argv", "cwd", "ray_address")
@@ -125,34 +126,16 @@ def _overrides_model() -> type[BaseModel]:
 RecipeOverrides = _overrides_model()
 
 
-SWAP_CHECK_TIMEOUT = 3.0
-"""Seconds per hub question when checking whether model and dataset were swapped (offline: no swap)."""
-
-
-def _on_hub(kind: str, ref: str) -> bool | None:
-    """Whether the hub has `ref` as a model / dataset; None when that cannot be told."""
-    try:
-        recipes = _recipes()
-        resolve = recipes.resolve_model if kind == "model" else recipes.resolve_dataset
-        return resolve(ref, timeout=SWAP_CHECK_TIMEOUT).source == "modelscope" or None
-    except ToolError:
-        return None
-    except Exception as exc:  # RecipeError: the hub answered that it has no such entry
-        return False if "has no" in str(exc) else None
-
-
 def _swapped(model: Any, dataset: Any) -> bool:
     """A small model often puts the dataset id in `model` and the model id in `dataset` (4 of 6
-    requests naming both, with the 1.5B model). Only the hub can tell them apart for certain: both are
-    owner/name. Swapped when it says the model is no model but a dataset, and the dataset is a model."""
-    ids = (model, dataset)
-    if not all(isinstance(v, str) and re.fullmatch(r"[\w.-]+/[\w.-]+", v.strip()) for v in ids):
+    requests naming both, with the 1.5B model). Only the hub can tell them apart for certain: both may
+    be owner/name. Swapped when it says the model is no model but a dataset, and the dataset is a model
+    on the hub, or a bare name it has no dataset of (the name a Twinkle server serves, e.g. mock-model)."""
+    if not (isinstance(dataset, str) and dataset.strip()) or not dataset_not_model(model):
         return False
-    return (
-        _on_hub("model", model) is False
-        and _on_hub("dataset", model) is True
-        and _on_hub("model", dataset) is True
-    )
+    if is_hub_id(dataset):
+        return on_hub("model", dataset) is True
+    return on_hub("dataset", dataset) is False  # a bare name: a served model, or nothing the hub has
 
 
 def given_params(value: Any) -> dict[str, Any]:
@@ -191,12 +174,17 @@ class StartArgs(ToolArgs):
 
     @classmethod
     def mismatches(cls, args: Mapping[str, Any], request: str, conversation: str = "") -> list[str]:
-        """A recipe of another framework or method than the one the person named, when several fit."""
+        """A dataset given as the model (when the hub can tell), and a recipe of another framework or
+        method than the one the person named, when several fit."""
+        out = []
+        if args.get("recipe"):
+            out = as_model("model", args.get("model"), "give it as dataset and the model to train as model")
         recipe, terms, fitting = cls._fitting(args, request)
         if not recipe or not terms or not fitting or recipe in fitting:
-            return []  # nothing named, or named what no recipe has: the tool's own answer says what does
+            return out  # nothing named, or named what no recipe has: the tool's own answer says what does
         return [
-            f"the person asked for {' and '.join(sorted(terms))}: recipe {' or '.join(fitting)}, not {recipe!r}"
+            *out,
+            f"the person asked for {' and '.join(sorted(terms))}: recipe {' or '.join(fitting)}, not {recipe!r}",
         ]
 
     recipe: str | None = Field(

@@ -38,7 +38,7 @@ from twinkle_auto.graphs.chat import freshness, grounding
 from twinkle_auto.graphs.chat.context import context_of
 from twinkle_auto.graphs.chat.prompts import BUDGET_SPENT, system_prompt
 from twinkle_auto.graphs.chat.state import ChatState
-from twinkle_auto.graphs.chat.steps import next_step
+from twinkle_auto.graphs.chat.steps import UNDONE, described_not_done, next_step
 from twinkle_auto.graphs.chat.streaming import stream_answer
 from twinkle_auto.tools.base import Scope, describe_call, is_step_message, needs_approval
 
@@ -198,7 +198,9 @@ def agent(
 
     A words-only answer that repeats figures earlier turns' tools reported, in a turn where nothing was
     read, is asked once more with a tool call required (`forced`: the model with the same tools and
-    tool_choice "required"); a call to a tool that only reads replaces it (freshness.py).
+    tool_choice "required"); a call to a tool that only reads replaces it (freshness.py). A step of
+    the person's request answered with words that describe it instead of doing it (they name a tool,
+    or repeat an earlier answer) is asked once more, with a call required (steps.described_not_done).
     """
     messages = list(state.get("messages") or [])
     rounds = tool_rounds(messages)
@@ -212,6 +214,8 @@ def agent(
     retried = False
     reread = False  # this turn's answer was already sent back for stale figures (once per turn)
     regrounds = 0  # answers of this step sent back for their values (at most MAX_REGROUNDS)
+    nudged = False  # this step's words-only answer was already sent back as not done (once per step)
+    refusal: list[AnyMessage] = []  # the note of this step's last refused call
     offered = model  # the model with the tools it may call: all, or all but those refused twice
     while True:
         sent: list[AnyMessage] = [system, *window([*messages, *out], window_size), *extra]
@@ -226,6 +230,8 @@ def agent(
                 )
         else:
             answer = invoke_repairing_json(offered, sent, plain=llm)
+            if offered is forced:
+                offered = model  # a call was required for one answer, not for the rest of the step
             pseudo = pseudo_call(answer)
             if pseudo is not None and pseudo[0] in tool_names:
                 answer = AIMessage(
@@ -261,7 +267,7 @@ def agent(
                     # refused twice: the tool is not what this step needs, or its values are not known
                     # yet; offered the others only, the model picks one of them or asks the person
                     offered = llm.bind_tools([t for name, t in tools.items() if name not in withheld])
-                extra = [
+                extra = refusal = [
                     HumanMessage(grounding.note(refused, withheld=[] if only else withheld, offered=only))
                 ]
                 continue
@@ -291,13 +297,26 @@ def agent(
                     again = None
                 if freshness.kept_reread(again, tools):
                     answer = again
+        if (
+            forced is not None
+            and not nudged
+            and regrounds < MAX_REGROUNDS  # the forced call can still be sent back for its values
+            and rounds < max_tool_rounds
+            and described_not_done(answer, [*messages, *out], tool_names)
+        ):
+            # a step talked about, not done: asked once more, with a tool call required and the note
+            # of a call refused before it, if any; the answer is not shown (shown, the 1.5B model
+            # repeats it), and the call that comes is grounded like any other
+            nudged = True
+            extra, offered = [*refusal, HumanMessage(UNDONE)], forced
+            continue
         out.append(answer)
         if not isinstance(answer, AIMessage) or not (answer.tool_calls or answer.invalid_tool_calls):
             step = next_step([*messages, *out])
             if step is None:
                 break
             out.append(step)
-            rounds, retried, regrounds, offered = 0, False, 0, model
+            rounds, retried, regrounds, offered, nudged, refusal = 0, False, 0, model, False, []
             continue
         rounds += 1
         for bad in answer.invalid_tool_calls:

@@ -17,9 +17,9 @@ would lose its condition; nor is "and" between nouns ("plot loss and reward").
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
-from langchain_core.messages import AnyMessage, HumanMessage
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 
 from twinkle_auto.tools.base import STEP_MARK, is_step_message, message_text
 
@@ -222,4 +222,50 @@ def next_step(messages: Sequence[AnyMessage]) -> HumanMessage | None:
     return step_message(steps, handed)
 
 
-__all__ = ["ACTION_VERBS", "MAX_STEPS", "next_step", "person_request", "split_steps", "step_message"]
+UNDONE = (
+    "(Your answer says how this step could be done instead of doing it. Do it now: call the tool it needs.)"
+)
+"""Sent once per step, with a tool call required, after an answer `described_not_done` recognises."""
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def described_not_done(
+    answer: AnyMessage, messages: Sequence[AnyMessage], tool_names: Collection[str]
+) -> bool:
+    """Whether a words-only answer to a step of the person's request talked about the step instead of
+    doing it: it names one of our tools ("you can use the pause_training function"; the person never
+    calls a tool), or it repeats an earlier answer of this turn word for word (it adds nothing).
+
+    Only for steps: each one starts with an action verb (split_steps), so a step answered in words is
+    a step not done, whereas a whole request may rightly ask what the tools are.
+    """
+    if not isinstance(answer, AIMessage) or answer.tool_calls or answer.invalid_tool_calls:
+        return False
+    text = message_text(answer)
+    last = next((m for m in reversed(messages) if isinstance(m, HumanMessage)), None)
+    if not text.strip() or last is None or not is_step_message(last):
+        return False
+    if any(re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text) for name in tool_names if name):
+        return True
+    mine = _plain(text)
+    for message in reversed(messages):
+        if isinstance(message, HumanMessage) and not is_step_message(message):
+            break  # the person's request: earlier turns' answers may repeat rightly
+        if isinstance(message, AIMessage) and _plain(message_text(message)) == mine:
+            return True
+    return False
+
+
+__all__ = [
+    "ACTION_VERBS",
+    "MAX_STEPS",
+    "UNDONE",
+    "described_not_done",
+    "next_step",
+    "person_request",
+    "split_steps",
+    "step_message",
+]

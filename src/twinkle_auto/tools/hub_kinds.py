@@ -1,0 +1,52 @@
+"""What the model hub says an id is: a model, a dataset, or something it cannot tell.
+
+Why the tools ask: both kinds are written owner/name, and a small chat model puts a dataset the person
+named where a model goes (start_training(model="modelscope/gsm8k"), start_server(model_id=...)). Only
+the hub knows which is which, so a check here answers None (cannot tell: offline, slow, no recipes)
+rather than guess, and callers act only on a definite answer.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+CHECK_TIMEOUT = 3.0
+"""Seconds per hub question (the chat waits for it; an unreachable hub is remembered by resolve)."""
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def is_hub_id(value: Any) -> bool:
+    """Whether `value` is written as a hub id, owner/name."""
+    return isinstance(value, str) and _HUB_ID.fullmatch(value.strip()) is not None
+
+
+def on_hub(kind: Literal["model", "dataset"], ref: str) -> bool | None:
+    """Whether the hub has `ref` as a model / dataset; None when that cannot be told."""
+    try:
+        from twinkle_auto.recipes import resolve
+    except ImportError:
+        return None
+    try:
+        check = resolve.resolve_model if kind == "model" else resolve.resolve_dataset
+        return check(ref, timeout=CHECK_TIMEOUT).source == "modelscope" or None
+    except resolve.RecipeError as exc:  # "has no": the hub answered that it has no such entry
+        return False if "has no" in str(exc) else None
+    except Exception:  # a check is advice: an unexpected failure tells nothing
+        return None
+
+
+def dataset_not_model(value: Any) -> bool:
+    """Whether the hub says `value` is a dataset and has no model of that id."""
+    return is_hub_id(value) and on_hub("model", value) is False and on_hub("dataset", value) is True
+
+
+def as_model(field: str, value: Any, instead: str) -> list[str]:
+    """The mismatch of a dataset given in a field that takes a model (empty when it is none);
+    `instead` says where the dataset goes."""
+    if not dataset_not_model(value):
+        return []
+    return [f"{field}={value!r} is a dataset on ModelScope, not a model: {instead}"]
+
+
+__all__ = ["CHECK_TIMEOUT", "as_model", "dataset_not_model", "is_hub_id", "on_hub"]
