@@ -8,12 +8,20 @@ rather than guess, and callers act only on a definite answer.
 
 from __future__ import annotations
 
+import os
 import re
+import threading
+import time
 from typing import Any, Literal
 
 CHECK_TIMEOUT = 3.0
 """Seconds per hub question (the chat waits for it; an unreachable hub is remembered by resolve)."""
+KNOWN_FOR_S = 300.0
+"""Seconds a definite answer is reused: one start_training call asks about the same ids in `amend` and
+again in `mismatches`, and each question may take seconds; an entry does not change kind meanwhile."""
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+_known: dict[tuple[str, str, str], tuple[float, bool]] = {}
+_known_lock = threading.Lock()
 
 
 def is_hub_id(value: Any) -> bool:
@@ -22,7 +30,20 @@ def is_hub_id(value: Any) -> bool:
 
 
 def on_hub(kind: Literal["model", "dataset"], ref: str) -> bool | None:
-    """Whether the hub has `ref` as a model / dataset; None when that cannot be told."""
+    """Whether the hub has `ref` as a model / dataset; None when that cannot be told (never kept)."""
+    key = (os.environ.get("MODELSCOPE_ENDPOINT", ""), kind, ref)
+    with _known_lock:
+        until, known = _known.get(key, (0.0, False))
+    if until > time.monotonic():
+        return known
+    answer = _ask(kind, ref)
+    if answer is not None:
+        with _known_lock:
+            _known[key] = (time.monotonic() + KNOWN_FOR_S, answer)
+    return answer
+
+
+def _ask(kind: Literal["model", "dataset"], ref: str) -> bool | None:
     try:
         from twinkle_auto.recipes import resolve
     except ImportError:
