@@ -53,15 +53,15 @@ def ray_dashboard() -> Iterator[str]:
     """Our own Ray head with its dashboard on free ports; yields the dashboard URL."""
     temp = Path(tempfile.mkdtemp(prefix="tar-", dir="/tmp"))
     host = "127.0.0.1"
-    dash = rc.free_port(host)
+    flags = ("--dashboard-port",) + rc.NODE_PORTS + rc.HEAD_PORTS
+    ports = dict(zip(flags, rc.free_ports(len(flags), host), strict=True))  # distinct, as start_cluster's
+    dash = ports["--dashboard-port"]
     cmd = [
         sys.executable, "-m", "ray.scripts.scripts", "start", "--block",
         "--head", "--disable-usage-stats", f"--node-ip-address={host}", f"--temp-dir={temp}",
-        f"--port={rc.free_port(host)}", "--num-cpus=2", "--include-dashboard=true", f"--dashboard-host={host}",
-        f"--dashboard-port={dash}", "--node-manager-port=0", "--object-manager-port=0",
-        "--metrics-export-port=0", "--dashboard-agent-grpc-port=0", "--runtime-env-agent-port=0",
-        "--min-worker-port=0", "--max-worker-port=0", f"--dashboard-agent-listen-port={rc.free_port(host)}",
-        f"--ray-client-server-port={rc.free_port(host)}",
+        "--num-cpus=2", "--include-dashboard=true", f"--dashboard-host={host}",
+        "--node-manager-port=0", "--object-manager-port=0", "--min-worker-port=0", "--max-worker-port=0",
+        *(f"{flag}={port}" for flag, port in ports.items()),
     ]  # fmt: skip
     env = child_env(rc.RAY_ENV)
     env.pop("RAY_ADDRESS", None)

@@ -227,6 +227,7 @@ class Outcome:
     args_ok: bool | None = None
     completed: bool | None = None
     error: str = ""
+    seconds: float = 0.0
 
     def line(self) -> str:
         mark = (
@@ -241,7 +242,8 @@ class Outcome:
             flags.append("bad-args")
         if self.completed is False:
             flags.append("incomplete")
-        return f"{mark} #{self.request['id']:<3} {self.request['say']!r:72} -> {calls} {' '.join(flags)}{self.error}"
+        head = f"{mark} #{self.request['id']:<3} {self.seconds:4.0f}s {self.request['say']!r:72}"
+        return f"{head} -> {calls} {' '.join(flags)}{self.error}"
 
 
 def judge(
@@ -372,6 +374,7 @@ def evaluate(
         graph, ctx, tools = build(home, llm)
         outcomes = []
         for request in requests:
+            began = time.monotonic()
             try:
                 calls, answer = say(graph, ctx, request, f"req-{request['id']}")
                 scope = Scope(ctx, {"messages": [HumanMessage(request["say"])], "selected_run": SELECTED})
@@ -379,6 +382,7 @@ def evaluate(
                 outcome.answer = answer
             except Exception as exc:  # an LLM failure is a miss, reported, not a crash of the measure
                 outcome = Outcome(request, error=f" [{type(exc).__name__}: {str(exc)[:120]}]")
+            outcome.seconds = time.monotonic() - began
             outcomes.append(outcome)
             if echo is not None:
                 echo(outcome.line())

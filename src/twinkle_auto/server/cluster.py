@@ -110,9 +110,36 @@ def ray_available() -> bool:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct free ports, all held open until every one is chosen.
+
+    Picking them one at a time (bind, read, close) can hand the same port out twice, since a closed
+    port is free again at once; Ray then refuses to start ("port … is used by other components").
+    """
+    held: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(s)
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in held]
+    finally:
+        for s in held:
+            s.close()
+
+
+NODE_PORTS = (
+    "--metrics-export-port",
+    "--dashboard-agent-grpc-port",
+    "--runtime-env-agent-port",
+    "--dashboard-agent-listen-port",
+)
+"""`ray start` flags of ports Ray's start-up script would otherwise pick itself, one at a time."""
+HEAD_PORTS = ("--port", "--ray-client-server-port")
+"""The head's GCS and Ray Client ports, besides NODE_PORTS."""
 
 
 def node_specs(plan: Plan, *, head_cpus: int | None = None) -> list[NodeSpec]:
@@ -240,22 +267,22 @@ def _start_node(
     temp_dir: Path,
     log_path: Path,
     host: str,
-    gcs_port: int | None = None,
+    ports: dict[str, int],
     object_store_mb: int | None = None,
 ) -> NodeProc:
     module = "ray.scripts.scripts" if head else "twinkle_auto.server._ray_worker"
     cmd = [sys.executable, "-m", module, "start", "--block", "--disable-usage-stats"]
     cmd += [f"--node-ip-address={host}", f"--temp-dir={temp_dir}"]
     cmd += [f"--num-gpus={spec.num_gpus}", f"--num-cpus={spec.num_cpus}"]
-    # Fixed default ports (10001, 52365, …) would collide with any other Ray on this machine.
-    cmd += ["--node-manager-port=0", "--object-manager-port=0", "--metrics-export-port=0"]
-    cmd += ["--dashboard-agent-grpc-port=0", "--runtime-env-agent-port=0"]
-    cmd += ["--min-worker-port=0", "--max-worker-port=0", f"--dashboard-agent-listen-port={free_port(host)}"]
+    # Fixed default ports (10001, 52365, …) would collide with any other Ray on this machine, and ports
+    # Ray picks for itself can equal one we picked: every port is either bound by the raylet itself (0)
+    # or one of the cluster's distinct ports chosen together in start_cluster.
+    cmd += ["--node-manager-port=0", "--object-manager-port=0", "--min-worker-port=0", "--max-worker-port=0"]
+    cmd += [f"{flag}={port}" for flag, port in ports.items()]
     if object_store_mb:
         cmd.append(f"--object-store-memory={int(object_store_mb) * 1024 * 1024}")
     if head:
-        cmd += ["--head", f"--port={gcs_port}", f"--ray-client-server-port={free_port(host)}"]
-        cmd += ["--include-dashboard=false"]
+        cmd += ["--head", "--include-dashboard=false"]
     else:
         cmd.append(f"--address={address}")
     env = ray_env()
@@ -317,8 +344,12 @@ def start_cluster(
         raise ValueError("the first node spec must be the head")
     base = auto_dir(home)
     root, short = _temp_root(base.parent)
-    gcs_port = free_port(host)
-    address = f"{host}:{gcs_port}"
+    # Every node's ports at once, so no two of them (nor two nodes started side by side) share one.
+    flags = [(i, flag) for i in range(len(specs)) for flag in NODE_PORTS + (HEAD_PORTS if i == 0 else ())]
+    ports: list[dict[str, int]] = [{} for _ in specs]
+    for (i, flag), port in zip(flags, free_ports(len(flags), host), strict=True):
+        ports[i][flag] = port
+    address = f"{host}:{ports[0]['--port']}"
     cluster = Cluster(address, True, [], str(short) if short else str(root), time.time())
     try:
         # The head first (workers need its address), then every worker at once: they start in parallel.
@@ -330,7 +361,7 @@ def start_cluster(
                 temp_dir=root / ("head" if i == 0 else f"worker-{i}"),
                 log_path=base / f"ray-{'head' if i == 0 else f'worker-{i}'}.log",
                 host=host,
-                gcs_port=gcs_port,
+                ports=ports[i],
                 object_store_mb=object_store_mb,
             )
             cluster.nodes.append(node)
