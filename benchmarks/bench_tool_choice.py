@@ -66,13 +66,9 @@ def main() -> int:
         llm = make_chat_model(url, "local", "x", timeout=900, max_retries=0)
         llm.max_tokens = harness.ANSWER_TOKENS
         t0 = time.monotonic()
-        last = [t0]
 
         def echo(line: str) -> None:
-            # seconds per request: a send-back or a withheld tool shows up as a long one
-            now = time.monotonic()
-            print(f"{now - last[0]:6.1f}s {line}", flush=True)
-            last[0] = now
+            print(line, flush=True)  # each line has its request's seconds: a send-back shows up long
 
         outcomes, figures = harness.evaluate(home, ROOT / "examples", llm, requests, echo=echo)
         elapsed = time.monotonic() - t0

@@ -359,7 +359,8 @@ def test_an_action_on_a_run_whose_state_it_does_not_fit_is_refused_with_what_fit
         return refused_calls(call, tools, evidence([HumanMessage(request)]), request, runs, selected)
 
     (clauses,) = [f for _, f in found("pause_training", {"run_id": "grpo-math"}, "unpause grpo-math")]
-    assert "'grpo-math' is paused" in clauses[-1] and "resume_training lets it go on" in clauses[-1]
+    assert clauses[0] == "the person said 'unpause', which asks for resume_training, not pause_training"
+    assert "'grpo-math' is paused" in clauses[-1] and "it is already paused" in clauses[-1]
     assert "(now running: sft-chat)" in clauses[-1]
     # no id: the call acts on the selected run, so that run's state is what counts
     assert found("pause_training", {}, "hold it for now")
@@ -372,6 +373,40 @@ def test_an_action_on_a_run_whose_state_it_does_not_fit_is_refused_with_what_fit
     # an id nobody has is the tool's to report (it lists the runs); a read fits every state
     assert found("pause_training", {"run_id": "nope"}, "pause nope") == []
     assert found("get_training_status", {"run_id": "grpo-math"}, "how is grpo-math") == []
+
+
+@pytest.mark.parametrize(
+    ("name", "request_", "refused"),
+    [
+        ("resume_training", "pause it", "the person said 'pause', which asks for pause_training"),
+        ("stop_training", "put sft-chat on hold", "the person said 'hold', which asks for pause_training"),
+        (
+            "pause_training",
+            "carry on with sft-chat",
+            "the person said 'carry on', which asks for resume_training",
+        ),
+        ("stop_training", "restart it", "the person said 'restart', which asks for resume_training"),
+        ("resume_training", "kill sft-chat", "the person said 'kill', which asks for stop_training"),
+        # asked to end a run, a pause still keeps it: not sent back (the approval shows what it does)
+        ("pause_training", "terminate sft-chat", None),
+        # words for two actions, or for none: the model's to weigh
+        ("pause_training", "stop it for now, I'll resume it later", None),
+        ("resume_training", "let sft-chat go", None),
+        ("pause_training", "pause sft-chat", None),
+    ],
+)
+def test_an_action_opposite_to_the_one_asked_for_is_sent_back(
+    name: str, request_: str, refused: str | None
+) -> None:
+    """The 1.5B model answered "pause it" with resume_training, and "put it on hold" with stop_training:
+    each schema names the akin actions' words and those it must never stand in for."""
+    tools = {t.name: t for t in get_tools(ToolContext(Connection.open(Path("/nonexistent"))), search=False)}
+    call = {"name": name, "args": {}, "id": "c"}
+    found = problems(call, tools[name], evidence([HumanMessage(request_)]), request_)
+    if refused is None:
+        assert found == [], found
+    else:
+        assert found == [f"{refused}, not {name}"]
 
 
 def test_a_refused_pause_of_a_paused_run_never_runs_and_the_model_reads_why(home: Path) -> None:
@@ -400,3 +435,21 @@ def test_a_request_about_a_run_refused_a_new_run_twice_is_offered_only_the_run_t
     assert "The request is about that run" in llm.calls[2][-1].content
     assert out["selected_run"] == "sft-chat"
     assert "start_training" in llm.offered[3]  # the next model call offers every tool again
+
+
+def test_an_answer_that_copies_our_advice_is_replaced_by_what_was_not_done(home: Path) -> None:
+    """Refused for metric names nobody gave, the 1.5B model answered with the note's own advice ("ask the
+    person for what they did not give"): the person reads what was not done and why instead."""
+    ctx, tools = _tools(home)
+    _runs_on_disk(home, **{"grpo-math": "paused"})
+    guess = {"name": "plot_metrics", "args": {"keys": ["accuracy", "format"]}}
+    llm = _script(guess, "ask the person for what they did not give")
+    out = _ask(llm, tools, ctx, "visualize the reward-ish metrics")
+    last = out["messages"][-1].content
+    assert last.startswith("I have not done anything") and "keys=['accuracy', 'format']" in last
+    assert "ask the person" not in last
+    # the same answer with no refusal before it is the model's own words, shown as they are
+    llm = _script("ask the person for what they did not give")
+    assert (
+        _ask(llm, tools, ctx, "hello")["messages"][-1].content == "ask the person for what they did not give"
+    )

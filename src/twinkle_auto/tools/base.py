@@ -326,7 +326,14 @@ class ToolArgs(BaseModel):
     sent back before it runs or asks for approval, with the run's state, `STATE_HINTS` and the runs that
     are in one of these: pausing a paused run or resuming a running one is never what was meant."""
     STATE_HINTS: ClassVar[Mapping[str, str]] = {}
-    """What fits a run in a given state instead ("paused": "resume_training lets it go on")."""
+    """Why a run in a given state does not need this action ("paused": "it is already paused")."""
+    ASKED_BY: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    """Actions akin to this one and the words that ask for each ({"pause_training": ("pause", "on
+    hold"), …}): which of them the person's words ask for."""
+    NEVER_FOR: ClassVar[tuple[str, ...]] = ()
+    """Actions of ASKED_BY this one must never stand in for: a call when the person's words ask for
+    one of these, and for no other action of ASKED_BY, is sent back ("pause it" answered with
+    resume_training; "put it on hold" with stop_training)."""
 
     @classmethod
     def amend(cls, args: Mapping[str, Any], request: str) -> Mapping[str, Any]:

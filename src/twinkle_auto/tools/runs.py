@@ -46,10 +46,23 @@ class RunArg(ToolArgs):
 
 RESUMABLE = ("paused", "stopped", "crashed", "failed")
 
+RUN_ACTIONS = {
+    "pause_training": ("pause", "hold", "on hold", "suspend", "freeze"),
+    "resume_training": ("resume", "continue", "unpause", "carry on", "go on", "pick up", "restart"),
+    "stop_training": ("stop", "kill", "terminate", "cancel", "abort", "end", "for good"),
+}
+"""The words that ask for each action on a run (ToolArgs.ASKED_BY): a call that does the opposite of
+the one action the person's words ask for is sent back (graphs/chat/grounding.py)."""
+
 
 class PauseArgs(RunArg):
     RUN_STATES = ("running",)
-    STATE_HINTS = {state: "resume_training lets it go on" for state in RESUMABLE}
+    STATE_HINTS = {
+        "paused": "it is already paused",
+        **{state: "it has no process to pause" for state in RESUMABLE if state != "paused"},
+    }
+    ASKED_BY = RUN_ACTIONS
+    NEVER_FOR = ("resume_training",)  # asked to stop, a pause still keeps the run: not sent back
 
 
 class ResumeArgs(RunArg):
@@ -58,11 +71,15 @@ class ResumeArgs(RunArg):
         "running": "it is already going",
         "finished": "it has nothing left to do; start_training makes a new run",
     }
+    ASKED_BY = RUN_ACTIONS
+    NEVER_FOR = ("pause_training", "stop_training")
 
 
 class StopArgs(RunArg):
     RUN_STATES = ("running", "stopping")
-    STATE_HINTS = {"paused": "it has no process; resume_training lets it go on"}
+    STATE_HINTS = {"paused": "it has no process to stop and stays paused until it is resumed"}
+    ASKED_BY = RUN_ACTIONS
+    NEVER_FOR = ("pause_training", "resume_training")  # a run asked to wait or go on is never ended
 
 
 class SelectArgs(ToolArgs):

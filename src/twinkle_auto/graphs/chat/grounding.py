@@ -205,6 +205,7 @@ def problems(
         name not in named and not _a_run_id(args.get(name), runs) for name in _given(call, tool, free)
     )
     out += _about_a_run(call, tool, request, runs, given=given)
+    out += _contrary(call, tool, request)
     if isinstance(runs, Mapping):
         out += _out_of_state(call, tool, request, runs, selected)
     check = _hook(tool, "mismatches")
@@ -282,6 +283,28 @@ def run_tools(tools: Mapping[str, BaseTool]) -> list[str]:
     return out
 
 
+def _says(text: str, word: str) -> bool:
+    pattern = r"\s+".join(re.escape(part) for part in word.split())
+    return re.search(rf"(?<![\w-]){pattern}(?![\w-])", text, re.IGNORECASE) is not None
+
+
+def _contrary(call: Mapping[str, Any], tool: BaseTool | None, request: str) -> list[str]:
+    """An action other than the one the person's words ask for: resuming a run they said to pause,
+    ending one they said to put on hold. The schema names the akin actions and the words that ask for
+    each (ASKED_BY), and those it must never stand in for (NEVER_FOR); words that ask for two actions
+    ("stop it for now, I'll resume it later") are left to the model."""
+    schema = getattr(tool, "args_schema", None)
+    asked_by = getattr(schema, "ASKED_BY", None) or {}
+    asked = {name: next((w for w in words if _says(request, w)), None) for name, words in asked_by.items()}
+    asked = {name: word for name, word in asked.items() if word}
+    if len(asked) != 1:
+        return []
+    (wanted, word), name = next(iter(asked.items())), call.get("name")
+    if wanted == name or wanted not in _declared(tool, "NEVER_FOR"):
+        return []
+    return [f"the person said {word!r}, which asks for {wanted}, not {name}"]
+
+
 def _out_of_state(
     call: Mapping[str, Any],
     tool: BaseTool | None,
@@ -317,6 +340,33 @@ def _out_of_state(
     if fitting:
         clause += f" (now {' or '.join(states)}: {', '.join(fitting[:5])})"
     return [clause]
+
+
+ECHO_WORDS = 5
+"""Words in a row an answer shares with our advice before it counts as copied from it."""
+
+
+def _words_of(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9_'-]+", text.lower())
+
+
+def echoes(answer: AnyMessage) -> bool:
+    """Whether a words-only `answer` copies the advice of our notes (ADVICE, WITHHELD, ABOUT_ONLY, not
+    the facts they give): ECHO_WORDS of its words in a row are the advice's, or all of them for a
+    shorter answer of three words or more. Refused, the 1.5B model sometimes answered with the advice
+    itself ("ask the person for what they did not give"), which is no answer for the person."""
+    if not isinstance(answer, AIMessage) or answer.tool_calls or answer.invalid_tool_calls:
+        return False
+    said = _words_of(message_text(answer))
+    n = min(ECHO_WORDS, len(said))
+    if n < 3:
+        return False
+    grams = set()
+    for advice in (ADVICE, WITHHELD, ABOUT_ONLY):
+        for part in re.split(r"\{\w+\}", advice):  # each stretch between placeholders
+            words = _words_of(part)
+            grams |= {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+    return any(tuple(said[i : i + n]) in grams for i in range(len(said) - n + 1))
 
 
 def question(refused: Sequence[tuple[str, list[str]]]) -> str:

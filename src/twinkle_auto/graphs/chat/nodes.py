@@ -34,13 +34,13 @@ from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langgraph.prebuilt.tool_node import ToolCallWithContext
 from langgraph.types import Send, interrupt
 
-from twinkle_auto.graphs.chat import freshness, grounding
+from twinkle_auto.graphs.chat import freshness, grounding, run_refs
 from twinkle_auto.graphs.chat.context import context_of
 from twinkle_auto.graphs.chat.prompts import BUDGET_SPENT, system_prompt
 from twinkle_auto.graphs.chat.state import ChatState
 from twinkle_auto.graphs.chat.steps import UNDONE, described_not_done, next_step
 from twinkle_auto.graphs.chat.streaming import stream_answer
-from twinkle_auto.tools.base import Scope, describe_call, is_step_message, needs_approval
+from twinkle_auto.tools.base import Scope, describe_call, is_step_message, message_text, needs_approval
 
 DECLINED = "The person declined this action; it was not run. Ask what they want instead."
 CANCELLED = "Cancelled: the person interrupted before this call finished; it may not have run."
@@ -216,9 +216,11 @@ def agent(
     regrounds = 0  # answers of this step sent back for their values (at most MAX_REGROUNDS)
     nudged = False  # this step's words-only answer was already sent back as not done (once per step)
     refusal: list[AnyMessage] = []  # the note of this step's last refused call
+    refused_last: list[tuple[str, list[str]]] = []  # and what it refused
     offered = model  # the model with the tools it may call: all, or all but those refused twice
+    hint = _state_hint(runtime, fallback, [*messages, *out]) if rounds == 0 else []
     while True:
-        sent: list[AnyMessage] = [system, *window([*messages, *out], window_size), *extra]
+        sent: list[AnyMessage] = [system, *window([*messages, *out], window_size), *hint, *extra]
         extra = []
         if rounds >= max_tool_rounds:
             sent.append(SystemMessage(BUDGET_SPENT))
@@ -270,6 +272,7 @@ def agent(
                 extra = refusal = [
                     HumanMessage(grounding.note(refused, withheld=[] if only else withheld, offered=only))
                 ]
+                refused_last = refused
                 continue
             last = (
                 grounding.refused_calls(answer, tools, said, request, runs, selected)
@@ -310,6 +313,10 @@ def agent(
             nudged = True
             extra, offered = [*refusal, HumanMessage(UNDONE)], forced
             continue
+        if refusal and grounding.echoes(answer):
+            # words copied from our note's advice ("ask the person for what they did not give") are no answer
+            # the person can read: they are told what was not done and why, in our words
+            answer = AIMessage(content=grounding.question(refused_last))
         out.append(answer)
         if not isinstance(answer, AIMessage) or not (answer.tool_calls or answer.invalid_tool_calls):
             step = next_step([*messages, *out])
@@ -317,6 +324,8 @@ def agent(
                 break
             out.append(step)
             rounds, retried, regrounds, offered, nudged, refusal = 0, False, 0, model, False, []
+            refused_last = []
+            hint = _state_hint(runtime, fallback, [*messages, *out])
             continue
         rounds += 1
         for bad in answer.invalid_tool_calls:
@@ -331,6 +340,16 @@ def agent(
         if answer.tool_calls:
             break
     return {"messages": out, "tool_rounds": rounds}
+
+
+def _state_hint(runtime: Any, fallback: Any, messages: Sequence[AnyMessage]) -> list[AnyMessage]:
+    """A note naming the runs the request (or its step) points at by their state ("the one that is
+    running"), sent with each answer of the step until a tool is called; none when it points at none."""
+    last = next((m for m in reversed(messages) if isinstance(m, HumanMessage)), None)
+    if last is None:
+        return []
+    note = run_refs.state_note(message_text(last), _runs(runtime, fallback))
+    return [HumanMessage(note)] if note else []
 
 
 def _runs(runtime: Any, fallback: Any) -> Mapping[str, str]:
