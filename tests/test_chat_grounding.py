@@ -385,7 +385,19 @@ def test_an_action_on_a_run_whose_state_it_does_not_fit_is_refused_with_what_fit
             "carry on with sft-chat",
             "the person said 'carry on', which asks for resume_training",
         ),
-        ("stop_training", "restart it", "the person said 'restart', which asks for resume_training"),
+        ("stop_training", "go on with sft-chat", "the person said 'go on', which asks for resume_training"),
+        (
+            "start_training",
+            "carry on with the training",
+            "the person said 'carry on', which asks for resume_training",
+        ),
+        (
+            "start_training",
+            "put the training on hold",
+            "the person said 'hold', which asks for pause_training",
+        ),
+        ("start_training", "stop the old run and launch a new one", None),
+        ("resume_training", "restart it", None),  # "restart" may mean start over
         ("resume_training", "kill sft-chat", "the person said 'kill', which asks for stop_training"),
         # asked to end a run, a pause still keeps it: not sent back (the approval shows what it does)
         ("pause_training", "terminate sft-chat", None),

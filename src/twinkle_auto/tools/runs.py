@@ -31,6 +31,7 @@ from twinkle_auto.tools.base import (
     make_tool,
 )
 from twinkle_auto.tools.scripts import MAX_SCRIPT_CHARS, check_source, review_update
+from twinkle_auto.tools.verbs import RUN_ACTIONS
 
 RUN_ID = AliasChoices("run_id", "run", "id", "name", "run_name")
 
@@ -45,14 +46,6 @@ class RunArg(ToolArgs):
 
 
 RESUMABLE = ("paused", "stopped", "crashed", "failed")
-
-RUN_ACTIONS = {
-    "pause_training": ("pause", "hold", "on hold", "suspend", "freeze"),
-    "resume_training": ("resume", "continue", "unpause", "carry on", "go on", "pick up", "restart"),
-    "stop_training": ("stop", "kill", "terminate", "cancel", "abort", "end", "for good"),
-}
-"""The words that ask for each action on a run (ToolArgs.ASKED_BY): a call that does the opposite of
-the one action the person's words ask for is sent back (graphs/chat/grounding.py)."""
 
 
 class PauseArgs(RunArg):

@@ -26,6 +26,7 @@ from pydantic import AliasChoices, BaseModel, Field, create_model, field_validat
 from twinkle_auto.tools.base import Approval, Scope, ToolArgs, ToolContext, ToolError, compact, make_tool
 from twinkle_auto.tools.hub_kinds import as_model, dataset_not_model, is_hub_id, on_hub
 from twinkle_auto.tools.scripts import check_source, read_script_file, script_findings
+from twinkle_auto.tools.verbs import STARTS_AND_RUN_ACTIONS
 
 LAUNCH_OPTIONS = ("launcher", "nproc_per_node", "argv", "cwd", "ray_address")
 """Launch settings passed to `RunController.start` when its signature has them (env always is)."""
@@ -150,6 +151,8 @@ class StartArgs(ToolArgs):
     # a new run's id nobody gave: made from recipe and model; a Ray address nobody gave: the local launch
     GUESS_IS_DEFAULT = ("run_id", "ray_address")
     MAKES_A_RUN = True
+    ASKED_BY = STARTS_AND_RUN_ACTIONS
+    NEVER_FOR = ("pause_training", "resume_training", "stop_training")  # a new run is none of these
 
     @classmethod
     def _fitting(cls, args: Mapping[str, Any], request: str) -> tuple[str, set[str], list[str]]:

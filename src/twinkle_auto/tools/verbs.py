@@ -1,0 +1,24 @@
+"""The words that ask for each action on a run, for ToolArgs.ASKED_BY.
+
+Why this exists: pause, resume and stop are one family, and a small model mixes them up ("pause it"
+answered with resume_training, "put it on hold" with stop_training, "carry on with the training" with
+start_training). Which of them the person asked for is in their words, and the words for each are few
+and plain; a call that does the opposite of the one action asked for is sent back before it runs
+(graphs/chat/grounding.py). Only clear verbs are listed: a request whose words ask for two actions, or
+for none of these, is left to the model.
+"""
+
+from __future__ import annotations
+
+RUN_ACTIONS: dict[str, tuple[str, ...]] = {
+    "pause_training": ("pause", "hold", "on hold", "suspend", "freeze"),
+    "resume_training": ("resume", "continue", "unpause", "carry on", "go on", "pick up"),
+    "stop_training": ("stop", "kill", "terminate", "cancel", "abort", "end", "for good"),
+}
+"""Tool name -> the words that ask for it. "restart" is neither: it may mean resume, or start over."""
+
+START_WORDS = ("start", "launch", "kick off", "begin", "new run", "fine-tune", "finetune", "train")
+"""Words that ask for a new run (start_training)."""
+
+STARTS_AND_RUN_ACTIONS: dict[str, tuple[str, ...]] = {**RUN_ACTIONS, "start_training": START_WORDS}
+"""The run actions and starting a new run: a new run is never what "carry on" or "pause" asks for."""
