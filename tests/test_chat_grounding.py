@@ -465,3 +465,44 @@ def test_an_answer_that_copies_our_advice_is_replaced_by_what_was_not_done(home:
     assert (
         _ask(llm, tools, ctx, "hello")["messages"][-1].content == "ask the person for what they did not give"
     )
+
+
+def test_an_id_the_model_decorated_with_a_prefix_is_the_id_the_person_wrote(home: Path) -> None:
+    _, tools = _tools(home)
+    words = "start a trl grpo training of Qwen/Qwen2.5-0.5B-Instruct on modelscope/gsm8k for 50 steps"
+    args = {
+        "recipe": "trl-grpo",
+        "model": "modelscope/Qwen/Qwen2.5-0.5B-Instruct",
+        "dataset": "modelscope/gsm8k",
+    }
+    call = AIMessage("", tool_calls=[{"name": "start_training", "args": args, "id": "c"}])
+    said = evidence([HumanMessage(words)])
+    amended = amend(call, tools, said, words).tool_calls[0]["args"]
+    assert amended["model"] == "Qwen/Qwen2.5-0.5B-Instruct" and amended["dataset"] == "modelscope/gsm8k"
+    # a path keeps its folders, and an id nobody wrote any part of is left to the other checks
+    for kept in ("/data/Qwen/Qwen2.5-0.5B-Instruct", "a/b/c"):
+        call = AIMessage(
+            "", tool_calls=[{"name": "start_training", "args": {**args, "model": kept}, "id": "c"}]
+        )
+        assert amend(call, tools, said, words).tool_calls[0]["args"]["model"] == kept
+
+
+def test_a_script_the_person_named_runs_without_the_recipe_values_the_model_added(home: Path) -> None:
+    """ "run the script /home/me/train.py as a new run called my-exp": the 1.5B model put the path in
+    `script` (source code) beside a recipe with a model and dataset nobody named."""
+    _, tools = _tools(home)
+    words = "run the script /home/me/train.py as a new run called my-exp"
+    args = {"recipe": "trl-sft", "model": "twinkle-auto", "dataset": "twinkle-auto", "params": {"lr": 1e-4}}
+    args |= {"run_id": "my-exp", "script": "/home/me/train.py", "max_steps": 10000}
+    call = AIMessage("", tool_calls=[{"name": "start_training", "args": args, "id": "c"}])
+    amended = amend(call, tools, evidence([HumanMessage(words)]), words)
+    assert amended.tool_calls[0]["args"] == {
+        "run_id": "my-exp",
+        "script": None,
+        "script_path": "/home/me/train.py",
+    }
+    assert refused_calls(amended, tools, evidence([HumanMessage(words)]), words) == []
+    # source code stays source code, and a path nobody named changes nothing
+    source = {"script": "import time\nprint('hi')\n", "recipe": "trl-sft"}
+    call = AIMessage("", tool_calls=[{"name": "start_training", "args": source, "id": "c"}])
+    assert amend(call, tools, evidence([HumanMessage(words)]), words).tool_calls[0]["args"] == source

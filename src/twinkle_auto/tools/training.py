@@ -139,6 +139,27 @@ def _swapped(model: Any, dataset: Any) -> bool:
     return on_hub("dataset", dataset) is False  # a bare name: a served model, or nothing the hub has
 
 
+_PATH_LIKE = re.compile(r"^[\w.~/\\-]*[\w.-]+\.py$")
+
+
+def _script_named(args: Mapping[str, Any], request: str) -> Mapping[str, Any]:
+    """A call that runs a script file the person named: the path in script_path (the 1.5B model put it
+    in `script`, which takes source code) and no recipe beside it, nor the recipe's model, dataset and
+    parameters the person did not give (they would make the call "exactly one of recipe, script or
+    script_path" wrong, or be refused as values nobody named)."""
+    script, path = str(args.get("script") or "").strip(), str(args.get("script_path") or "").strip()
+    if script and not path and "\n" not in script and _PATH_LIKE.match(script):
+        args, path = {**args, "script_path": script, "script": None}, script
+    if not path or path.lower() not in request.lower():
+        return args
+    low = request.lower()
+    out = {k: v for k, v in args.items() if k not in ("recipe", "params", "max_steps")}
+    for name in ("model", "dataset"):
+        if isinstance(out.get(name), str) and out[name].lower() not in low:
+            out.pop(name)
+    return out
+
+
 def given_params(value: Any) -> dict[str, Any]:
     """The recipe parameters a call set (a RecipeOverrides, or a dict from callers outside a graph)."""
     if isinstance(value, BaseModel):
@@ -168,6 +189,7 @@ class StartArgs(ToolArgs):
         """The one recipe of the framework and method the person named ("a plain PyTorch fine-tune" is
         torch-sft), when the model chose another; model and dataset swapped back when the hub says the
         "model" is a dataset and the "dataset" a model. The approval shows what will run."""
+        args = _script_named(args, request)
         recipe, terms, fitting = cls._fitting(args, request)
         if recipe and terms and len(fitting) == 1 and recipe != fitting[0]:
             args = {**args, "recipe": fitting[0]}

@@ -141,6 +141,10 @@ def amend(answer: AIMessage, tools: Mapping[str, BaseTool], said: str, request: 
     for call in answer.tool_calls:
         tool = tools.get(call["name"])
         args = dict(call.get("args") or {})
+        for name in _declared(tool, "GROUNDED"):
+            written = _as_written(args.get(name), said)
+            if written is not None:
+                args[name] = written
         guessable = _declared(tool, "GUESS_IS_DEFAULT")
         if guessable:
             guessed = {name for name, _ in ungrounded(call, tool, said, guessable)}
@@ -155,6 +159,20 @@ def amend(answer: AIMessage, tools: Mapping[str, BaseTool], said: str, request: 
             call, changed = {**call, "args": args}, True
         calls.append(call)
     return answer.model_copy(update={"tool_calls": calls}) if changed else answer
+
+
+def _as_written(value: Any, said: str) -> str | None:
+    """The hub id the person wrote, for a value the model made of it with a prefix nobody wrote
+    ("modelscope/Qwen/Qwen2.5-0.5B-Instruct" for "Qwen/Qwen2.5-0.5B-Instruct"); None to keep `value`.
+    A path (starting with /, . or ~) is kept: its folders are not decoration."""
+    if not isinstance(value, str) or value.startswith(("/", ".", "~")) or value.lower() in said:
+        return None
+    parts = value.strip("/").split("/")
+    if len(parts) < 3:
+        return None
+    tail = "/".join(parts[-2:])
+    pattern = rf"(?<![\w./-]){re.escape(tail.lower())}(?![\w/-])"
+    return tail if re.search(pattern, said) else None
 
 
 class RunBook(Mapping[str, str]):
