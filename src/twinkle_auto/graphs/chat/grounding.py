@@ -320,7 +320,7 @@ def _contrary(call: Mapping[str, Any], tool: BaseTool | None, request: str) -> l
     (wanted, word), name = next(iter(asked.items())), call.get("name")
     if wanted == name or wanted not in _declared(tool, "NEVER_FOR"):
         return []
-    return [f"the person said {word!r}, which asks for {wanted}, not {name}"]
+    return [f"the person said {word!r}, which asks for {wanted}, not {name}: call {wanted} instead"]
 
 
 def _out_of_state(
