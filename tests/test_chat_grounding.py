@@ -359,7 +359,9 @@ def test_an_action_on_a_run_whose_state_it_does_not_fit_is_refused_with_what_fit
         return refused_calls(call, tools, evidence([HumanMessage(request)]), request, runs, selected)
 
     (clauses,) = [f for _, f in found("pause_training", {"run_id": "grpo-math"}, "unpause grpo-math")]
-    assert clauses[0].startswith("the person said 'unpause', which asks for resume_training, not pause_training")
+    assert clauses[0].startswith(
+        "the person said 'unpause', which asks for resume_training, not pause_training"
+    )
     assert "'grpo-math' is paused" in clauses[-1] and "it is already paused" in clauses[-1]
     assert "(now running: sft-chat)" in clauses[-1]
     # no id: the call acts on the selected run, so that run's state is what counts

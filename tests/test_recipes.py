@@ -464,3 +464,27 @@ def test_a_dataset_given_as_the_model_is_sent_back_with_what_to_do(monkeypatch: 
         found = StartServerArgs.mismatches(server, words)
         assert len(found) == 1 and "model_id='modelscope/gsm8k' is a dataset" in found[0]
         assert StartServerArgs.mismatches({"model_id": "Qwen/Qwen3.5-4B", "backend": "mock"}, words) == []
+
+
+def test_a_dataset_alone_given_as_the_model_becomes_the_dataset_and_the_model_the_other_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The 1.5B model's call for "a GRPO run for mock-model … with modelscope/gsm8k": model=gsm8k and
+    no dataset. The hub says which is which; the model is the one other id of the request."""
+    from twinkle_auto.tools.training import StartArgs
+
+    words = "kick off a twinkle-grpo run for mock-model on the twinkle server with modelscope/gsm8k"
+    call = {"recipe": "twinkle-grpo", "model": "modelscope/gsm8k"}
+    assert StartArgs.amend(call, words) == call  # offline: the hub cannot tell, nothing changes
+    with HubServer() as hub:
+        hub.datasets.append(model_entry("modelscope/gsm8k", task=""))
+        hub.models.append(model_entry("Qwen/Qwen3.5-4B"))
+        monkeypatch.setenv("MODELSCOPE_ENDPOINT", hub.url)
+        monkeypatch.setitem(resolve_mod._down, "until", 0.0)
+        amended = StartArgs.amend(call, words)
+        assert amended == {"recipe": "twinkle-grpo", "model": "mock-model", "dataset": "modelscope/gsm8k"}
+        hub_model = StartArgs.amend(call, "train Qwen/Qwen3.5-4B with grpo on modelscope/gsm8k")
+        assert hub_model["model"] == "Qwen/Qwen3.5-4B" and hub_model["dataset"] == "modelscope/gsm8k"
+        # two ids that could be the model: the dataset moves, the model is left for the person to name
+        two = StartArgs.amend(call, "grpo for mock-model or tiny-model on modelscope/gsm8k")
+        assert two["dataset"] == "modelscope/gsm8k" and two["model"] is None

@@ -160,6 +160,25 @@ def _script_named(args: Mapping[str, Any], request: str) -> Mapping[str, Any]:
     return out
 
 
+_ID_WORD = re.compile(r"(?<![\w./-])([A-Za-z0-9][\w.-]*(?:/[\w.-]+)?)(?![\w/-])")
+
+
+def _other_model(dataset: str, request: str) -> str | None:
+    """The one id in `request`, besides `dataset` and the recipe names, that can be a model: a model on
+    the hub, or a name with '-', '.' or a digit the hub has no dataset of (a served name, mock-model).
+    None when there is none or more than one, or the hub cannot tell."""
+    skip = {dataset.lower(), *(n.lower() for n in _recipe_names())}
+    found: list[str] = []
+    for word in _ID_WORD.findall(request or ""):
+        word = word.rstrip(".")
+        if word.lower() in skip or word in found or not re.search(r"[-./0-9]", word):
+            continue
+        fits = on_hub("model", word) is True if is_hub_id(word) else on_hub("dataset", word) is False
+        if fits:
+            found.append(word)
+    return found[0] if len(found) == 1 else None
+
+
 def given_params(value: Any) -> dict[str, Any]:
     """The recipe parameters a call set (a RecipeOverrides, or a dict from callers outside a graph)."""
     if isinstance(value, BaseModel):
@@ -195,6 +214,11 @@ class StartArgs(ToolArgs):
             args = {**args, "recipe": fitting[0]}
         if args.get("recipe") and _swapped(args.get("model"), args.get("dataset")):
             args = {**args, "model": args["dataset"], "dataset": args["model"]}
+        elif args.get("recipe") and not args.get("dataset") and dataset_not_model(args.get("model")):
+            # the dataset alone, given as the model: it is the dataset, and the model is the one other
+            # id the person wrote, when there is exactly one
+            named = _other_model(str(args["model"]), request)
+            args = {**args, "dataset": args["model"], "model": named}
         return args
 
     @classmethod

@@ -201,6 +201,10 @@ def agent(
     tool_choice "required"); a call to a tool that only reads replaces it (freshness.py). A step of
     the person's request answered with words that describe it instead of doing it (they name a tool,
     or repeat an earlier answer) is asked once more, with a call required (steps.described_not_done).
+
+    A request or step that points at runs by their state ("pause the one that is running") is sent with
+    a note naming the runs in that state now (run_refs.py), until its first tool call. A words-only answer
+    after a refusal that copies the note's advice is replaced by what was not done and why.
     """
     messages = list(state.get("messages") or [])
     rounds = tool_rounds(messages)
