@@ -399,6 +399,12 @@ def test_an_action_on_a_run_whose_state_it_does_not_fit_is_refused_with_what_fit
             "the person said 'hold', which asks for pause_training",
         ),
         ("start_training", "stop the old run and launch a new one", None),
+        (
+            "start_training",
+            "serve Qwen/Qwen3.5-8B on one GPU",
+            "the person said 'serve', which asks for start_server",
+        ),
+        ("start_training", "a grpo run for mock-model on the twinkle server", None),
         ("resume_training", "restart it", None),  # "restart" may mean start over
         ("resume_training", "kill sft-chat", "the person said 'kill', which asks for stop_training"),
         # asked to end a run, a pause still keeps it: not sent back (the approval shows what it does)

@@ -192,7 +192,7 @@ class StartArgs(ToolArgs):
     GUESS_IS_DEFAULT = ("run_id", "ray_address")
     MAKES_A_RUN = True
     ASKED_BY = STARTS_AND_RUN_ACTIONS
-    NEVER_FOR = ("pause_training", "resume_training", "stop_training")  # a new run is none of these
+    NEVER_FOR = ("pause_training", "resume_training", "stop_training", "start_server")  # a run is none
 
     @classmethod
     def _fitting(cls, args: Mapping[str, Any], request: str) -> tuple[str, set[str], list[str]]:

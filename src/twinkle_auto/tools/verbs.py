@@ -20,5 +20,14 @@ RUN_ACTIONS: dict[str, tuple[str, ...]] = {
 START_WORDS = ("start", "launch", "kick off", "begin", "new run", "fine-tune", "finetune", "train")
 """Words that ask for a new run (start_training)."""
 
-STARTS_AND_RUN_ACTIONS: dict[str, tuple[str, ...]] = {**RUN_ACTIONS, "start_training": START_WORDS}
-"""The run actions and starting a new run: a new run is never what "carry on" or "pause" asks for."""
+SERVE_WORDS = ("serve", "serving", "host")
+"""Words that ask for a model to be served (start_server). "server" is not one: "a GRPO run on the
+server" asks for a run."""
+
+STARTS_AND_RUN_ACTIONS: dict[str, tuple[str, ...]] = {
+    **RUN_ACTIONS,
+    "start_training": START_WORDS,
+    "start_server": SERVE_WORDS,
+}
+"""The run actions, starting a new run and serving a model: a new run is never what "carry on",
+"pause" or "serve this model" asks for."""
