@@ -483,6 +483,8 @@ def test_a_dataset_alone_given_as_the_model_becomes_the_dataset_and_the_model_th
         monkeypatch.setitem(resolve_mod._down, "until", 0.0)
         amended = StartArgs.amend(call, words)
         assert amended == {"recipe": "twinkle-grpo", "model": "mock-model", "dataset": "modelscope/gsm8k"}
+        both = {**call, "dataset": "modelscope/gsm8k"}  # the dataset in both fields
+        assert StartArgs.amend(both, words) == amended
         hub_model = StartArgs.amend(call, "train Qwen/Qwen3.5-4B with grpo on modelscope/gsm8k")
         assert hub_model["model"] == "Qwen/Qwen3.5-4B" and hub_model["dataset"] == "modelscope/gsm8k"
         # two ids that could be the model: the dataset moves, the model is left for the person to name

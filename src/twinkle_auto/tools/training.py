@@ -214,9 +214,13 @@ class StartArgs(ToolArgs):
             args = {**args, "recipe": fitting[0]}
         if args.get("recipe") and _swapped(args.get("model"), args.get("dataset")):
             args = {**args, "model": args["dataset"], "dataset": args["model"]}
-        elif args.get("recipe") and not args.get("dataset") and dataset_not_model(args.get("model")):
-            # the dataset alone, given as the model: it is the dataset, and the model is the one other
-            # id the person wrote, when there is exactly one
+        elif (
+            args.get("recipe")
+            and args.get("dataset") in (None, "", args.get("model"))
+            and dataset_not_model(args.get("model"))
+        ):
+            # the dataset given as the model (alone, or in both fields): it is the dataset, and the model
+            # is the one other id the person wrote, when there is exactly one
             named = _other_model(str(args["model"]), request)
             args = {**args, "dataset": args["model"], "model": named}
         return args
