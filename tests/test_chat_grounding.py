@@ -160,12 +160,12 @@ def test_a_new_run_for_words_that_name_an_existing_run_is_refused(home: Path) ->
         "id": "c",
     }
     found = refused_calls(AIMessage("", tool_calls=[invented]), tools, said, request, ["grpo-math", "sft"])
-    assert found and "'grpo-math' is one of the person's runs" in found[0][1][-1]
+    assert found and any("'grpo-math' is one of the person's runs" in c for c in found[0][1])
     # the run's id written as the model ("focus on lora-test" -> model "twinkle-models/lora-test") is
     # still no model of the person's: the call is about the run
     as_model = {**invented, "args": {"recipe": "twinkle-grpo", "model": "twinkle-models/grpo-math"}}
     found = refused_calls(AIMessage("", tool_calls=[as_model]), tools, said, request, ["grpo-math"])
-    assert found and "'grpo-math' is one of the person's runs" in found[0][1][-1]
+    assert found and any("'grpo-math' is one of the person's runs" in c for c in found[0][1])
     named = "start grpo-math again as a new run of mock-model"
     said = evidence([HumanMessage(named)])
     call = {**invented, "args": {"recipe": "twinkle-grpo", "model": "mock-model"}}
@@ -381,7 +381,7 @@ def test_an_action_on_a_run_whose_state_it_does_not_fit_is_refused_with_what_fit
     ("name", "request_", "refused"),
     [
         ("resume_training", "pause it", "the person said 'pause', which asks for pause_training"),
-        ("stop_training", "put sft-chat on hold", "the person said 'hold', which asks for pause_training"),
+        ("stop_training", "put sft-chat on hold", "the person said 'on hold', which asks for pause_training"),
         (
             "pause_training",
             "carry on with sft-chat",
@@ -396,7 +396,7 @@ def test_an_action_on_a_run_whose_state_it_does_not_fit_is_refused_with_what_fit
         (
             "start_training",
             "put the training on hold",
-            "the person said 'hold', which asks for pause_training",
+            "the person said 'on hold', which asks for pause_training",
         ),
         ("start_training", "stop the old run and launch a new one", None),
         (
@@ -406,6 +406,18 @@ def test_an_action_on_a_run_whose_state_it_does_not_fit_is_refused_with_what_fit
         ),
         ("start_training", "a grpo run for mock-model on the twinkle server", None),
         ("resume_training", "restart it", None),  # "restart" may mean start over
+        (
+            "select_run",
+            "pick grpo-math back up",
+            "the person said 'pick … up', which asks for resume_training",
+        ),
+        (
+            "select_run",
+            "freeze sft-chat where it is",
+            "the person said 'freeze', which asks for pause_training",
+        ),
+        ("select_run", "hold on, switch to sft-chat", None),  # "hold on" asks for no pause
+        ("select_run", "switch to sft-chat", None),
         ("resume_training", "kill sft-chat", "the person said 'kill', which asks for stop_training"),
         # asked to end a run, a pause still keeps it: not sent back (the approval shows what it does)
         ("pause_training", "terminate sft-chat", None),

@@ -76,6 +76,8 @@ class StopArgs(RunArg):
 
 
 class SelectArgs(ToolArgs):
+    ASKED_BY = RUN_ACTIONS
+    NEVER_FOR = tuple(RUN_ACTIONS)  # "freeze sft-chat" asks for a pause, not for a run to talk about
     run_id: str = Field(validation_alias=RUN_ID, description="Id of the run, as the person wrote it")
 
 

@@ -11,11 +11,12 @@ for none of these, is left to the model.
 from __future__ import annotations
 
 RUN_ACTIONS: dict[str, tuple[str, ...]] = {
-    "pause_training": ("pause", "hold", "on hold", "suspend", "freeze"),
-    "resume_training": ("resume", "continue", "unpause", "carry on", "go on", "pick up"),
+    "pause_training": ("pause", "on hold", "hold off", "hold it", "hold the", "suspend", "freeze"),
+    "resume_training": ("resume", "continue", "unpause", "carry on", "go on", "pick … up"),
     "stop_training": ("stop", "kill", "terminate", "cancel", "abort", "end", "for good"),
 }
-"""Tool name -> the words that ask for it. "restart" is neither: it may mean resume, or start over."""
+"""Tool name -> the words that ask for it ("…" stands for up to three words: "pick grpo-math back up").
+"restart" is neither resume nor start: it may mean either; bare "hold" is left out ("hold on, …")."""
 
 START_WORDS = ("start", "launch", "kick off", "begin", "new run", "fine-tune", "finetune", "train")
 """Words that ask for a new run (start_training)."""

@@ -302,7 +302,9 @@ def run_tools(tools: Mapping[str, BaseTool]) -> list[str]:
 
 
 def _says(text: str, word: str) -> bool:
-    pattern = r"\s+".join(re.escape(part) for part in word.split())
+    """Whether `text` has `word` (or phrase) as words of its own; "…" in it stands for up to 3 words."""
+    gap = r"(?:\s+\S+){0,3}\s+"
+    pattern = gap.join(r"\s+".join(re.escape(w) for w in part.split()) for part in word.split("…"))
     return re.search(rf"(?<![\w-]){pattern}(?![\w-])", text, re.IGNORECASE) is not None
 
 
