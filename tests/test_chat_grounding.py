@@ -418,6 +418,14 @@ def test_an_action_on_a_run_whose_state_it_does_not_fit_is_refused_with_what_fit
         ),
         ("select_run", "hold on, switch to sft-chat", None),  # "hold on" asks for no pause
         ("select_run", "switch to sft-chat", None),
+        ("zoom_chart", "zoom all the way out", "the person said 'zoom … out', which asks for reset_chart"),
+        (
+            "zoom_chart",
+            "show every step of the run again",
+            "the person said 'every step', which asks for reset_chart",
+        ),
+        ("zoom_chart", "only show steps 50 to 150", None),
+        ("zoom_chart", "reset the view and show only the last 100 steps", None),  # both: the model's
         ("resume_training", "kill sft-chat", "the person said 'kill', which asks for stop_training"),
         # asked to end a run, a pause still keeps it: not sent back (the approval shows what it does)
         ("pause_training", "terminate sft-chat", None),

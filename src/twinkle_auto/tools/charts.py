@@ -25,11 +25,14 @@ from twinkle_auto.tools.base import (
     latest_request,
     make_tool,
 )
+from twinkle_auto.tools.verbs import CHART_ACTIONS
 
 STEP_UNBOUNDED = 10**12
 
 
 class ZoomArgs(ToolArgs):
+    ASKED_BY = CHART_ACTIONS
+    NEVER_FOR = ("reset_chart",)  # "zoom all the way out" answered with a zoom to steps 0-0
     start_step: int | None = Field(
         default=None,
         ge=0,
