@@ -2,10 +2,10 @@
 
 Why this exists: pause, resume and stop are one family, and a small model mixes them up ("pause it"
 answered with resume_training, "put it on hold" with stop_training, "carry on with the training" with
-start_training, "zoom all the way out" with a zoom to steps 0-0). Which of them the person asked for is in their words, and the words for each are few
-and plain; a call that does the opposite of the one action asked for is sent back before it runs
-(graphs/chat/grounding.py). Only clear verbs are listed: a request whose words ask for two actions, or
-for none of these, is left to the model.
+start_training, "zoom all the way out" with a zoom to steps 0-0). Which of them the person asked for
+is in their words, and the words for each are few and plain; a call that does the opposite of the one
+action asked for is sent back before it runs (graphs/chat/grounding.py). Only clear verbs are listed:
+a request whose words ask for two actions, or for none of these, is left to the model.
 """
 
 from __future__ import annotations
