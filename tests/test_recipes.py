@@ -485,6 +485,8 @@ def test_a_dataset_alone_given_as_the_model_becomes_the_dataset_and_the_model_th
         assert amended == {"recipe": "twinkle-grpo", "model": "mock-model", "dataset": "modelscope/gsm8k"}
         both = {**call, "dataset": "modelscope/gsm8k"}  # the dataset in both fields
         assert StartArgs.amend(both, words) == amended
+        for_steps = StartArgs.amend(call, words + " for 50 steps at lr 1e-5, a fine-tune of a 0.5B model")
+        assert for_steps["model"] == "mock-model"  # numbers, sizes and verbs are no model's name
         hub_model = StartArgs.amend(call, "train Qwen/Qwen3.5-4B with grpo on modelscope/gsm8k")
         assert hub_model["model"] == "Qwen/Qwen3.5-4B" and hub_model["dataset"] == "modelscope/gsm8k"
         # two ids that could be the model: the dataset moves, the model is left for the person to name

@@ -26,7 +26,7 @@ from pydantic import AliasChoices, BaseModel, Field, create_model, field_validat
 from twinkle_auto.tools.base import Approval, Scope, ToolArgs, ToolContext, ToolError, compact, make_tool
 from twinkle_auto.tools.hub_kinds import as_model, dataset_not_model, is_hub_id, on_hub
 from twinkle_auto.tools.scripts import check_source, read_script_file, script_findings
-from twinkle_auto.tools.verbs import STARTS_AND_RUN_ACTIONS
+from twinkle_auto.tools.verbs import START_WORDS, STARTS_AND_RUN_ACTIONS
 
 LAUNCH_OPTIONS = ("launcher", "nproc_per_node", "argv", "cwd", "ray_address")
 """Launch settings passed to `RunController.start` when its signature has them (env always is)."""
@@ -161,17 +161,19 @@ def _script_named(args: Mapping[str, Any], request: str) -> Mapping[str, Any]:
 
 
 _ID_WORD = re.compile(r"(?<![\w./-])([A-Za-z0-9][\w.-]*(?:/[\w.-]+)?)(?![\w/-])")
+_SERVED_NAME = re.compile(r"^[A-Za-z][\w.]*-[\w.-]*[A-Za-z0-9]$")
+"""A bare model name: a letter first and a '-' in it (mock-model, Qwen3.5-4B); not 50, 0.5B or 1e-5."""
 
 
 def _other_model(dataset: str, request: str) -> str | None:
     """The one id in `request`, besides `dataset` and the recipe names, that can be a model: a model on
-    the hub, or a name with '-', '.' or a digit the hub has no dataset of (a served name, mock-model).
+    the hub, or a bare name (_SERVED_NAME) the hub has no dataset of (a served name, mock-model).
     None when there is none or more than one, or the hub cannot tell."""
-    skip = {dataset.lower(), *(n.lower() for n in _recipe_names())}
+    skip = {dataset.lower(), *(n.lower() for n in _recipe_names()), *START_WORDS}
     found: list[str] = []
     for word in _ID_WORD.findall(request or ""):
         word = word.rstrip(".")
-        if word.lower() in skip or word in found or not re.search(r"[-./0-9]", word):
+        if word.lower() in skip or word in found or not (is_hub_id(word) or _SERVED_NAME.match(word)):
             continue
         fits = on_hub("model", word) is True if is_hub_id(word) else on_hub("dataset", word) is False
         if fits:
