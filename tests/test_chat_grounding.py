@@ -359,9 +359,6 @@ def test_an_action_on_a_run_whose_state_it_does_not_fit_is_refused_with_what_fit
         return refused_calls(call, tools, evidence([HumanMessage(request)]), request, runs, selected)
 
     (clauses,) = [f for _, f in found("pause_training", {"run_id": "grpo-math"}, "unpause grpo-math")]
-    assert clauses[0].startswith(
-        "the person said 'unpause', which asks for resume_training, not pause_training"
-    )
     assert "'grpo-math' is paused" in clauses[-1] and "it is already paused" in clauses[-1]
     assert "(now running: sft-chat)" in clauses[-1]
     # no id: the call acts on the selected run, so that run's state is what counts
@@ -382,11 +379,8 @@ def test_an_action_on_a_run_whose_state_it_does_not_fit_is_refused_with_what_fit
     [
         ("resume_training", "pause it", "the person said 'pause', which asks for pause_training"),
         ("stop_training", "put sft-chat on hold", "the person said 'on hold', which asks for pause_training"),
-        (
-            "pause_training",
-            "carry on with sft-chat",
-            "the person said 'carry on', which asks for resume_training",
-        ),
+        # a pause keeps the run: never sent back for its words ("…, we'll pick it up tomorrow")
+        ("pause_training", "take a break with sft-chat, we'll pick it up again tomorrow", None),
         ("stop_training", "go on with sft-chat", "the person said 'go on', which asks for resume_training"),
         (
             "start_training",

@@ -51,11 +51,12 @@ RESUMABLE = ("paused", "stopped", "crashed", "failed")
 class PauseArgs(RunArg):
     RUN_STATES = ("running",)
     STATE_HINTS = {
-        "paused": "it is already paused",
+        # the pointer is safe: a resume_training for words of pausing is refused (ResumeArgs.NEVER_FOR)
+        "paused": "it is already paused; resume_training is what lets it go on",
         **{state: "it has no process to pause" for state in RESUMABLE if state != "paused"},
     }
-    ASKED_BY = RUN_ACTIONS
-    NEVER_FOR = ("resume_training",)  # asked to stop, a pause still keeps the run: not sent back
+    # No ASKED_BY: a pause keeps the run whatever the words, and "take a break, we'll pick it up
+    # tomorrow" asks for a pause in words of resuming; a pause of a paused run is refused by its state.
 
 
 class ResumeArgs(RunArg):
