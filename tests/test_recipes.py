@@ -5,10 +5,12 @@ hub stub, offline hub, Twinkle server list) in bounded time."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -443,6 +445,17 @@ def test_model_and_dataset_swapped_by_the_chat_model_are_swapped_back_when_the_h
         assert (fixed["model"], fixed["dataset"]) == ("mock-model", "modelscope/gsm8k")
 
 
+@contextlib.contextmanager
+def _gsm8k_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
+    """The hub stub with the dataset modelscope/gsm8k and the model Qwen/Qwen3.5-4B, in use."""
+    with HubServer() as hub:
+        hub.datasets.append(model_entry("modelscope/gsm8k", task=""))
+        hub.models.append(model_entry("Qwen/Qwen3.5-4B"))
+        monkeypatch.setenv("MODELSCOPE_ENDPOINT", hub.url)
+        monkeypatch.setitem(resolve_mod._down, "until", 0.0)
+        yield hub
+
+
 def test_a_dataset_given_as_the_model_is_sent_back_with_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     from twinkle_auto.tools.server import StartServerArgs
     from twinkle_auto.tools.training import StartArgs
@@ -450,11 +463,7 @@ def test_a_dataset_given_as_the_model_is_sent_back_with_what_to_do(monkeypatch: 
     words = "grpo on the twinkle server for mock-model with modelscope/gsm8k"
     call = {"recipe": "twinkle-grpo", "model": "modelscope/gsm8k"}
     assert StartArgs.mismatches(call, words) == []  # offline: the hub cannot tell, nothing is said
-    with HubServer() as hub:
-        hub.datasets.append(model_entry("modelscope/gsm8k", task=""))
-        hub.models.append(model_entry("Qwen/Qwen3.5-4B"))
-        monkeypatch.setenv("MODELSCOPE_ENDPOINT", hub.url)
-        monkeypatch.setitem(resolve_mod._down, "until", 0.0)
+    with _gsm8k_hub(monkeypatch):
         found = StartArgs.mismatches(call, words)
         assert len(found) == 1 and "'modelscope/gsm8k' is a dataset on ModelScope, not a model" in found[0]
         assert StartArgs.mismatches({**call, "model": "Qwen/Qwen3.5-4B"}, words) == []
@@ -476,11 +485,7 @@ def test_a_dataset_alone_given_as_the_model_becomes_the_dataset_and_the_model_th
     words = "kick off a twinkle-grpo run for mock-model on the twinkle server with modelscope/gsm8k"
     call = {"recipe": "twinkle-grpo", "model": "modelscope/gsm8k"}
     assert StartArgs.amend(call, words) == call  # offline: the hub cannot tell, nothing changes
-    with HubServer() as hub:
-        hub.datasets.append(model_entry("modelscope/gsm8k", task=""))
-        hub.models.append(model_entry("Qwen/Qwen3.5-4B"))
-        monkeypatch.setenv("MODELSCOPE_ENDPOINT", hub.url)
-        monkeypatch.setitem(resolve_mod._down, "until", 0.0)
+    with _gsm8k_hub(monkeypatch):
         amended = StartArgs.amend(call, words)
         assert amended == {"recipe": "twinkle-grpo", "model": "mock-model", "dataset": "modelscope/gsm8k"}
         both = {**call, "dataset": "modelscope/gsm8k"}  # the dataset in both fields

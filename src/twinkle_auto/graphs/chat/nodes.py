@@ -350,9 +350,10 @@ def _state_hint(runtime: Any, fallback: Any, messages: Sequence[AnyMessage]) -> 
     """A note naming the runs the request (or its step) points at by their state ("the one that is
     running"), sent with each answer of the step until a tool is called; none when it points at none."""
     last = next((m for m in reversed(messages) if isinstance(m, HumanMessage)), None)
-    if last is None:
-        return []
-    note = run_refs.state_note(message_text(last), _runs(runtime, fallback))
+    text = message_text(last) if last is not None else ""
+    if not run_refs.referred_states(text):
+        return []  # most turns: no state words, so the runs are not read at every turn's start
+    note = run_refs.state_note(text, _runs(runtime, fallback))
     return [HumanMessage(note)] if note else []
 
 
