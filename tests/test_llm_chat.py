@@ -1,5 +1,5 @@
 """With the real local model (Qwen2.5-Coder-1.5B on CPU): a fixed subset of our request set
-(tests/chat_requests/, 16 requests: every family, paraphrases, multi-step, no-tool) against the chat
+(tests/chat_requests/, 20 requests: every family, paraphrases, multi-step, no-tool) against the chat
 graph with every tool the app has. Prints each outcome; asserts a regression floor on the overall score (first
 tool right, its arguments valid, multi-step requests completed). The full set is measured by
 benchmarks/bench_tool_choice.py."""
@@ -19,26 +19,23 @@ from twinkle_auto.app.llm import make_chat_model  # noqa: E402
 
 pytestmark = pytest.mark.llm
 
-TARGET_PCT = 90.0
-"""The issue's floor for a test. Measured 2026-12-03 (benchmarks/bench_tool_choice.py, quiet box): this
-subset 15/16 (93.8%) in three runs; the whole set 99/108 (91.7%). Not asserted: 90% of 16 allows one
-miss, and the 1.5B model at temperature 0 still varies with the prompt cache from run to run (14/16 in
-two runs the day before). The subset was cut to 16 (#61, #88, #97, #106 left out: all four were right,
-each a second request of its family) when the send-backs of grounding.py doubled the test's time."""
-FLOOR_PCT = 80.0
-"""The regression floor actually asserted (13 of 16): below every measured run of this subset since
-the grounding checks (13/16 to 15/16), so a real regression fails CI and run-to-run noise does not."""
+FLOOR_PCT = 90.0
+"""The issue's floor, asserted: 18 of the 20 requests. Measured with benchmarks/bench_tool_choice.py on a
+quiet box: the 16 requests of this subset before #61, #88, #97 and #106 were added back gave 15/16 to
+16/16 in the last five runs (2026-12-03), and those four were right in every run of the whole set since
+the grounding checks (104/108 at 028b209). Twenty requests, not sixteen, so that the 90% floor allows
+two misses: the 1.5B model at temperature 0 still varies with the prompt cache and the machine's
+numerics from run to run, and 90% of 16 would fail a run on its second miss. The time is small next to
+the seed conversation's (~5 s a request with the prompt cached)."""
 
 
 def test_request_subset_picks_the_right_tools(home: Path, local_llm: str) -> None:
     requests = harness.load_requests(subset=True)
-    assert 15 <= len(requests) <= 20
+    assert len(requests) == 20
     llm = make_chat_model(local_llm, "local", "x", timeout=600, max_retries=0)
     llm.max_tokens = harness.ANSWER_TOKENS
     outcomes, figures = harness.evaluate(home, EXAMPLES, llm, requests)
     lines = "\n".join(o.line() for o in outcomes)
     print(lines)
     print(figures)
-    if figures["overall_pct"] < TARGET_PCT:
-        print(f"below the {TARGET_PCT:.0f}% target: {figures['overall_pct']:.1f}%")
     assert figures["overall_pct"] >= FLOOR_PCT, lines
