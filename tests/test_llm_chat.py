@@ -25,8 +25,8 @@ quiet box: the 16 requests of this subset before #61, #88, #97 and #106 were add
 16/16 in the last five runs (2026-12-03), and those four were right in every run of the whole set since
 the grounding checks (104/108 at 028b209). Twenty requests, not sixteen, so that the 90% floor allows
 two misses: the 1.5B model at temperature 0 still varies with the prompt cache and the machine's
-numerics from run to run, and 90% of 16 would fail a run on its second miss. The time is small next to
-the seed conversation's (~5 s a request with the prompt cached)."""
+numerics from run to run, and 90% of 16 would fail a run on its second miss. Time: 227 s alone with the
+prompt cached, 553 s in a slow clean-clone `make test` (cold prompt, cores shared with the other worker)."""
 
 
 def test_request_subset_picks_the_right_tools(home: Path, local_llm: str) -> None:
