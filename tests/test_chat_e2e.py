@@ -226,7 +226,7 @@ NEEDS_SERVER = pytest.mark.skipif(
 @pytest.mark.llm
 @pytest.mark.twinkle_server
 @NEEDS_SERVER
-@pytest.mark.bench  # 550-650 s alone, 1,376 s inside `make test` (2026-12-03): `make bench` runs it
+@pytest.mark.bench  # `make bench` runs it; why not `make test`: the docstring
 def test_the_seed_conversation_with_the_real_model_and_the_mock_server(
     home: Path, tmp_path: Path, local_llm: str
 ) -> None:
