@@ -4,7 +4,7 @@ Prints first-tool accuracy, argument validity and multi-step completion over eve
 and the ratio against a baseline measured in the same run on the same requests: always calling the most
 common expected tool (what a model that ignores the request would score). Target: >= 95% overall.
 
-    TWINKLE_TEST_LLM_URL=http://127.0.0.1:8080/v1 .venv/bin/python benchmarks/bench_tool_choice.py [--only 1,5,9] [--subset] [--holdout]
+    TWINKLE_TEST_LLM_URL=http://127.0.0.1:8080/v1 .venv/bin/python benchmarks/bench_tool_choice.py [--only 1,5,9] [--subset] [--holdout] [--requests FILE]
 
 Without TWINKLE_TEST_LLM_URL the pinned GGUF is served locally (tests/llm_server.py), as the tests do.
 """
@@ -40,13 +40,14 @@ def main() -> int:
     parser.add_argument(
         "--holdout", action="store_true", help="the holdout set (tests/chat_requests/holdout.json)"
     )
+    parser.add_argument("--requests", type=Path, default=None, help="another request file, same format")
     opts = parser.parse_args()
 
     import harness
 
     from twinkle_auto.app.llm import make_chat_model
 
-    requests = harness.load_requests(subset=opts.subset, holdout=opts.holdout)
+    requests = harness.load_requests(subset=opts.subset, holdout=opts.holdout, path=opts.requests)
     if opts.only:
         wanted = {int(i) for i in opts.only.split(",")}
         requests = [r for r in requests if r["id"] in wanted]

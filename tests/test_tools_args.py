@@ -318,6 +318,75 @@ def test_a_command_acts_on_the_run_the_person_named(home: Path, given, said: str
     assert scope.resolve_run(given) == want
 
 
+def _described_world(home: Path) -> None:
+    """Four runs that differ in kind, task and model, as people tell them apart in words."""
+    for run_id, model, status in (
+        ("grpo-math", "Qwen/Qwen3.5-4B", "paused"),
+        ("sft-chat", "Qwen/Qwen2.5-0.5B-Instruct", "stopped"),
+        ("dpo-old", "Qwen/Qwen2.5-7B", "failed"),
+        ("lora-test", "Qwen/Qwen2.5-0.5B", "finished"),
+    ):
+        (home / run_id).mkdir(parents=True)
+        meta = {"run_id": run_id, "status": status, "model_id": model, "pid": None}
+        (home / run_id / "meta.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    "given, said, states, want",
+    [
+        (None, "is my chat finetune still alive?", (), "sft-chat"),  # the id's own word
+        ("chat", "let's focus on the chat one", (), "sft-chat"),  # the model passed the fragment
+        ("finetune", "is my chat finetune still alive?", (), "sft-chat"),  # or a word every run fits
+        (None, "pick the math one back up", ("paused",), "grpo-math"),
+        (None, "the 7b run, what happened?", (), "dpo-old"),  # the model's size
+        (None, "how did the Qwen/Qwen2.5-7B run end?", (), "dpo-old"),  # the model's id, whole
+        # two runs fit "qwen 0.5b": the action's states pick the one it applies to, else not guessed
+        (None, "restart the qwen 0.5b run", ("stopped",), "sft-chat"),
+        (None, "how is the qwen 0.5b run?", (), "grpo-math"),
+        (None, "compare sft and grpo", (), "grpo-math"),  # two descriptions: the selected run
+        (None, "how is sft-chat-2 doing?", (), "grpo-math"),  # a name of its own is no description
+        ("grpo-math", "how is the chat one?", (), "grpo-math"),  # an existing id given is kept
+        (None, "how is the llama run?", (), "grpo-math"),  # no run fits: the selected one
+    ],
+)
+def test_a_command_acts_on_the_run_the_person_described(
+    home: Path, given, said: str, states: tuple, want: str
+) -> None:
+    """People name runs by what they are ("the chat one", "the 7b run"): the run the words pick out,
+    and only one, is what a call without a valid id acts on."""
+    from twinkle_auto.tools.base import Scope
+
+    _described_world(home)
+    scope = Scope(
+        ToolContext(Connection.open(home)), {"messages": [HumanMessage(said)], "selected_run": "grpo-math"}
+    )
+    assert scope.resolve_run(given, states) == want
+
+
+def test_the_grounding_judges_a_described_run_as_the_tool_will_act_on_it() -> None:
+    """A pause of "the chat one" acts on sft-chat, not on the selected (paused) run: the state check
+    before the call runs must look at the same run, or it sends back a call that was right."""
+    from twinkle_auto.graphs.chat import grounding
+    from twinkle_auto.tools.base import run_words
+
+    tools = {t.name: t for t in get_tools(ToolContext(Connection.open(Path("/nonexistent"))), search=False)}
+    statuses = {"grpo-math": "paused", "sft-chat": "running", "dpo-old": "failed", "lora-test": "finished"}
+    models = {"grpo-math": "Qwen/Qwen3.5-4B", "sft-chat": "Qwen/Qwen2.5-0.5B-Instruct"}
+    models |= {"dpo-old": "Qwen/Qwen2.5-7B", "lora-test": "Qwen/Qwen2.5-0.5B"}
+    runs = grounding.RunBook(list(statuses), statuses.get, lambda run: run_words(run, models[run]))
+    for request, name, refused in (
+        ("pause the chat one", "pause_training", False),  # sft-chat runs; the selected run is paused
+        ("pause it", "pause_training", True),  # the selected run: already paused
+        ("hold the qwen 0.5b run", "pause_training", False),  # of the two 0.5b runs, the running one
+        ("resume the chat one", "resume_training", True),  # it is already going
+        ("stop the math run", "stop_training", True),  # paused: nothing to stop
+    ):
+        call = AIMessage("", tool_calls=[{"name": name, "args": {}, "id": "c"}])
+        said = grounding.evidence([HumanMessage(request)])
+        found = grounding.refused_calls(call, tools, said, request, runs, "grpo-math")
+        assert bool(found) is refused, (request, found)
+
+
 def test_a_guessed_id_with_no_run_selected_or_no_conversation_is_reported_not_replaced(home: Path) -> None:
     from twinkle_auto.tools.base import Scope
 

@@ -48,10 +48,13 @@ RUNS_TO_EXECUTE = frozenset(
 MAX_STEPS = 6
 
 
-def load_requests(subset: bool = False, holdout: bool = False) -> list[dict[str, Any]]:
-    """Our request set (or its subset), or the holdout set: requests written after the chat's rules and
-    never used to shape them, measured to see how far the set's figure carries to new phrasings."""
-    requests = json.loads((HOLDOUT if holdout else REQUESTS).read_text())
+def load_requests(
+    subset: bool = False, holdout: bool = False, path: Path | None = None
+) -> list[dict[str, Any]]:
+    """Our request set (or its subset), a holdout set (requests written after the chat's rules and never
+    used to shape them, measured to see how far the set's figure carries to new phrasings), or the set in
+    `path`."""
+    requests = json.loads((path or (HOLDOUT if holdout else REQUESTS)).read_text())
     return [r for r in requests if r["subset"]] if subset else requests
 
 
@@ -210,7 +213,7 @@ def validated(tool: Any, args: dict[str, Any], resolve: Any = None) -> dict[str,
         return None
     out = {k: getattr(model, k) for k in type(model).model_fields if k != "runtime"}
     if resolve is not None and "run_id" in out and tool.name not in NEW_RUN_TOOLS:
-        out["run_id"] = resolve(out["run_id"])
+        out["run_id"] = resolve(out["run_id"], tuple(getattr(schema, "RUN_STATES", ()) or ()))
     return out
 
 

@@ -117,43 +117,50 @@ class Scope:
         chart = self.state.get("chart")
         return dict(chart) if isinstance(chart, Mapping) else {}  # type: ignore[return-value]
 
-    def named_runs(self, text: str) -> list[str]:
-        """Existing runs whose ids the person wrote, as whole words, in `text` (their latest message)."""
-        if not text:
-            return []
-        try:
-            ids = self.connection.store.run_ids()
-        except OSError:
-            return []
-        return runs_named_in(text, ids)
+    def resolve_run(self, run_id: str | None, states: Iterable[str] = ()) -> str | None:
+        """The run a call is about (`choose_run`): the id given when that run exists; otherwise the one
+        run the person named in their latest message; otherwise the one run their words describe ("the
+        chat one"; `states`, the statuses the action applies to, picks among several); otherwise, when
+        the given id is not in that message either (the model made it up), the selected run; otherwise
+        the id given (the tool then says it is unknown).
 
-    def resolve_run(self, run_id: str | None) -> str | None:
-        """The run a call is about: the id given when that run exists; otherwise the one run the person
-        named in their latest message; otherwise, when the given id is not in that message either (the
-        model made it up), the selected run; otherwise the id given (the tool then says it is unknown).
-
-        Small models often leave the id out, or write a placeholder, a near miss ("grpo-math-backup") or an
-        invented id ("twinkle-grpo-2023-04-01-12-34-56"), while the person's words name the run exactly or
-        name none: a command acts on the run the person named, or on the selected one when they named
-        none, and the tool's reply and the approval text say which. An id the person wrote that does not
-        exist is theirs to correct, never replaced.
+        Small models often leave the id out, or write a placeholder, a fragment of the words ("chat"),
+        a near miss ("grpo-math-backup") or an invented id ("twinkle-grpo-2023-04-01-12-34-56"), while
+        the person's words name or describe the run or name none: a command acts on the run the person
+        meant, or on the selected one when they named none, and the tool's reply and the approval text
+        say which. An id the person wrote that does not exist is theirs to correct, never replaced.
         """
+        store = self.connection.store
         if run_id:
             try:
-                if self.connection.store.exists(run_id):
+                if store.exists(run_id):
                     return run_id
             except ValueError:  # not even a valid id: let the tool say so, unless the person named one
                 pass
-        said = latest_request(self.state)
-        named = self.named_runs(said)
-        if len(named) == 1:
-            return named[0]
-        if run_id and not named and said and self.selected_run and run_id.lower() not in said.lower():
-            return self.selected_run  # the person wrote no id and not this one: a guess of the model
-        return run_id or self.selected_run
+        try:
+            ids = store.run_ids()
+        except OSError:
+            ids = []
+        return choose_run(
+            run_id,
+            latest_request(self.state),
+            ids,
+            self.selected_run,
+            self.run_words,
+            lambda run: store.status(run).effective_status,
+            states,
+        )
 
-    def run_or_selected(self, run_id: str | None) -> str:
-        run = self.resolve_run(run_id)
+    def run_words(self, run_id: str) -> frozenset[str]:
+        """`run_words` of one of the person's runs (its model read from meta.json; none if unreadable)."""
+        try:
+            model = self.connection.store.read_meta(run_id).get("model_id")
+        except Exception:  # a corrupt meta.json leaves the id's own words
+            model = None
+        return run_words(run_id, model if isinstance(model, str) else None)
+
+    def run_or_selected(self, run_id: str | None, states: Iterable[str] = ()) -> str:
+        run = self.resolve_run(run_id, states)
         if not run:
             raise ToolError("no run given and none selected; call list_training_runs and pass run_id")
         return run
@@ -296,6 +303,103 @@ def _optional(annotation: Any) -> bool:
 def runs_named_in(text: str, ids: Iterable[str]) -> list[str]:
     """The ids of `ids` that `text` writes as whole words ("sft-chat", not the "sft" of "trl-sft")."""
     return [r for r in ids if re.search(rf"(?<![\w.-]){re.escape(r)}(?![\w-]|\.\w)", text)]
+
+
+_GENERIC_WORDS = (
+    "a an and the my our your this that it its of on in for to with from one ones run runs job jobs "
+    "training trainings train experiment experiments model models finetune finetunes finetuning fine "
+    "tune tuning tuned new"
+)
+NOT_A_RUN_WORD = frozenset(_GENERIC_WORDS.split())
+"""Words that describe every run alike, so never tell one run from another ("the chat finetune")."""
+
+_WORD_RE = re.compile(r"[a-z0-9]+(?:\.[0-9]+[a-z]*)?")
+
+
+_CHUNK_RE = re.compile(r"[a-z0-9][a-z0-9._/-]*[a-z0-9]|[a-z0-9]")
+
+
+def _words(text: str) -> list[str]:
+    return _WORD_RE.findall(text.lower())
+
+
+def _said_words(text: str) -> set[str]:
+    """The words of a request, a name written with - _ or / ("sft-chat-2", "Qwen/Qwen2.5-7B") kept
+    whole: it names one thing, so its parts do not describe a run (an id the person wrote that does not
+    exist is theirs to correct, not a description of the run whose id it resembles)."""
+    out: set[str] = set()
+    for chunk in _CHUNK_RE.findall(text.lower()):
+        out |= {chunk} if re.search(r"[-_/]", chunk) else set(_words(chunk))
+    return out
+
+
+def run_words(run_id: str, model_id: str | None = None) -> frozenset[str]:
+    """Words a person may use for a run instead of its id: the parts of the id ("sft", "chat") and of
+    its model's id ("qwen2.5", "qwen", "0.5b", "instruct"), minus NOT_A_RUN_WORD and bare small numbers."""
+    words = set(_words(run_id))
+    if model_id:
+        words |= {model_id.lower(), model_id.lower().rsplit("/", 1)[-1]}
+    for part in _words((model_id or "").replace("/", " ")):
+        words.add(part)
+        stem = re.match(r"[a-z]+", part)
+        if stem and stem.group() != part and len(stem.group()) > 2:
+            words.add(stem.group())  # "qwen2.5" is also said "qwen"
+    return frozenset(w for w in words if w not in NOT_A_RUN_WORD and not (w.isdigit() and len(w) < 3))
+
+
+def runs_described_in(text: str, words_of: Mapping[str, Iterable[str]]) -> list[str]:
+    """The runs `text` points at by description ("the chat one", "the qwen 0.5b run", "the math
+    GRPO"): of the words it shares with the runs' `run_words`, those some runs have and others not
+    count; the runs with the most of them, or none when no such word is said.
+
+    Why: people name runs by what they are, and the 1.5B model then passes a fragment ("chat") as the
+    run id, or none and the tool would act on the selected run. Several runs fit equally ("the qwen
+    run" of four Qwen runs) means the words do not say which: the caller decides (states, or asking)."""
+    words = {r: frozenset(w) for r, w in words_of.items()}
+    said = _said_words(text) - NOT_A_RUN_WORD
+    score: dict[str, int] = {}
+    for word in said:
+        holders = [r for r, w in words.items() if word in w]
+        if 0 < len(holders) < len(words):
+            for r in holders:
+                score[r] = score.get(r, 0) + 1
+    if not score:
+        return []
+    top = max(score.values())
+    return [r for r in words if score.get(r) == top]
+
+
+def choose_run(
+    given: str | None,
+    request: str,
+    ids: Iterable[str],
+    selected: str | None,
+    words_of: Callable[[str], Iterable[str]],
+    status_of: Callable[[str], str] | None = None,
+    states: Iterable[str] = (),
+) -> str | None:
+    """The run a call acts on (Scope.resolve_run says why, in this order): the id given when that run
+    exists; else the one run the person's latest words (`request`) name by id; else the one they
+    describe (among several described, the one whose status is in `states`, the statuses the action
+    applies to); else, for an id the model made up (not in the words), the selected run; else the id
+    given, or the selected run. The chat's grounding checks and the tools call this one function, so a
+    call is judged on the run it will act on."""
+    ids = list(ids)
+    if given and given in ids:
+        return given
+    named = runs_named_in(request, ids) if request else []
+    if len(named) == 1:
+        return named[0]
+    if not named and request:
+        described = runs_described_in(request, {r: words_of(r) for r in ids})
+        wanted = set(states)
+        if len(described) > 1 and wanted and status_of is not None:
+            described = [r for r in described if status_of(r) in wanted]
+        if len(described) == 1:
+            return described[0]
+    if given and not named and request and selected and given.lower() not in request.lower():
+        return selected  # the person wrote no id and not this one: a guess of the model
+    return given or selected
 
 
 class ToolArgs(BaseModel):

@@ -152,20 +152,20 @@ def make_run_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
 
     def pause_training(run_id: str | None = None, runtime: ToolRuntime[Any, Any] = None) -> Any:  # type: ignore[assignment]
         s = scope(runtime, "pause_training")
-        run = s.run_or_selected(run_id)
+        run = s.run_or_selected(run_id, PauseArgs.RUN_STATES)
         s.connection.controller.pause(run)
         step = s.connection.store.status(run).last_step
         return compact({"paused": run, "step": step, "note": "resume_training continues it"})
 
     def resume_training(run_id: str | None = None, runtime: ToolRuntime[Any, Any] = None) -> Any:  # type: ignore[assignment]
         s = scope(runtime, "resume_training")
-        run = s.run_or_selected(run_id)
+        run = s.run_or_selected(run_id, ResumeArgs.RUN_STATES)
         result = s.connection.controller.resume(run)
         return compact({"resumed": run, "pid": result.pid, "launch": result.launch_count})
 
     def stop_training(run_id: str | None = None, runtime: ToolRuntime[Any, Any] = None) -> Any:  # type: ignore[assignment]
         s = scope(runtime, "stop_training")
-        run = s.run_or_selected(run_id)
+        run = s.run_or_selected(run_id, StopArgs.RUN_STATES)
         result = s.connection.controller.stop(run)
         return compact(
             {
@@ -195,7 +195,7 @@ def make_run_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
         )
 
     def _describe_stop(args: dict[str, Any], s: Scope) -> Approval:
-        run = s.resolve_run(args.get("run_id"))
+        run = s.resolve_run(args.get("run_id"), StopArgs.RUN_STATES)
         return {"text": f"Stop run {run!r} for good? It saves a checkpoint and exits (pause would keep it)."}
 
     def _describe_update(args: dict[str, Any], s: Scope) -> Approval:

@@ -30,7 +30,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
 from langchain_core.tools import BaseTool
 
-from twinkle_auto.tools.base import message_text, runs_named_in
+from twinkle_auto.tools.base import choose_run, message_text, run_words
 
 UNGROUNDED = "{name}={value!r} is in nothing the person said or a tool returned"
 ADVICE = (
@@ -179,10 +179,26 @@ class RunBook(Mapping[str, str]):
     """The person's runs: their ids at once, each one's effective status when first asked for (reading
     a status looks at the run's process, so only the runs a check needs are read)."""
 
-    def __init__(self, ids: Collection[str], status_of: Callable[[str], str | None]) -> None:
+    def __init__(
+        self,
+        ids: Collection[str],
+        status_of: Callable[[str], str | None],
+        words_of: Callable[[str], frozenset[str]] = run_words,
+    ) -> None:
         self._ids = list(dict.fromkeys(ids))
         self._status_of = status_of
+        self._words_of = words_of
         self._known: dict[str, str | None] = {}
+        self._words: dict[str, frozenset[str]] = {}
+
+    def words(self, run: str) -> frozenset[str]:
+        """The words that describe `run` (tools.base.run_words), read once."""
+        if run not in self._words:
+            try:
+                self._words[run] = self._words_of(run)
+            except Exception:  # an unreadable run is described by its id alone
+                self._words[run] = run_words(run)
+        return self._words[run]
 
     def __getitem__(self, run: str) -> str:
         if run not in self._ids:
@@ -342,10 +358,10 @@ def _out_of_state(
     given = next(
         (args[n] for n in _names(schema, "run_id") if isinstance(args.get(n), str) and args[n]), None
     )
-    named = runs_named_in(request, runs)
-    # the run the tool will act on (Scope.resolve_run): the id given when it exists, else the one run
-    # the person named, else the selected run; an unknown id is left to the tool, which lists the runs
-    run = given if given in runs else named[0] if len(named) == 1 else None if given else selected
+    # the run the tool will act on (the tools resolve it with the same function); an unknown id is left
+    # to the tool, which lists the runs
+    words_of = runs.words if isinstance(runs, RunBook) else lambda run: run_words(run)
+    run = choose_run(given, request, runs, selected, words_of, runs.__getitem__, states)
     if not run or run not in runs:
         return []
     status = runs[run]

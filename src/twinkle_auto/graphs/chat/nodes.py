@@ -361,8 +361,11 @@ def _runs(runtime: Any, fallback: Any) -> Mapping[str, str]:
     """The person's runs and, when a check asks, their status (grounding asks whether a request names
     one, and whether an action fits the state of its run); none when unreadable."""
     try:
-        store = context_of(runtime, fallback).connection.store
-        return grounding.RunBook(store.run_ids(), lambda run: store.status(run).effective_status)
+        scope = Scope(context_of(runtime, fallback))
+        store = scope.connection.store
+        return grounding.RunBook(
+            store.run_ids(), lambda run: store.status(run).effective_status, scope.run_words
+        )
     except Exception:  # a check is advice: never let it break a turn
         return {}
 
