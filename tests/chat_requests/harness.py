@@ -103,10 +103,15 @@ def seed_world(home: Path, examples: Path) -> Any:
         [{"step": i, "loss": 1 / i} for i in range(1, 100)],
     )
     conn = Connection.open(home)
+    # the tiny script reports its own model id ("linreg"), which would overwrite the world's: people
+    # describe runs by their model ("the 0.5B Instruct run"), so the run must say the model it is
+    model = "Qwen/Qwen2.5-0.5B-Instruct"
+    script = (examples / "tiny" / "train.py").read_text().replace('model_id="linreg"', f'model_id="{model}"')
+    assert model in script, "examples/tiny/train.py no longer sets model_id='linreg'"
     conn.controller.start(
         "sft-chat",
-        (examples / "tiny" / "train.py").read_text(),
-        model_id="Qwen/Qwen2.5-0.5B-Instruct",
+        script,
+        model_id=model,
         env={"STEP_SLEEP": "0.5", "TOTAL_STEPS": "100000"},
     )
     deadline = time.monotonic() + 30

@@ -360,7 +360,7 @@ def _out_of_state(
     )
     # the run the tool will act on (the tools resolve it with the same function); an unknown id is left
     # to the tool, which lists the runs
-    words_of = runs.words if isinstance(runs, RunBook) else lambda run: run_words(run)
+    words_of = runs.words if isinstance(runs, RunBook) else run_words
     run = choose_run(given, request, runs, selected, words_of, runs.__getitem__, states)
     if not run or run not in runs:
         return []
