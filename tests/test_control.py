@@ -63,6 +63,30 @@ def test_start_pause_resume_stop_with_the_tiny_example(home: Path, controller) -
     assert controller.store.status("tiny").effective_status == "stopped"
 
 
+def test_a_paused_run_can_be_stopped_for_good_and_still_resumed(home: Path, controller) -> None:
+    """Pause then "stop it for good": no process is left to signal, so the stop only records that the
+    person ended it; the checkpoints stay and a later resume still continues from where it was."""
+    env = {"STEP_SLEEP": "0.01", "TOTAL_STEPS": "100000"}
+    first = controller.start("held", TINY.read_text(), env=env)
+    wait_for(lambda: len(metric_steps(home, "held")) >= 20)
+    controller.pause("held")
+    paused_at = max(metric_steps(home, "held"))
+
+    result = controller.stop("held")
+    assert (result.status, result.killed) == ("stopped", False)
+    meta = read_meta(home, "held")
+    assert meta["status"] == "stopped" and "while paused" in meta["note"] and meta["end_time"]
+    assert controller.store.status("held").effective_status == "stopped"
+    assert _gone(first.pid)
+    with pytest.raises(RunStateError, match="not running"):
+        controller.stop("held")  # once stopped, there is nothing left to stop
+
+    second = controller.resume("held")
+    wait_for(lambda: max(metric_steps(home, "held")) > paused_at + 5)
+    assert second.launch_count == 2
+    assert controller.stop("held").status == "stopped"
+
+
 def test_launching_a_running_run_is_refused(home: Path, controller) -> None:
     controller.start("busy", TINY.read_text(), env={"STEP_SLEEP": "0.05", "TOTAL_STEPS": "100000"})
     wait_for(lambda: metric_steps(home, "busy"))

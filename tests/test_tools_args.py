@@ -379,7 +379,8 @@ def test_the_grounding_judges_a_described_run_as_the_tool_will_act_on_it() -> No
         ("pause it", "pause_training", True),  # the selected run: already paused
         ("hold the qwen 0.5b run", "pause_training", False),  # of the two 0.5b runs, the running one
         ("resume the chat one", "resume_training", True),  # it is already going
-        ("stop the math run", "stop_training", True),  # paused: nothing to stop
+        ("stop the math run for good", "stop_training", False),  # paused: it is marked stopped
+        ("stop the lora test", "stop_training", True),  # finished: it has already ended
     ):
         call = AIMessage("", tool_calls=[{"name": name, "args": {}, "id": "c"}])
         said = grounding.evidence([HumanMessage(request)])

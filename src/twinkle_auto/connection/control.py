@@ -381,12 +381,20 @@ class RunController:
 
     # -------------------------------------------------------------------------------------------- stop
     def stop(self, run_id: str, *, grace: float | None = None) -> StopResult:
-        """SIGTERM, wait `grace` seconds for the checkpoint, then SIGKILL; the status says what happened."""
+        """SIGTERM, wait `grace` seconds for the checkpoint, then SIGKILL; the status says what happened.
+
+        A paused run has no process: stopping it only records that the person ended it (status
+        `stopped`), so lists and the monitor stop offering it as waiting to go on. Its checkpoints stay,
+        and resume still continues it, as it does any stopped run.
+        """
         grace = self.stop_grace if grace is None else grace
         if not (isinstance(grace, (int, float)) and math.isfinite(grace) and grace >= 0):
             raise RunError(f"grace must be a finite number of seconds >= 0, not {grace!r}")
         folder = self.store.require(run_id)
         with self._launch_lock(run_id, "stop"):
+            paused = self._paused_meta(run_id)
+            if paused is not None:
+                return self._stop_paused(run_id, folder)
             meta = self._live_meta(run_id, "stop")
             fmt.update_meta(folder, {"status": fmt.STOPPING})
             killed = False
@@ -420,6 +428,31 @@ class RunController:
             final = fmt.update_meta(folder, transform=_merge)
         shutdown = final.get("shutdown") if isinstance(final.get("shutdown"), dict) else {}
         return StopResult(run_id, str(final.get("status")), killed, shutdown.get("checkpoint"))
+
+    def _paused_meta(self, run_id: str) -> dict[str, Any] | None:
+        """The meta of a run marked paused whose process is gone (None otherwise: a live process, even
+        under a stale `paused`, is stopped with signals)."""
+        meta = self.store.read_meta(run_id)
+        if meta.get("status") != fmt.PAUSED or proc.remote_host(meta) is not None:
+            return None
+        if isinstance(meta.get("ray_job"), dict):
+            from twinkle_auto.connection import ray_jobs
+
+            return None if ray_jobs.is_active(meta) else meta
+        info = proc.process_info(meta, self.store.path(run_id))
+        return None if proc.is_running(info) else meta
+
+    def _stop_paused(self, run_id: str, folder: Path) -> StopResult:
+        def _merge(m: dict[str, Any]) -> dict[str, Any]:
+            if m.get("status") == fmt.PAUSED:
+                m["status"] = fmt.STOPPED
+                m["end_time"] = fmt.now()
+                m["note"] = "stopped while paused: no process was running; its checkpoints stay"
+            return m
+
+        final = fmt.update_meta(folder, transform=_merge)
+        shutdown = final.get("shutdown") if isinstance(final.get("shutdown"), dict) else {}
+        return StopResult(run_id, str(final.get("status")), False, shutdown.get("checkpoint"))
 
     def _live_meta(self, run_id: str, verb: str) -> dict[str, Any]:
         folder = self.store.require(run_id)

@@ -70,8 +70,9 @@ class ResumeArgs(RunArg):
 
 
 class StopArgs(RunArg):
-    RUN_STATES = ("running", "stopping")
-    STATE_HINTS = {"paused": "it has no process to stop and stays paused until it is resumed"}
+    # a paused run can be ended too: "stop it for good" marks it stopped (Controller.stop)
+    RUN_STATES = ("running", "stopping", "paused")
+    STATE_HINTS = dict.fromkeys(("stopped", "crashed", "failed", "finished"), "it has already ended")
     ASKED_BY = RUN_ACTIONS
     NEVER_FOR = ("pause_training", "resume_training")  # a run asked to wait or go on is never ended
 
@@ -196,6 +197,10 @@ def make_run_tools(ctx: ToolContext | None = None) -> list[BaseTool]:
 
     def _describe_stop(args: dict[str, Any], s: Scope) -> Approval:
         run = s.resolve_run(args.get("run_id"), StopArgs.RUN_STATES)
+        if run and s.connection.store.status(run).effective_status == "paused":
+            return {
+                "text": f"Stop the paused run {run!r} for good? It is marked stopped; its checkpoints stay."
+            }
         return {"text": f"Stop run {run!r} for good? It saves a checkpoint and exits (pause would keep it)."}
 
     def _describe_update(args: dict[str, Any], s: Scope) -> Approval:
