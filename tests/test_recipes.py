@@ -426,8 +426,17 @@ def test_model_and_dataset_swapped_by_the_chat_model_are_swapped_back_when_the_h
 
     swapped = {"recipe": "trl-sft", "model": "modelscope/gsm8k", "dataset": "Qwen/Qwen2.5-0.5B-Instruct"}
     words = "train Qwen/Qwen2.5-0.5B-Instruct with TRL SFT on modelscope/gsm8k"
-    # offline (this module's default): nothing can be told, nothing changes
-    assert StartArgs.amend(swapped, words) == swapped
+    # offline (this module's default): only a name's parameter count tells, and it does here
+    assert StartArgs.amend(swapped, words) == {
+        **swapped,
+        **{"model": swapped["dataset"], "dataset": swapped["model"]},
+    }
+    unsized = {**swapped, "dataset": "someone/chat-data"}
+    assert StartArgs.amend(unsized, words) == unsized  # nothing tells which is which: unchanged
+    sized_model = {**swapped, "model": "Qwen/Qwen2.5-7B", "dataset": "someone/Qwen2.5-0.5B-distilled"}
+    assert StartArgs.amend(sized_model, words) == sized_model  # both sized: the model stays the model
+    local = {**swapped, "dataset": "/data/qwen-7b-answers.jsonl"}
+    assert StartArgs.amend(local, words) == local  # a file is never a model
     with HubServer() as hub:
         hub.models.append(model_entry("Qwen/Qwen2.5-0.5B-Instruct", downloads=10))
         hub.datasets.append(model_entry("modelscope/gsm8k", task=""))
@@ -439,6 +448,13 @@ def test_model_and_dataset_swapped_by_the_chat_model_are_swapped_back_when_the_h
         # both unknown to the hub as models: not a swap the hub can vouch for
         other = {**swapped, "dataset": "someone/not-a-model"}
         assert StartArgs.amend(other, words) == other
+        # the hub knows the dataset as a model, and the "model" as nothing: swapped
+        unknown = {**swapped, "model": "someone/unlisted-chat-data"}
+        fixed = StartArgs.amend(unknown, words)
+        assert (fixed["model"], fixed["dataset"]) == (
+            "Qwen/Qwen2.5-0.5B-Instruct",
+            "someone/unlisted-chat-data",
+        )
         # a served name (mock-model) given as the dataset: the hub has no such dataset, so it is the model
         served = {"recipe": "twinkle-grpo", "model": "modelscope/gsm8k", "dataset": "mock-model"}
         fixed = StartArgs.amend(served, "grpo for mock-model with modelscope/gsm8k")

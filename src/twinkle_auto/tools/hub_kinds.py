@@ -62,6 +62,21 @@ def dataset_not_model(value: Any) -> bool:
     return is_hub_id(value) and on_hub("model", value) is False and on_hub("dataset", value) is True
 
 
+_DATA_FILES = (".jsonl", ".json", ".parquet", ".csv", ".tsv", ".txt", ".arrow")
+_PARAMETER_COUNT = re.compile(r"(?<![A-Za-z0-9.])\d+(?:\.\d+)?[Bb](?![A-Za-z0-9])")
+
+
+def sized_like_a_model(value: Any) -> bool:
+    """Whether the id's name gives a parameter count in billions (Qwen2.5-0.5B-Instruct, Llama-3.2-1B,
+    Qwen3.5-72B): hub models are named so by convention, datasets are not (gsm8k, alpaca-gpt4-data-en;
+    their sizes are rows, 220k or 1M). Evidence that needs no hub; files and paths are never models here."""
+    if not isinstance(value, str) or "\\" in value or value.count("/") > 1:
+        return False
+    if value.lower().endswith(_DATA_FILES):
+        return False
+    return _PARAMETER_COUNT.search(value.strip().split("/")[-1]) is not None
+
+
 def as_model(field: str, value: Any, instead: str) -> list[str]:
     """The mismatch of a dataset given in a field that takes a model (empty when it is none);
     `instead` says where the dataset goes."""
@@ -70,4 +85,4 @@ def as_model(field: str, value: Any, instead: str) -> list[str]:
     return [f"{field}={value!r} is a dataset on ModelScope, not a model: {instead}"]
 
 
-__all__ = ["CHECK_TIMEOUT", "as_model", "dataset_not_model", "is_hub_id", "on_hub"]
+__all__ = ["CHECK_TIMEOUT", "as_model", "dataset_not_model", "is_hub_id", "on_hub", "sized_like_a_model"]

@@ -24,7 +24,7 @@ from langgraph.prebuilt import ToolRuntime
 from pydantic import AliasChoices, BaseModel, Field, create_model, field_validator
 
 from twinkle_auto.tools.base import Approval, Scope, ToolArgs, ToolContext, ToolError, compact, make_tool
-from twinkle_auto.tools.hub_kinds import as_model, dataset_not_model, is_hub_id, on_hub
+from twinkle_auto.tools.hub_kinds import as_model, dataset_not_model, is_hub_id, on_hub, sized_like_a_model
 from twinkle_auto.tools.scripts import check_source, read_script_file, script_findings
 from twinkle_auto.tools.verbs import START_WORDS, STARTS_AND_RUN_ACTIONS
 
@@ -129,14 +129,21 @@ RecipeOverrides = _overrides_model()
 
 def _swapped(model: Any, dataset: Any) -> bool:
     """A small model often puts the dataset id in `model` and the model id in `dataset` (4 of 6
-    requests naming both, with the 1.5B model). Only the hub can tell them apart for certain: both may
-    be owner/name. Swapped when it says the model is no model but a dataset, and the dataset is a model
-    on the hub, or a bare name it has no dataset of (the name a Twinkle server serves, e.g. mock-model)."""
-    if not (isinstance(dataset, str) and dataset.strip()) or not dataset_not_model(model):
+    requests naming both, with the 1.5B model). Both may be owner/name, so the evidence is the hub's
+    word, or the name's parameter count (sized_like_a_model) where the hub does not know an id or is
+    offline. Swapped when the hub says the model is no model but a dataset, and the dataset is a model
+    on the hub (or by its size), or a bare name it has no dataset of (a name a Twinkle server serves,
+    e.g. mock-model); or, when the hub does not call the model a dataset, when the dataset is a model by
+    the hub or by its size and nothing says the model is one."""
+    if not (isinstance(dataset, str) and dataset.strip() and isinstance(model, str)) or model == dataset:
         return False
-    if is_hub_id(dataset):
-        return on_hub("model", dataset) is True
-    return on_hub("dataset", dataset) is False  # a bare name: a served model, or nothing the hub has
+    if dataset_not_model(model):
+        if is_hub_id(dataset):
+            return on_hub("model", dataset) is True or sized_like_a_model(dataset)
+        return on_hub("dataset", dataset) is False  # a bare name: a served model, or nothing the hub has
+    if sized_like_a_model(model) or on_hub("model", model) is True:
+        return False
+    return sized_like_a_model(dataset) or (is_hub_id(dataset) and on_hub("model", dataset) is True)
 
 
 _PATH_LIKE = re.compile(r"^[\w.~/\\-]*[\w.-]+\.py$")
