@@ -61,6 +61,7 @@ def test_tools_the_chat_may_refuse_come_last_the_largest_last(home: Path) -> Non
     tools = get_tools(ToolContext(Connection.open(home), skills=skills))
     names = [t.name for t in tools]
     refusable = {
+        "select_run",
         "load_skill",
         "list_supported_models",
         "shutdown_server",
@@ -386,6 +387,33 @@ def test_the_grounding_judges_a_described_run_as_the_tool_will_act_on_it() -> No
         said = grounding.evidence([HumanMessage(request)])
         found = grounding.refused_calls(call, tools, said, request, runs, "grpo-math")
         assert bool(found) is refused, (request, found)
+
+
+def test_a_run_to_talk_about_is_one_the_person_named_described_or_a_tool_listed() -> None:
+    """select_run changes what the rest of the chat acts on: an id nobody gave (the 1.5B model answered
+    "cheers" with select_run("twinkle-auto-123")) is sent back; a run named, described or listed is not."""
+    from langchain_core.messages import ToolMessage
+
+    from twinkle_auto.graphs.chat import grounding
+    from twinkle_auto.tools.base import run_words
+
+    tools = {t.name: t for t in get_tools(ToolContext(Connection.open(Path("/nonexistent"))), search=False)}
+    statuses = {"grpo-math": "paused", "sft-chat": "running"}
+    models = {"grpo-math": "Qwen/Qwen3.5-4B", "sft-chat": "Qwen/Qwen2.5-0.5B-Instruct"}
+    runs = grounding.RunBook(list(statuses), statuses.get, lambda run: run_words(run, models[run]))
+    listed = ToolMessage('{"runs": [{"run_id": "grpo-math"}, {"run_id": "sft-chat"}]}', tool_call_id="l")
+    for request, run_id, before, refused in (
+        ("cheers", "twinkle-auto-123", [], True),
+        ("cheers", "sft-chat", [], True),  # a real run, but nobody asked for it
+        ("switch to sft-chat", "sft-chat", [], False),
+        ("let's talk about the chat one", "sft-chat", [], False),  # described
+        ("let's talk about the chat one", "chat", [], False),  # the model passed the fragment
+        ("the second one", "sft-chat", [listed], False),  # a tool listed it
+    ):
+        call = AIMessage("", tool_calls=[{"name": "select_run", "args": {"run_id": run_id}, "id": "c"}])
+        said = grounding.evidence([*before, HumanMessage(request)])
+        found = grounding.refused_calls(call, tools, said, request, runs, "grpo-math")
+        assert bool(found) is refused, (request, run_id, found)
 
 
 def test_a_guessed_id_with_no_run_selected_or_no_conversation_is_reported_not_replaced(home: Path) -> None:

@@ -78,6 +78,9 @@ class StopArgs(RunArg):
 
 
 class SelectArgs(ToolArgs):
+    # the run to talk about is the person's to name or describe ("the chat one"): a select_run of an id
+    # nobody gave (the 1.5B model's answer to "cheers") is sent back
+    GROUNDED = ("run_id",)
     ASKED_BY = RUN_ACTIONS
     NEVER_FOR = tuple(RUN_ACTIONS)  # "freeze sft-chat" asks for a pause, not for a run to talk about
     run_id: str = Field(validation_alias=RUN_ID, description="Id of the run, as the person wrote it")

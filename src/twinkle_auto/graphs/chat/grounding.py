@@ -230,7 +230,7 @@ def problems(
     run whose state it does not fit (`runs` a mapping of id to status; `selected` the run a call
     without an id acts on), and choices that contradict the person's words for this step."""
     free = set(_declared(tool, "GUESS_IS_DEFAULT"))
-    missing = ungrounded(call, tool, said)
+    missing = [(n, v) for n, v in ungrounded(call, tool, said) if not _described(n, tool, request, runs)]
     out = [UNGROUNDED.format(name=n, value=v) for n, v in missing if n not in free]
     named = {n for n, _ in missing}
     args = call.get("args") or {}
@@ -275,6 +275,16 @@ def _a_run_id(value: Any, runs: Collection[str]) -> bool:
         return False
     last = _norm(re.split(r"[/\\]", value.rstrip("/\\"))[-1])
     return bool(last) and any(_norm(run) == last for run in runs)
+
+
+def _described(name: str, tool: BaseTool | None, request: str, runs: Collection[str]) -> bool:
+    """Whether `name` is the call's run id and the person's words pick out one of their runs ("the chat
+    one"): the model wrote that run's id, or a fragment of it, and the tool acts on the run described
+    (choose_run), so the value is the person's even though its letters are not in their words."""
+    if not runs or name not in _names(getattr(tool, "args_schema", None), "run_id"):
+        return False
+    words_of = runs.words if isinstance(runs, RunBook) else run_words
+    return choose_run(None, request, runs, None, words_of) is not None
 
 
 def _given(call: Mapping[str, Any], tool: BaseTool | None, free: set[str]) -> list[str]:
