@@ -82,8 +82,12 @@ def test_step_messages_hand_out_each_step_once_and_are_not_the_persons_words() -
     assert second is not None and second.content.endswith("stop it")
     assert next_step([person, first, answer, second, AIMessage("Stopped.")]) is None
     assert next_step([HumanMessage("how is beta?")]) is None
-    # the person's words stay what they typed, for the tools that read them (resolve_run)
-    assert latest_request({"messages": [person, first, answer, second]}) == person.content
+    # the tools read the words of the step being done (resolve_run: "stop it" acts on what it names)
+    assert latest_request({"messages": [person, first, answer, second]}) == "stop it"
+    assert latest_request({"messages": [person, first]}) == "check beta"
+    # a step saved without its words (an older checkpoint): the person's whole request
+    old_step = HumanMessage(first.content, additional_kwargs={"twinkle_step": 1})
+    assert latest_request({"messages": [person, old_step]}) == person.content
 
 
 def test_the_window_starts_on_the_persons_message_not_on_a_step() -> None:

@@ -260,8 +260,13 @@ def judge(
     tools: dict[str, Any],
     resolve: Any = None,
 ) -> Outcome:
-    """Whether the calls do what the request asks: tool names, and the arguments as the tools read them."""
+    """Whether the calls do what the request asks: tool names, and the arguments as the tools read them.
+
+    `resolve` is how a tool picks its run (Scope.resolve_run): one function, or one per call, of the
+    state that call's tool reads (a step of a multi-step request is resolved on that step's words, and
+    after a select_run on the run it selected), as the tools themselves do."""
     out = Outcome(request, calls)
+    resolvers = list(resolve) if isinstance(resolve, (list, tuple)) else [resolve] * len(calls)
     steps = request["steps"]
     alt = request.get("tag", "").removeprefix("alt:") if request.get("tag", "").startswith("alt:") else None
     if not steps:
@@ -273,15 +278,15 @@ def judge(
     want = steps[0]
     out.first_ok = first_name == want["tool"] or (alt is not None and first_name == alt)
     if out.first_ok:
-        args = validated(tools[first_name], first_args, resolve) if first_name in tools else None
+        args = validated(tools[first_name], first_args, resolvers[0]) if first_name in tools else None
         out.args_ok = args is not None and (
             first_name != want["tool"] or args_ok(want["args"], args, SELECTED)
         )
     if len(steps) > 1:
         i = 0
-        for name, call_args in calls:
+        for (name, call_args), resolve_k in zip(calls, resolvers, strict=True):
             if i < len(steps) and name == steps[i]["tool"]:
-                args = validated(tools[name], call_args, resolve) if name in tools else None
+                args = validated(tools[name], call_args, resolve_k) if name in tools else None
                 if args is not None and args_ok(steps[i]["args"], args, SELECTED):
                     i += 1
         out.completed = i == len(steps)
@@ -290,11 +295,13 @@ def judge(
 
 def say(
     graph: Any, ctx: Any, request: dict[str, Any], thread: str
-) -> tuple[list[tuple[str, dict[str, Any]]], str]:
-    """One request in a fresh thread: the calls the model made (read-only ones executed) and its answer."""
+) -> tuple[list[tuple[str, dict[str, Any]]], str, list[Any]]:
+    """One request in a fresh thread: the calls the model made (read-only ones executed), its answer,
+    and for each call how its tool will pick the run (Scope.resolve_run of the state at that call)."""
     from langchain_core.messages import AIMessage, HumanMessage
 
     from twinkle_auto.graphs.chat.nodes import pending_calls
+    from twinkle_auto.tools.base import Scope
 
     cfg = {"configurable": {"thread_id": thread}, "recursion_limit": 60}
     stop = {"interrupt_before": ["tools", "approve"]}
@@ -302,12 +309,14 @@ def say(
         {"messages": [HumanMessage(request["say"])], "selected_run": SELECTED}, cfg, context=ctx, **stop
     )
     calls: list[tuple[str, dict[str, Any]]] = []
+    resolvers: list[Any] = []
     wanted = max(1, len(request["steps"]))
     for _ in range(MAX_STEPS):
         state = graph.get_state(cfg)
         messages = state.values.get("messages", [])
         pending = pending_calls(messages)
         calls += [(c["name"], dict(c.get("args") or {})) for c in pending]
+        resolvers += [Scope(ctx, dict(state.values)).resolve_run] * len(pending)
         if not state.next or not pending or len(calls) >= wanted:
             break  # judged on what the request needs: the rest of the turn would only cost time
         if any(c["name"] not in RUNS_TO_EXECUTE for c in pending):
@@ -315,7 +324,7 @@ def say(
         graph.invoke(None, cfg, context=ctx, **stop)
     messages = graph.get_state(cfg).values.get("messages", [])
     last = next((m for m in reversed(messages) if isinstance(m, AIMessage)), None)
-    return calls, str(last.content) if last is not None else ""
+    return calls, str(last.content) if last is not None else "", resolvers
 
 
 ANSWER_TOKENS = 512
@@ -348,7 +357,7 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
 def leaks(texts: list[str]) -> list[str]:
     """Requests whose wording appears in a prompt or a tool description (none may)."""
     blob = " ".join(" ".join(t.lower().split()) for t in texts)
-    every = load_requests() + load_requests(holdout=True)
+    every = [r for path in sorted(HERE.glob("*.json")) for r in load_requests(path=path)]
     return [r["say"] for r in every if " ".join(r["say"].lower().split()) in blob]
 
 
@@ -372,9 +381,6 @@ def build(home: Path, llm: Any) -> tuple[Any, Any, dict[str, Any]]:
 def evaluate(
     home: Path, examples: Path, llm: Any, requests: list[dict[str, Any]], echo: Any = None
 ) -> tuple[list[Outcome], dict[str, Any]]:
-    from langchain_core.messages import HumanMessage
-
-    from twinkle_auto.tools.base import Scope
 
     conn = seed_world(home, examples)
     hub = start_hub()
@@ -384,9 +390,8 @@ def evaluate(
         for request in requests:
             began = time.monotonic()
             try:
-                calls, answer = say(graph, ctx, request, f"req-{request['id']}")
-                scope = Scope(ctx, {"messages": [HumanMessage(request["say"])], "selected_run": SELECTED})
-                outcome = judge(request, calls, tools, resolve=scope.resolve_run)
+                calls, answer, resolvers = say(graph, ctx, request, f"req-{request['id']}")
+                outcome = judge(request, calls, tools, resolve=resolvers)
                 outcome.answer = answer
             except Exception as exc:  # an LLM failure is a miss, reported, not a crash of the measure
                 outcome = Outcome(request, error=f" [{type(exc).__name__}: {str(exc)[:120]}]")

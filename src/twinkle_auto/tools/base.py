@@ -202,12 +202,23 @@ def message_text(message: Any) -> str:
     return str(content or "")
 
 
+STEP_TEXT = "twinkle_step_text"
+"""additional_kwargs key of a step message's own words ("pause the one that is running")."""
+
+
 def latest_request(state: Mapping[str, Any]) -> str:
-    """The text of the person's latest message in the session state ('' when there is none); the
-    chat graph's step messages are parts of it and are passed over."""
+    """The person's latest words in the session state ('' when there is none): the step being done
+    when the chat graph handed a request of several steps one at a time (a call in "stop the chat run,
+    then start a grpo run" acts on the chat run, whatever the grpo words describe), else their message."""
     for message in reversed(list(state.get("messages") or [])):
         if is_step_message(message):
-            continue
+            extra = getattr(message, "additional_kwargs", None)
+            if extra is None and isinstance(message, Mapping):
+                extra = message.get("additional_kwargs")
+            words = extra.get(STEP_TEXT) if isinstance(extra, Mapping) else None
+            if isinstance(words, str) and words.strip():
+                return words
+            continue  # a step saved before its words were kept: the whole request
         kind = getattr(message, "type", None) or (
             message.get("type") if isinstance(message, Mapping) else None
         )

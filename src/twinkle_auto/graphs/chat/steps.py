@@ -21,7 +21,7 @@ from collections.abc import Collection, Sequence
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 
-from twinkle_auto.tools.base import STEP_MARK, is_step_message, message_text
+from twinkle_auto.tools.base import STEP_MARK, STEP_TEXT, is_step_message, message_text
 
 MAX_STEPS = 5
 """A request that splits into more parts is prose, not a list of things to do: it is left whole."""
@@ -192,7 +192,7 @@ def step_message(steps: Sequence[str], index: int) -> HumanMessage:
     """The message that hands the model step `index` (0-based) of the person's request."""
     return HumanMessage(
         f"Step {index + 1} of {len(steps)} of my request: {steps[index]}",
-        additional_kwargs={STEP_MARK: index + 1},
+        additional_kwargs={STEP_MARK: index + 1, STEP_TEXT: steps[index]},
     )
 
 
