@@ -392,8 +392,7 @@ class RunController:
             raise RunError(f"grace must be a finite number of seconds >= 0, not {grace!r}")
         folder = self.store.require(run_id)
         with self._launch_lock(run_id, "stop"):
-            paused = self._paused_meta(run_id)
-            if paused is not None:
+            if self._paused_and_gone(run_id):
                 return self._stop_paused(run_id, folder)
             meta = self._live_meta(run_id, "stop")
             fmt.update_meta(folder, {"status": fmt.STOPPING})
@@ -426,21 +425,19 @@ class RunController:
                 return m
 
             final = fmt.update_meta(folder, transform=_merge)
-        shutdown = final.get("shutdown") if isinstance(final.get("shutdown"), dict) else {}
-        return StopResult(run_id, str(final.get("status")), killed, shutdown.get("checkpoint"))
+        return _stop_result(run_id, final, killed)
 
-    def _paused_meta(self, run_id: str) -> dict[str, Any] | None:
-        """The meta of a run marked paused whose process is gone (None otherwise: a live process, even
-        under a stale `paused`, is stopped with signals)."""
+    def _paused_and_gone(self, run_id: str) -> bool:
+        """Whether the run is marked paused and its process is gone (a live process, even under a stale
+        `paused`, is stopped with signals)."""
         meta = self.store.read_meta(run_id)
         if meta.get("status") != fmt.PAUSED or proc.remote_host(meta) is not None:
-            return None
+            return False
         if isinstance(meta.get("ray_job"), dict):
             from twinkle_auto.connection import ray_jobs
 
-            return None if ray_jobs.is_active(meta) else meta
-        info = proc.process_info(meta, self.store.path(run_id))
-        return None if proc.is_running(info) else meta
+            return not ray_jobs.is_active(meta)
+        return not proc.is_running(proc.process_info(meta, self.store.path(run_id)))
 
     def _stop_paused(self, run_id: str, folder: Path) -> StopResult:
         def _merge(m: dict[str, Any]) -> dict[str, Any]:
@@ -450,9 +447,7 @@ class RunController:
                 m["note"] = "stopped while paused: no process was running; its checkpoints stay"
             return m
 
-        final = fmt.update_meta(folder, transform=_merge)
-        shutdown = final.get("shutdown") if isinstance(final.get("shutdown"), dict) else {}
-        return StopResult(run_id, str(final.get("status")), False, shutdown.get("checkpoint"))
+        return _stop_result(run_id, fmt.update_meta(folder, transform=_merge), False)
 
     def _live_meta(self, run_id: str, verb: str) -> dict[str, Any]:
         folder = self.store.require(run_id)
@@ -514,6 +509,12 @@ class RunController:
             )
         )
         return ScriptUpdate(run_id, archived, current, diff)
+
+
+def _stop_result(run_id: str, final: dict[str, Any], killed: bool) -> StopResult:
+    """What a stop did, from the meta.json it left: the status and the checkpoint its shutdown saved."""
+    shutdown = final.get("shutdown") if isinstance(final.get("shutdown"), dict) else {}
+    return StopResult(run_id, str(final.get("status")), killed, shutdown.get("checkpoint"))
 
 
 def _defaults(meta: dict[str, Any]) -> dict[str, Any]:

@@ -184,12 +184,17 @@ STEP_MARK = "twinkle_step"
 (graphs/chat/steps.py): they are in the person's voice but not the person's words."""
 
 
-def is_step_message(message: Any) -> bool:
-    """Whether `message` is one of the chat graph's step messages, not something the person typed."""
+def _extra(message: Any) -> Mapping[str, Any]:
+    """The message's additional_kwargs (object or dict); empty when it has none."""
     extra = getattr(message, "additional_kwargs", None)
     if extra is None and isinstance(message, Mapping):
         extra = message.get("additional_kwargs")
-    return bool(isinstance(extra, Mapping) and extra.get(STEP_MARK))
+    return extra if isinstance(extra, Mapping) else {}
+
+
+def is_step_message(message: Any) -> bool:
+    """Whether `message` is one of the chat graph's step messages, not something the person typed."""
+    return bool(_extra(message).get(STEP_MARK))
 
 
 def message_text(message: Any) -> str:
@@ -212,10 +217,7 @@ def latest_request(state: Mapping[str, Any]) -> str:
     then start a grpo run" acts on the chat run, whatever the grpo words describe), else their message."""
     for message in reversed(list(state.get("messages") or [])):
         if is_step_message(message):
-            extra = getattr(message, "additional_kwargs", None)
-            if extra is None and isinstance(message, Mapping):
-                extra = message.get("additional_kwargs")
-            words = extra.get(STEP_TEXT) if isinstance(extra, Mapping) else None
+            words = _extra(message).get(STEP_TEXT)
             if isinstance(words, str) and words.strip():
                 return words
             continue  # a step saved before its words were kept: the whole request
